@@ -1,0 +1,63 @@
+"""The toolkit's error types: one per kind of failure, each with its exit code.
+
+Library code raises these with a message that names the problem and the fix; the CLI
+prints the message on one or two lines and exits with ``exit_code`` (2 for bad input or
+usage, 1 for a check that ran and failed). Anything else escaping is a bug and keeps
+its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AlexnetError(Exception):
+    """Base class: a user-facing failure with a readable message and an exit code."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, fix: str | None = None):
+        self.problem = problem
+        self.fix = fix
+        super().__init__(problem if not fix else f"{problem}\n  fix: {fix}")
+
+
+class InputError(AlexnetError):
+    """A path, file or option the user gave cannot be used as it is."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint file cannot be read, or does not hold what was expected."""
+
+
+class LayoutError(InputError):
+    """A state_dict does not determine one network: unknown, ambiguous or mismatched."""
+
+
+class ModelFileError(InputError):
+    """A ``--model FILE.py:Class`` cannot be imported or constructed."""
+
+
+class ExportError(InputError):
+    """PyTorch could not turn the model into a valid ONNX graph."""
+
+
+class DependencyError(AlexnetError):
+    """An optional package or device this feature needs is not available here."""
+
+
+class CheckFailed(AlexnetError):
+    """A check ran and its result failed its criteria (verify mismatch, accuracy drop)."""
+
+    exit_code = 1
+
+
+def require(module: str, extra: str, feature: str):
+    """Import ``module`` or raise DependencyError naming the extra that provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise DependencyError(
+            f"{feature} needs the '{module}' package, which is not installed ({exc}).",
+            f"pip install 'alexnet-deploy[{extra}]'",
+        ) from None

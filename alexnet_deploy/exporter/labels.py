@@ -1,0 +1,64 @@
+"""Class labels from the files tutorials leave behind (torch-free)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from alexnet_deploy.errors import InputError
+
+
+def read_labels(source: Path) -> list[str]:
+    """Labels, index order, from a ``class_indices.json``, a ``labels.txt`` or an ImageFolder root.
+
+    - JSON: ``{"0": "daisy", ...}`` (index -> name, seed 003), ``{"daisy": 0, ...}``
+      (torchvision's ``class_to_idx``) or a list of names.
+    - Text: one label per line, blank lines ignored.
+    - Directory: sorted class sub-folder names, as ``torchvision.datasets.ImageFolder`` does.
+    """
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"labels source {path} does not exist.", "give a class_indices.json, a labels.txt or an ImageFolder root")
+    if path.is_dir():
+        classes = sorted(entry.name for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        if not classes:
+            raise InputError(f"{path} has no class sub-folders, so it is not an ImageFolder root.", "give the folder that holds one sub-folder per class")
+        return classes
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise InputError(f"labels file {path} cannot be read as text ({type(exc).__name__}).", "give a UTF-8 JSON or text file") from None
+    if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
+        return _labels_from_json(path, text)
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
+    if not labels:
+        raise InputError(f"labels file {path} is empty.", "write one label per line")
+    return labels
+
+
+def _labels_from_json(path: Path, text: str) -> list[str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"labels file {path} is not valid JSON ({exc.msg} at line {exc.lineno}).", "fix the file") from None
+    if isinstance(data, list) and data and all(isinstance(v, str) for v in data):
+        return list(data)
+    if isinstance(data, dict) and data:
+        keys, values = list(data.keys()), list(data.values())
+        if all(str(k).lstrip("-").isdigit() for k in keys) and all(isinstance(v, str) for v in values):
+            by_index = {int(k): v for k, v in data.items()}
+        elif all(isinstance(v, int) for v in values):
+            by_index = {int(v): str(k) for k, v in data.items()}
+        else:
+            by_index = {}
+        if by_index and sorted(by_index) == list(range(len(by_index))):
+            return [by_index[i] for i in range(len(by_index))]
+    raise InputError(
+        f"labels file {path} is not a label map.",
+        'use {"0": "cat", "1": "dog"}, {"cat": 0, "dog": 1} or ["cat", "dog"] with indices 0..N-1',
+    )
+
+
+def default_labels(num_classes: int) -> list[str]:
+    """Placeholder labels ``class_0 ... class_{N-1}`` when none were given."""
+    return [f"class_{i}" for i in range(num_classes)]

@@ -1,0 +1,332 @@
+"""The AlexNet variants users bring, and which one a state_dict is.
+
+Each :class:`Layout` names a network (module names, shapes, conv1 padding, input
+size, where LRN runs) and the preprocessing its tutorial trained with. Detection
+compares a state_dict's keys and shapes with every layout's, with the class count
+read from the last layer; a checkpoint that fits several layouts is refused with a
+message naming the ``--arch`` choices, never guessed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alexnet_deploy.errors import LayoutError
+from alexnet_deploy.exporter.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+
+class PaperLRN(nn.Module):
+    """LRN as the AlexNet paper writes it: ``x / (k + alpha * sum_{|j-c|<=n//2} x_j^2)^beta``.
+
+    Alpha is not divided by ``n`` (unlike ``nn.LocalResponseNorm``); the window spans
+    ``n//2`` channels each side. Same numbers as seed 001's looped module, vectorised.
+    """
+
+    def __init__(self, n: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75):
+        super().__init__()
+        self.n, self.k, self.alpha, self.beta = n, k, alpha, beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = self.n // 2
+        window = 2 * half + 1
+        squared = F.pad((x * x).unsqueeze(1), (0, 0, 0, 0, half, half))
+        summed = F.avg_pool3d(squared, (window, 1, 1), stride=1).squeeze(1) * window
+        return x / (self.k + self.alpha * summed).pow(self.beta)
+
+    def onnx_lrn(self) -> dict:
+        """The exact ONNX LRN attributes for this module."""
+        size = 2 * (self.n // 2) + 1
+        return {"size": size, "alpha": self.alpha * size, "beta": self.beta, "bias": self.k}
+
+
+def _features(widths, pad1: int, lrn: bool) -> nn.Sequential:
+    c1, c2, c3, c4, c5 = widths
+    norm = (lambda: [nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)]) if lrn else (lambda: [])
+    return nn.Sequential(
+        nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=pad1), nn.ReLU(inplace=True), *norm(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(c1, c2, kernel_size=5, padding=2), nn.ReLU(inplace=True), *norm(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(c2, c3, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(c3, c4, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.Conv2d(c4, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+    )
+
+
+def _classifier(in_features: int, hidden: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Dropout(p=0.5), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+        nn.Dropout(p=0.5), nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+class FeaturesClassifierAlexNet(nn.Module):
+    """``features`` / [``avgpool``] / ``classifier`` AlexNets: torchvision's and its relatives."""
+
+    def __init__(self, num_classes: int, widths=(64, 192, 384, 256, 256), pad1: int = 2,
+                 hidden: int = 4096, avgpool: bool = True, lrn: bool = False):
+        super().__init__()
+        self.features = _features(widths, pad1, lrn)
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6)) if avgpool else nn.Identity()
+        self.classifier = _classifier(widths[4] * 6 * 6, hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class PaperHandLRNAlexNet(nn.Module):
+    """Seed 001: C1..C5 / F1..F3, paper LRN after ReLU on C1 and C2, ReLU on the logits."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.act = nn.ReLU(True)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2)
+        self.dropout = nn.Dropout(0.5)
+        self.C1 = nn.Conv2d(3, 96, kernel_size=11, stride=4, padding=2)
+        self.N1 = PaperLRN()
+        self.C2 = nn.Conv2d(96, 256, kernel_size=5, stride=1, padding=2)
+        self.N2 = PaperLRN()
+        self.C3 = nn.Conv2d(256, 384, kernel_size=3, stride=1, padding=1)
+        self.C4 = nn.Conv2d(384, 384, kernel_size=3, stride=1, padding=1)
+        self.C5 = nn.Conv2d(384, 256, kernel_size=3, stride=1, padding=1)
+        self.F1 = nn.Linear(256 * 6 * 6, 4096)
+        self.F2 = nn.Linear(4096, 4096)
+        self.F3 = nn.Linear(4096, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.N1(self.act(self.C1(x))))
+        x = self.pool(self.N2(self.act(self.C2(x))))
+        x = self.act(self.C3(x))
+        x = self.act(self.C4(x))
+        x = self.pool(self.act(self.C5(x)))
+        x = torch.flatten(x, 1)
+        x = self.dropout(self.act(self.F1(x)))
+        x = self.dropout(self.act(self.F2(x)))
+        return self.act(self.F3(x))
+
+
+class LayersFcAlexNet(nn.Module):
+    """Seed 002: layer1/layer2/layer3 + fc; ``norm1``/``norm2`` exist but forward never calls them."""
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        self.layer1 = nn.Sequential(nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
+        self.norm1 = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2)
+        self.layer2 = nn.Sequential(nn.Conv2d(96, 256, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2))
+        self.norm2 = nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2)
+        self.layer3 = nn.Sequential(
+            nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 384, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(inplace=True),
+            nn.MaxPool2d(3, 2),
+        )
+        self.fc = nn.Sequential(
+            nn.Linear(256 * 6 * 6, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(4096, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(torch.flatten(x, 1))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """One known AlexNet variant: how to build it and how its tutorial preprocessed images."""
+
+    name: str
+    summary: str
+    source: str
+    input_size: int
+    classifier_key: str
+    build: Callable[[int], nn.Module]
+    preprocessing: Preprocessing
+    conv1: str
+    lrn: str = "none"
+    distinguishing: str = ""
+
+    def describe(self) -> str:
+        return f"{self.name}: {self.summary} ({self.source})"
+
+
+_PAPER = (96, 256, 384, 384, 256)
+LAYOUTS: dict[str, Layout] = {
+    layout.name: layout
+    for layout in (
+        Layout(
+            "torchvision", "torchvision.models.alexnet: 64-channel conv1, padding 2, adaptive avgpool",
+            "torchvision", 224, "classifier.6.weight",
+            lambda n: FeaturesClassifierAlexNet(n), Preprocessing(256, 224),
+            conv1="64 ch, pad 2",
+        ),
+        Layout(
+            "caffe-227", "96-channel conv1 with padding 0 at 227x227 input, no avgpool",
+            "seed 000, Imagenette tutorial", 227, "classifier.6.weight",
+            lambda n: FeaturesClassifierAlexNet(n, _PAPER, pad1=0, avgpool=False), Preprocessing(256, 227),
+            conv1="96 ch, pad 0", distinguishing="the first Conv2d has padding=0 and images are cropped to 227",
+        ),
+        Layout(
+            "paper-224", "96-channel conv1 with padding 2 at 224x224 input, torchvision-style keys, no LRN",
+            "paper widths with torchvision's module names", 224, "classifier.6.weight",
+            lambda n: FeaturesClassifierAlexNet(n, _PAPER, pad1=2, avgpool=False), Preprocessing(256, 224),
+            conv1="96 ch, pad 2", distinguishing="the first Conv2d has padding=2 and images are 224",
+        ),
+        Layout(
+            "paper-lrn", "96-channel paper AlexNet with nn.LocalResponseNorm(5, 1e-4, 0.75, k=2) after ReLU 1 and 2",
+            "common tutorials", 224, "classifier.6.weight",
+            lambda n: FeaturesClassifierAlexNet(n, _PAPER, pad1=2, avgpool=False, lrn=True), Preprocessing(256, 224),
+            conv1="96 ch, pad 2", lrn="nn.LocalResponseNorm after ReLU 1 and 2, before pooling",
+        ),
+        Layout(
+            "paper-hand-lrn", "C1..C5/F1..F3 paper AlexNet, hand-written paper-formula LRN, ReLU on the logits",
+            "seed 001, CIFAR-10 paper reproduction", 224, "F3.weight",
+            PaperHandLRNAlexNet,
+            Preprocessing(224, 224, mean=(0.4915, 0.4823, 0.4468), std=(1.0, 1.0, 1.0)),
+            conv1="96 ch, pad 2", lrn="paper LRN (k=2, n=5, alpha=1e-4, beta=0.75) after ReLU 1 and 2",
+        ),
+        Layout(
+            "layers-fc", "layer1/layer2/layer3 + fc paper AlexNet; its LRN modules are never called",
+            "seed 002, flowers tutorial", 224, "fc.6.weight",
+            LayersFcAlexNet,
+            Preprocessing(224, 224, mean=(0.4637, 0.4248, 0.3011), std=(0.2502, 0.2219, 0.2292), resize_mode="exact"),
+            conv1="96 ch, pad 2", lrn="norm1/norm2 defined but not called by forward",
+        ),
+        Layout(
+            "half-width", "48-channel conv1, padding 2, 2048-wide FC layers",
+            "seed 003, flowers tutorial (class_indices.json)", 224, "classifier.6.weight",
+            lambda n: FeaturesClassifierAlexNet(n, (48, 128, 192, 192, 128), pad1=2, hidden=2048, avgpool=False),
+            Preprocessing(224, 224, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize_mode="exact"),
+            conv1="48 ch, pad 2",
+        ),
+    )
+}
+
+
+def get_layout(name: str) -> Layout:
+    """The layout called ``name``; LayoutError listing the names otherwise."""
+    try:
+        return LAYOUTS[name]
+    except KeyError:
+        raise LayoutError(f"unknown --arch {name!r}.", f"choose one of: {', '.join(LAYOUTS)}") from None
+
+
+def _shapes(layout: Layout, num_classes: int) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = layout.build(num_classes)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _class_count(layout: Layout, state_dict: dict) -> int | None:
+    weight = state_dict.get(layout.classifier_key)
+    return int(weight.shape[0]) if weight is not None and weight.ndim == 2 else None
+
+
+@dataclass
+class LayoutMatch:
+    """How well a state_dict fits one layout."""
+
+    layout: Layout
+    num_classes: int | None
+    missing: list[str]
+    unexpected: list[str]
+    mismatched: list[tuple[str, tuple, tuple]]
+
+    @property
+    def exact(self) -> bool:
+        return self.num_classes is not None and not (self.missing or self.unexpected or self.mismatched)
+
+    @property
+    def score(self) -> float:
+        bad = len(self.missing) + len(self.unexpected) + len(self.mismatched)
+        return -bad
+
+    def diff(self, limit: int = 4) -> str:
+        """A short readable diff of what does not fit."""
+        parts = []
+        if self.missing:
+            parts.append(f"missing {', '.join(self.missing[:limit])}" + (" ..." if len(self.missing) > limit else ""))
+        if self.unexpected:
+            parts.append(f"unexpected {', '.join(self.unexpected[:limit])}" + (" ..." if len(self.unexpected) > limit else ""))
+        for key, got, want in self.mismatched[:limit]:
+            parts.append(f"{key} has shape {list(got)}, {self.layout.name} needs {list(want)}")
+        if len(self.mismatched) > limit:
+            parts.append(f"... {len(self.mismatched) - limit} more mis-shaped")
+        return "; ".join(parts)
+
+
+def match_layout(layout: Layout, state_dict: dict) -> LayoutMatch:
+    """Compare ``state_dict`` with ``layout`` (class count taken from the checkpoint)."""
+    num_classes = _class_count(layout, state_dict)
+    expected = _shapes(layout, num_classes or 1000)
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    mismatched = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]]
+    return LayoutMatch(layout, num_classes, missing, unexpected, mismatched)
+
+
+def ambiguity_message(names: list[str]) -> str:
+    """Why several layouts fit, and what tells them apart."""
+    return " and ".join(
+        f"{LAYOUTS[n].name} ({LAYOUTS[n].conv1}, {LAYOUTS[n].input_size}x{LAYOUTS[n].input_size} input, {LAYOUTS[n].source})"
+        for n in names
+    )
+
+
+def detect_layout(state_dict: dict, arch: str | None = None) -> LayoutMatch:
+    """The one layout ``state_dict`` fits (or ``arch``, checked strictly); LayoutError otherwise."""
+    if arch is not None:
+        found = match_layout(get_layout(arch), state_dict)
+        if not found.exact:
+            raise LayoutError(f"checkpoint does not fit --arch {arch}: {found.diff()}.", _fix_hint(state_dict))
+        return found
+    matches = [match_layout(layout, state_dict) for layout in LAYOUTS.values()]
+    exact = [m for m in matches if m.exact]
+    if len(exact) == 1:
+        return exact[0]
+    if len(exact) > 1:
+        names = [m.layout.name for m in exact]
+        raise LayoutError(
+            f"checkpoint fits {len(names)} layouts with identical weight shapes: {ambiguity_message(names)}.",
+            f"pass --arch {' or --arch '.join(names)}: the first Conv2d's padding in the training script tells which",
+        )
+    best = max(matches, key=lambda m: m.score)
+    overlap = len(set(state_dict) & set(_shapes(best.layout, best.num_classes or 1000)))
+    if overlap < len(state_dict) // 2:
+        sample = ", ".join(list(state_dict)[:4])
+        raise LayoutError(
+            f"checkpoint is not one of the built-in AlexNet layouts (its keys start {sample}).",
+            "pass --model FILE.py:ClassName with the class it was trained with",
+        )
+    raise LayoutError(f"checkpoint is closest to layout {best.layout.name} but does not fit it: {best.diff()}.", _fix_hint(state_dict))
+
+
+def _fix_hint(state_dict: dict) -> str:
+    return "check that this is the right checkpoint, or pass --model FILE.py:ClassName with the class it was trained with"
+
+
+def build_model(layout: Layout, state_dict: dict, num_classes: int) -> nn.Module:
+    """An eval-mode instance of ``layout`` with ``state_dict`` loaded strictly."""
+    model = layout.build(num_classes)
+    model.load_state_dict(state_dict, strict=True)
+    return model.float().eval()
+
+
+def default_preprocessing(layout: Layout | None, input_size: int) -> Preprocessing:
+    """The layout's tutorial preprocessing, rescaled if the input size was overridden."""
+    if layout is None:
+        return Preprocessing.for_input_size(input_size, IMAGENET_MEAN, IMAGENET_STD)
+    spec = layout.preprocessing
+    if input_size == spec.crop:
+        return spec
+    if spec.resize_mode == "exact":
+        return Preprocessing(input_size, input_size, spec.mean, spec.std, spec.interpolation, "exact")
+    return Preprocessing.for_input_size(input_size, spec.mean, spec.std)

@@ -1,0 +1,164 @@
+"""The record an ONNX file carries in ``metadata_props``: labels, preprocessing, provenance.
+
+Export writes it once; ``Classifier``, ``predict``, ``eval``, ``verify --images`` and
+calibration all read it back through :func:`read_record`, so preprocessing is written
+down in one place. Keys are namespaced (``alexnet_deploy.*``) and versioned; structured
+values are JSON. This module imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from alexnet_deploy.errors import InputError
+
+SCHEMA_VERSION = 1
+PREFIX = "alexnet_deploy."
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+RESIZE_MODES = ("shorter", "exact")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes the model's input, in torchvision's terms.
+
+    ``resize_mode='shorter'`` is ``Resize(resize)`` (shorter side to ``resize``, aspect
+    kept); ``'exact'`` is ``Resize((resize, resize))``. Then ``CenterCrop(crop)``,
+    ``ToTensor()`` (RGB, 0..1, CHW) and ``Normalize(mean, std)``.
+    """
+
+    resize: int = 256
+    crop: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    resize_mode: str = "shorter"
+
+    def __post_init__(self):
+        if self.resize < 1 or self.crop < 1:
+            raise InputError(f"resize ({self.resize}) and crop ({self.crop}) must be positive.")
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise InputError("mean and std need three values (R,G,B), e.g. --mean 0.485,0.456,0.406.")
+        if any(s <= 0 for s in self.std):
+            raise InputError(f"std values must be positive, got {list(self.std)}.")
+        if self.interpolation not in INTERPOLATIONS:
+            raise InputError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}.")
+        if self.resize_mode not in RESIZE_MODES:
+            raise InputError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}.")
+        if self.resize_mode == "exact" and self.crop > self.resize:
+            raise InputError(f"crop {self.crop} is larger than the resized image {self.resize}x{self.resize}.")
+
+    @classmethod
+    def for_input_size(cls, size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> "Preprocessing":
+        """ImageNet-style defaults for an input of ``size``: resize by 256/224, center crop."""
+        return cls(resize=int(round(size * 256 / 224)) if size != 227 else 256, crop=size, mean=tuple(mean), std=tuple(std))
+
+    def describe(self) -> str:
+        """One line, torchvision-style."""
+        resize = f"Resize({self.resize})" if self.resize_mode == "shorter" else f"Resize(({self.resize}, {self.resize}))"
+        mean = ", ".join(f"{v:g}" for v in self.mean)
+        std = ", ".join(f"{v:g}" for v in self.std)
+        return f"{resize} {self.interpolation}, CenterCrop({self.crop}), Normalize(mean=[{mean}], std=[{std}])"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Preprocessing":
+        return cls(
+            resize=int(data["resize"]),
+            crop=int(data["crop"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+            interpolation=str(data.get("interpolation", "bilinear")),
+            resize_mode=str(data.get("resize_mode", "shorter")),
+        )
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """Everything an app needs to use an exported model correctly."""
+
+    labels: tuple[str, ...]
+    preprocessing: Preprocessing
+    layout: str
+    source_sha256: str = ""
+    toolkit_version: str = ""
+    precision: str = "fp32"
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    def with_changes(self, **changes) -> "ModelRecord":
+        return replace(self, **changes)
+
+    def to_props(self) -> dict[str, str]:
+        """The ``metadata_props`` entries (key -> string value) for this record."""
+        return {
+            PREFIX + "schema": str(SCHEMA_VERSION),
+            PREFIX + "labels": json.dumps(list(self.labels), ensure_ascii=False),
+            PREFIX + "preprocessing": json.dumps(asdict(self.preprocessing)),
+            PREFIX + "layout": self.layout,
+            PREFIX + "source_sha256": self.source_sha256,
+            PREFIX + "version": self.toolkit_version,
+            PREFIX + "precision": self.precision,
+            PREFIX + "details": json.dumps(dict(self.details), sort_keys=True),
+        }
+
+    @classmethod
+    def from_props(cls, props: Mapping[str, str], where: str = "model") -> "ModelRecord":
+        """Parse a record from ``metadata_props``; raise InputError naming what is missing."""
+        if PREFIX + "schema" not in props:
+            raise InputError(
+                f"{where} has no alexnet-deploy metadata (labels, preprocessing).",
+                "export it with `alexnet export`, which writes them into the ONNX file",
+            )
+        try:
+            schema = int(props[PREFIX + "schema"])
+            if schema > SCHEMA_VERSION:
+                raise InputError(
+                    f"{where} was written by a newer alexnet-deploy (metadata schema {schema}).",
+                    "upgrade: pip install -U alexnet-deploy",
+                )
+            return cls(
+                labels=tuple(json.loads(props[PREFIX + "labels"])),
+                preprocessing=Preprocessing.from_dict(json.loads(props[PREFIX + "preprocessing"])),
+                layout=props.get(PREFIX + "layout", ""),
+                source_sha256=props.get(PREFIX + "source_sha256", ""),
+                toolkit_version=props.get(PREFIX + "version", ""),
+                precision=props.get(PREFIX + "precision", "fp32"),
+                details=json.loads(props.get(PREFIX + "details", "{}")),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"{where} has damaged alexnet-deploy metadata ({exc}).", "re-export the model") from None
+
+
+def write_record(model_proto, record: ModelRecord) -> None:
+    """Replace the alexnet-deploy entries of an ``onnx.ModelProto``'s metadata_props with ``record``."""
+    keep = [(p.key, p.value) for p in model_proto.metadata_props if not p.key.startswith(PREFIX)]
+    del model_proto.metadata_props[:]
+    for key, value in keep + sorted(record.to_props().items()):
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def read_props(model_proto) -> dict[str, str]:
+    """All metadata_props of an ``onnx.ModelProto`` as a dict."""
+    return {p.key: p.value for p in model_proto.metadata_props}
+
+
+def read_record(model_proto, where: str = "model") -> ModelRecord:
+    """The record stored in an ``onnx.ModelProto``."""
+    return ModelRecord.from_props(read_props(model_proto), where)
+
+
+def read_record_from_path(path: Path) -> ModelRecord:
+    """The record stored in the ONNX file at ``path`` (weights are not loaded)."""
+    from alexnet_deploy.onnx_file import load_onnx
+
+    return read_record(load_onnx(path, load_weights=False), where=str(path))
