@@ -1,0 +1,1 @@
+"""Timing, statistics, reports and the benchmark suite (``alexnet bench``)."""

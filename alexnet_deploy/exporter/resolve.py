@@ -1,0 +1,195 @@
+"""From a checkpoint file and the user's flags to one ready ``nn.Module``.
+
+Combines loading (any format), layout detection or the user's ``--model`` class,
+strict weight loading with a readable diff, and the input size, and says what it
+decided so that ``export``, ``verify`` and ``inspect`` agree on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from alexnet_deploy.errors import ExportError, LayoutError, ModelFileError
+from alexnet_deploy.exporter.checkpoint import Checkpoint, load_checkpoint
+from alexnet_deploy.exporter.layouts import Layout, build_model, default_preprocessing, detect_layout
+from alexnet_deploy.exporter.metadata import Preprocessing
+from alexnet_deploy.exporter.user_model import (
+    class_count_param,
+    instantiate,
+    load_model_class,
+    parse_model_kwargs,
+)
+
+# Sizes tried, in order, when a user class does not say which input it takes.
+PROBE_SIZES = (224, 227)
+
+
+@dataclass
+class ResolvedModel:
+    """A checkpoint turned into a module, with everything export and verify need to know.
+
+    ``module`` is what gets exported (eager PyTorch); ``reference`` is what parity is
+    checked against: the same module, or the TorchScript / pickled module the file held.
+    """
+
+    module: nn.Module
+    reference: nn.Module
+    name: str
+    layout: Layout | None
+    num_classes: int
+    input_size: int
+    preprocessing: Preprocessing
+    checkpoint: Checkpoint
+    notes: list[str] = field(default_factory=list)
+
+    def example(self, batch: int = 2, seed: int = 0) -> torch.Tensor:
+        """A seeded random input batch of the model's size."""
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(batch, 3, self.input_size, self.input_size, generator=generator)
+
+
+def _last_linear_classes(state_dict: dict) -> int | None:
+    matrices = [v for k, v in state_dict.items() if k.endswith("weight") and v.ndim == 2]
+    return int(matrices[-1].shape[0]) if matrices else None
+
+
+def state_dict_diff(model: nn.Module, state_dict: dict, limit: int = 4) -> str:
+    """A short readable diff between ``model``'s parameters and ``state_dict``; '' if they fit."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in state_dict.items()}
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    mismatched = [f"{k} has shape {list(got[k])}, the class needs {list(expected[k])}" for k in expected if k in got and got[k] != expected[k]]
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
+    parts.extend(mismatched[:limit])
+    if len(mismatched) > limit:
+        parts.append(f"... {len(mismatched) - limit} more mis-shaped")
+    return "; ".join(parts)
+
+
+def _load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:
+    diff = state_dict_diff(model, state_dict)
+    if diff:
+        raise LayoutError(f"checkpoint does not fit {what}: {diff}.", "check the checkpoint, or the class and --model-kwargs")
+    model.load_state_dict(state_dict, strict=True)
+    return model.float().eval()
+
+
+def _user_module(spec: str, kwargs_text: str | None, ckpt: Checkpoint) -> nn.Module:
+    cls = load_model_class(spec)
+    kwargs = parse_model_kwargs(kwargs_text)
+    param = class_count_param(cls)
+    classes = _last_linear_classes(ckpt.state_dict)
+    if param and param not in kwargs and classes is not None:
+        kwargs[param] = classes
+    model = instantiate(cls, kwargs)
+    return _load_strict(model, ckpt.state_dict, f"{cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})")
+
+
+def _output_classes(module: nn.Module, size: int) -> int:
+    """Run one input through ``module``; return its class count or raise ExportError why not."""
+    with torch.no_grad():
+        out = module(torch.zeros(1, 3, size, size))
+    if isinstance(out, (tuple, list)):
+        raise ExportError(
+            f"the model returns {len(out)} outputs, not one logits tensor.",
+            "export a class whose eval-mode forward returns only the logits",
+        )
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        raise ExportError(
+            f"the model's output has shape {list(getattr(out, 'shape', []))}, not [batch, classes].",
+            "export a classifier whose forward returns logits of shape [N, num_classes]",
+        )
+    return int(out.shape[1])
+
+
+def _fit_input_size(module: nn.Module, requested: int | None, default: int | None) -> tuple[int, int]:
+    sizes = [requested] if requested else ([default] if default else list(PROBE_SIZES))
+    failures = []
+    for size in sizes:
+        try:
+            return size, _output_classes(module, size)
+        except ExportError:
+            raise
+        except Exception as exc:  # a shape error inside the user's forward
+            failures.append(f"{size}x{size}: {str(exc).splitlines()[0][:140]}")
+    if requested:
+        raise ExportError(f"the model does not accept a 3x{requested}x{requested} input ({failures[0]}).", "pass the --input-size the model was trained with")
+    raise ExportError(f"cannot find an input size the model accepts ({'; '.join(failures)}).", "pass --input-size N")
+
+
+def resolve_model(
+    checkpoint: Path,
+    arch: str | None = None,
+    model_spec: str | None = None,
+    model_kwargs: str | None = None,
+    input_size: int | None = None,
+    trust_pickle: bool = False,
+) -> ResolvedModel:
+    """Load ``checkpoint`` and build the module it belongs to, strictly; errors name the fix."""
+    if arch and model_spec:
+        raise ModelFileError("--arch and --model both choose the network.", "pass only one of them")
+    if input_size is not None and not 16 <= input_size <= 2048:
+        raise ExportError(f"--input-size {input_size} is out of range.", "use the image size the model was trained on, e.g. 224")
+    extra = {}
+    if model_spec:
+        cls = load_model_class(model_spec)
+        extra = {cls.__name__: cls}
+    ckpt = load_checkpoint(Path(checkpoint), trust_pickle=trust_pickle, extra_classes=extra)
+    notes: list[str] = []
+    layout: Layout | None = None
+
+    if model_spec:
+        module = _user_module(model_spec, model_kwargs, ckpt)
+        reference = ckpt.module if ckpt.module is not None else module
+        name = f"custom:{type(module).__name__}"
+    else:
+        try:
+            match = detect_layout(ckpt.state_dict, arch)
+        except LayoutError:
+            if ckpt.module is None or arch:
+                raise
+            match = None
+        if match is not None:
+            layout = match.layout
+            module = build_model(layout, ckpt.state_dict, match.num_classes)
+            name = layout.name
+        elif ckpt.format == "torchscript":
+            raise LayoutError(
+                "this TorchScript archive is not a built-in AlexNet layout, and TorchScript cannot be exported directly.",
+                "pass --model FILE.py:ClassName with the eager class it was scripted from",
+            )
+        else:
+            module = ckpt.module
+            name = f"custom:{type(module).__name__}"
+        reference = ckpt.module if ckpt.module is not None else module
+        if ckpt.module is not None and match is not None:
+            notes.append(f"the file held a {ckpt.format}; exporting the {layout.name} layout with its weights and checking parity against the file's own module")
+
+    size, classes = _fit_input_size(module, input_size, layout.input_size if layout else None)
+    if input_size and layout and input_size != layout.input_size:
+        notes.append(f"input size {input_size} overrides the layout's {layout.input_size}")
+    preprocessing = default_preprocessing(layout, size)
+    return ResolvedModel(module, reference, name, layout, classes, size, preprocessing, ckpt, notes)
+
+
+def describe_resolution(resolved: ResolvedModel) -> dict[str, Any]:
+    """What was decided, for reports."""
+    ckpt = resolved.checkpoint
+    return {
+        "layout": resolved.name,
+        "num_classes": resolved.num_classes,
+        "input_size": resolved.input_size,
+        "checkpoint_format": ckpt.format,
+        "stripped_prefixes": ckpt.stripped_prefixes,
+        "parameters": sum(p.numel() for p in resolved.module.parameters()),
+    }

@@ -1,0 +1,292 @@
+"""Parity of an ONNX model with the PyTorch model it came from.
+
+The same inputs (seeded random tensors, plus images preprocessed from the model's own
+metadata when given) go through PyTorch and onnxruntime at each requested batch size.
+FP32 passes when every sample's relative error (max |onnx - torch| over max |torch|) is
+at most 1e-4 and every sample's cosine similarity is at least 0.99999. On failure the
+first layer whose output diverges is found by comparing intermediate outputs of both.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from alexnet_deploy.compare import compare_logits, tensor_rel_err
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.exporter.metadata import ModelRecord
+from alexnet_deploy.preprocess import list_images, load_images
+from alexnet_deploy.runtimes.ort import OrtRuntime
+
+# Criteria per precision. FP32 differs from PyTorch only by summation order.
+THRESHOLDS: dict[str, dict[str, float]] = {
+    "fp32": {"max_rel_err": 1e-4, "min_cosine": 0.99999},
+}
+# An intermediate tensor "diverges" above this relative error (FP32 layers agree to ~1e-6).
+LAYER_DIVERGENCE = 1e-3
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of a parity check; ``to_dict`` gives the stable JSON fields."""
+
+    passed: bool
+    max_abs_err: float
+    max_rel_err: float
+    min_cosine: float
+    top1_agreement: float
+    top5_agreement: float
+    samples: int
+    batch_sizes: list[int]
+    first_divergent_layer: str | None
+    worst_sample: dict[str, Any]
+    thresholds: dict[str, float]
+    precision: str = "fp32"
+    images: int = 0
+    skipped_images: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def failures(self) -> list[str]:
+        """The criteria that failed, in words."""
+        out = []
+        if self.max_rel_err > self.thresholds["max_rel_err"]:
+            out.append(f"max relative error {self.max_rel_err:.3g} > {self.thresholds['max_rel_err']:g}")
+        if self.min_cosine < self.thresholds["min_cosine"]:
+            out.append(f"min cosine {self.min_cosine:.7f} < {self.thresholds['min_cosine']}")
+        return out
+
+
+def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
+    """``"1,7"`` -> [1, 7]; InputError for anything but positive integers."""
+    if text is None:
+        return [1, 7]
+    items = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        sizes = [int(str(v).strip()) for v in items if str(v).strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 1 for s in sizes):
+        raise InputError(f"--batch-sizes {text!r} is not a list of positive integers.", "e.g. --batch-sizes 1,7")
+    return sizes
+
+
+def build_inputs(input_size: int, samples: int, record: ModelRecord | None, images: Path | None, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
+    """Seeded random inputs plus preprocessed images: (batch, per-sample source names, skipped image paths)."""
+    if samples < 0:
+        raise InputError(f"--samples {samples} is negative.", "use 0 or more random samples")
+    rng = np.random.default_rng(seed)
+    arrays = [rng.standard_normal((samples, 3, input_size, input_size), dtype=np.float32)]
+    sources = [f"random[{i}]" for i in range(samples)]
+    skipped: list[str] = []
+    if images is not None:
+        paths = list_images(Path(images))
+        if record is None:
+            raise InputError("--images needs the model's preprocessing, but the ONNX file has no alexnet-deploy metadata.", "re-export it with `alexnet export`")
+        batch, used, bad = load_images(paths, record.preprocessing)
+        skipped = [str(p) for p in bad]
+        if not used:
+            raise InputError(f"no decodable images under {images} ({len(bad)} files could not be read).", "point --images at a folder of .jpg/.png files")
+        arrays.append(batch)
+        sources += [str(p) for p in used]
+    data = np.concatenate(arrays)
+    if not len(data):
+        raise InputError("nothing to compare: --samples 0 and no --images.", "use --samples 8 or give --images DIR")
+    return data, sources, skipped
+
+
+def _run_chunks(run: Callable[[np.ndarray], np.ndarray], data: np.ndarray, batch: int, fixed: bool) -> np.ndarray:
+    outputs = []
+    for start in range(0, len(data), batch):
+        chunk = data[start:start + batch]
+        real = len(chunk)
+        if fixed and real < batch:  # a fixed-batch model: pad with copies, keep the real rows
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+        outputs.append(run(chunk)[:real])
+    return np.concatenate(outputs)
+
+
+def verify_parity(
+    onnx_model,
+    reference,
+    input_size: int,
+    record: ModelRecord | None,
+    layer_module=None,
+    images: Path | None = None,
+    samples: int = 8,
+    batch_sizes: Sequence[int] = (1, 7),
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> VerifyReport:
+    """Compare ``onnx_model`` (path, bytes or ModelProto) with the torch ``reference`` module.
+
+    ``layer_module`` (default ``reference``) is the eager module whose layers are
+    compared with the ONNX graph's intermediate outputs when parity fails.
+    """
+    import torch
+
+    step = progress or (lambda message: None)
+    precision = record.precision if record else "fp32"
+    if precision not in THRESHOLDS:
+        raise InputError(f"this model's precision is {precision}; comparing it with PyTorch FP32 needs agreement-based criteria.", "verify the FP32 model, or use a toolkit version that supports this precision")
+    proto_bytes = onnx_model.SerializeToString() if hasattr(onnx_model, "SerializeToString") else onnx_model
+    runtime = OrtRuntime(proto_bytes if isinstance(proto_bytes, bytes) else Path(proto_bytes))
+    info = runtime.info()
+    if tuple(info.input_shape[1:]) != (3, input_size, input_size):
+        raise InputError(
+            f"the ONNX model takes input {list(info.input_shape[1:])} but the checkpoint's model takes [3, {input_size}, {input_size}].",
+            "pass the same --arch/--model/--input-size as at export",
+        )
+    fixed = info.max_batch
+    notes: list[str] = []
+    sizes = list(batch_sizes)
+    if fixed is not None and sizes != [fixed]:
+        notes.append(f"the ONNX model has a fixed batch of {fixed}; compared at that batch only")
+        sizes = [fixed]
+    data, sources, skipped = build_inputs(input_size, samples, record, images, seed)
+
+    def torch_run(chunk: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return reference(torch.from_numpy(chunk)).float().numpy()
+
+    candidates, references = [], []
+    for size in sizes:
+        step(f"comparing at batch {size} ({len(data)} samples)")
+        references.append(_run_chunks(torch_run, data, size, fixed is not None))
+        candidates.append(_run_chunks(runtime.run, data, size, fixed is not None))
+    comparison = compare_logits(np.concatenate(candidates), np.concatenate(references))
+    summary = comparison.summary()
+    thresholds = THRESHOLDS[precision]
+    passed = summary["max_rel_err"] <= thresholds["max_rel_err"] and summary["min_cosine"] >= thresholds["min_cosine"]
+    worst = comparison.worst_sample
+    worst_index = worst % len(data)
+    worst_info = {
+        "index": int(worst_index),
+        "source": sources[worst_index],
+        "batch_size": sizes[worst // len(data)],
+        "rel_err": float(comparison.rel_err[worst]),
+        "cosine": float(comparison.cosine[worst]),
+    }
+    divergent = None
+    if not passed:
+        step("finding the first layer that diverges")
+        divergent = first_divergent_layer(proto_bytes, layer_module if layer_module is not None else reference, data[worst_index:worst_index + 1], fixed)
+        if divergent is None:
+            notes.append("no single layer could be matched between the two graphs; only the final logits differ")
+    runtime.close()
+    return VerifyReport(
+        passed=bool(passed),
+        max_abs_err=summary["max_abs_err"],
+        max_rel_err=summary["max_rel_err"],
+        min_cosine=summary["min_cosine"],
+        top1_agreement=summary["top1_agreement"],
+        top5_agreement=summary["top5_agreement"],
+        samples=len(data),
+        batch_sizes=sizes,
+        first_divergent_layer=divergent,
+        worst_sample=worst_info,
+        thresholds=thresholds,
+        precision=precision,
+        images=len(sources) - samples,
+        skipped_images=skipped,
+        notes=notes,
+    )
+
+
+def _torch_layer_outputs(module, sample: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(module name, output) of every leaf module call, in execution order ('name#k' for repeat calls)."""
+    import torch
+
+    records: list[tuple[str, np.ndarray]] = []
+    counts: dict[str, int] = {}
+    handles = []
+    for name, mod in module.named_modules():
+        if not name or list(mod.children()):
+            continue
+
+        def hook(mod, args, out, _name=name):
+            if isinstance(out, torch.Tensor):
+                index = counts.get(_name, 0)
+                counts[_name] = index + 1
+                # Clone: an in-place ReLU would otherwise overwrite the recorded tensor.
+                records.append((_name if index == 0 else f"{_name}#{index}", out.detach().float().clone().numpy()))
+
+        handles.append(mod.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            module(torch.from_numpy(sample))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return records
+
+
+def _onnx_layer_outputs(proto) -> dict[str, str]:
+    """Module name ('name#k' for repeat calls) -> the ONNX tensor holding that call's output."""
+    calls: dict[str, str] = {}
+    counts: dict[str, int] = {}
+    previous = None
+    for node in proto.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None or not node.output:
+            previous = None
+            continue
+        try:
+            names = ast.literal_eval(scopes)  # written as a Python list repr
+        except (ValueError, SyntaxError):
+            previous = None
+            continue
+        owner = names[-2] if len(names) >= 2 else ""
+        if not owner:
+            previous = None
+            continue
+        if owner != previous:  # a new call of this module starts
+            index = counts.get(owner, 0)
+            counts[owner] = index + 1
+        key = owner if counts[owner] == 1 else f"{owner}#{counts[owner] - 1}"
+        calls[key] = node.output[0]
+        previous = owner
+    return calls
+
+
+def first_divergent_layer(onnx_bytes, module, sample: np.ndarray, fixed_batch: int | None = None) -> str | None:
+    """The first module (execution order) whose ONNX output differs from PyTorch's, or None."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_bytes) if isinstance(onnx_bytes, bytes) else onnx.load(str(onnx_bytes))
+    try:
+        torch_outputs = _torch_layer_outputs(module, sample)
+    except Exception:
+        return None  # e.g. a TorchScript module: no hooks
+    tensors = _onnx_layer_outputs(proto)
+    wanted = [(name, tensors[name]) for name, _ in torch_outputs if name in tensors]
+    if not wanted:
+        return None
+    existing = {o.name for o in proto.graph.output}
+    for _, tensor in wanted:
+        if tensor not in existing:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+            existing.add(tensor)
+    runtime = OrtRuntime(proto.SerializeToString())
+    batch = sample if fixed_batch is None else np.repeat(sample, fixed_batch, axis=0)
+    values = runtime.run_outputs(batch, [t for _, t in wanted])
+    runtime.close()
+    by_name = dict(torch_outputs)
+    for (name, _), value in zip(wanted, values):
+        reference = by_name[name]
+        value = value[:1]
+        if value.shape != reference.shape:
+            continue  # the graphs split this layer differently; not comparable
+        if tensor_rel_err(value, reference) > LAYER_DIVERGENCE:
+            return name
+    return None

@@ -1,0 +1,59 @@
+"""onnxruntime, CPU by default (torch-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
+
+_DTYPES = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
+
+
+class OrtRuntime(Runtime):
+    """An ONNX model (path or serialized bytes) in an onnxruntime InferenceSession."""
+
+    name = "ort"
+
+    def __init__(self, model: Path | str | bytes, providers: list[str] | None = None, threads: int | None = None, precision: str | None = None):
+        super().__init__()
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = int(threads)
+        source = model if isinstance(model, bytes) else str(model)
+        self._label = "<memory>" if isinstance(model, bytes) else Path(model).name
+        try:
+            self.session = ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as exc:
+            raise InputError(f"onnxruntime cannot load {self._label} ({str(exc).splitlines()[0][:160]}).", "re-export it with `alexnet export`") from None
+        self._precision = precision
+        self._input = self.session.get_inputs()[0]
+
+    def _info_impl(self) -> RuntimeInfo:
+        shape = tuple(d if isinstance(d, int) else None for d in self._input.shape)
+        fixed = shape[0]
+        return RuntimeInfo(
+            runtime="ort",
+            device=self.session.get_providers()[0].replace("ExecutionProvider", "").lower(),
+            precision=self._precision or _DTYPES.get(self._input.type, self._input.type),
+            input_name=self._input.name,
+            input_shape=shape,
+            min_batch=fixed or 1,
+            max_batch=fixed,
+            details={"providers": self.session.get_providers(), "model": self._label},
+        )
+
+    def _run_impl(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input.name: batch})[0]
+
+    def run_outputs(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """Named outputs (e.g. intermediate tensors exposed for debugging) for ``batch``."""
+        return self.session.run(names, {self._input.name: self.check_batch(batch)})
+
+    def _close_impl(self) -> None:
+        del self.session
