@@ -130,6 +130,8 @@ def _labels_from(obj: dict) -> list[str] | None:
 def _summarise(value) -> Any:
     if isinstance(value, (int, float, str, bool)) or value is None:
         return value
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__}[{len(value)}]"
     return type(value).__name__
 
 

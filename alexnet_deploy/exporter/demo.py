@@ -1,0 +1,57 @@
+"""Material for ``alexnet quickstart``: a seeded checkpoint in a seed layout, labels, sample images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DEMO_LAYOUT = "paper-hand-lrn"
+
+
+def make_demo_checkpoint(path: Path, seed: int = 0) -> Path:
+    """Save a seed-001-layout (hand-written LRN) AlexNet with 10 CIFAR-10 classes the way its tutorial wraps it.
+
+    Weights are Kaiming-initialised from ``seed`` so activations stay alive through every
+    layer (a parity check on a dead network would prove nothing).
+    """
+    import torch
+
+    from alexnet_deploy.exporter.layouts import LAYOUTS
+    from alexnet_deploy.fileio import atomic_write
+
+    torch.manual_seed(seed)
+    model = LAYOUTS[DEMO_LAYOUT].build(len(CIFAR10))
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            torch.nn.init.normal_(module.bias, std=0.01)
+    payload = {"model_state_dict": model.state_dict(), "epoch": 0, "classes": list(CIFAR10), "note": "alexnet quickstart demo weights (untrained)"}
+    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+
+
+def make_sample_images(folder: Path, count: int = 6, seed: int = 0) -> list[Path]:
+    """Write ``count`` synthetic RGB images (gradients and shapes, varied sizes) as PNG/JPEG."""
+    from PIL import Image, ImageDraw
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        width, height = int(rng.integers(180, 400)), int(rng.integers(180, 400))
+        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+        colour = rng.uniform(0.2, 1.0, size=(1, 1, 3)).astype(np.float32)
+        base = np.broadcast_to(ramp * colour, (height, width, 3)) + rng.normal(0, 12, (height, width, 3))
+        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(image)
+        for _ in range(3):
+            x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+            box = (x0, y0, x0 + int(rng.integers(20, width // 2)), y0 + int(rng.integers(20, height // 2)))
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+        path = folder / (f"sample_{i}.png" if i % 2 == 0 else f"sample_{i}.jpg")
+        image.save(path)
+        paths.append(path)
+    return paths

@@ -1,0 +1,199 @@
+"""The export and verify jobs end to end, as the CLI runs them and as Python callers can.
+
+Order matters for safety: every input is checked before slow work starts, and the ONNX
+file is written only after it passed onnx.checker and (unless disabled) parity.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from alexnet_deploy.errors import CheckFailed, InputError
+from alexnet_deploy.exporter.labels import default_labels, read_labels
+from alexnet_deploy.exporter.metadata import Preprocessing
+from alexnet_deploy.fileio import check_writable
+from alexnet_deploy.onnx_file import check_input_file, load_onnx
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ModelOptions:
+    """How to turn a checkpoint into a network (shared by export, verify, inspect and bench)."""
+
+    arch: str | None = None
+    model: str | None = None
+    model_kwargs: str | None = None
+    input_size: int | None = None
+    trust_pickle: bool = False
+
+
+@dataclass
+class PreprocessingOptions:
+    """Overrides of the layout's preprocessing; None keeps the default."""
+
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+@dataclass
+class ExportOutcome:
+    """What ``export_checkpoint`` produced."""
+
+    path: Path
+    result: object  # ExportResult
+    resolved: object  # ResolvedModel
+    verification: object | None  # VerifyReport
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        data = {"output": str(self.path), "bytes": self.path.stat().st_size, **self.result.summary()}
+        data["checkpoint"] = {"path": str(self.resolved.checkpoint.path), "format": self.resolved.checkpoint.format, "sha256": self.resolved.checkpoint.sha256}
+        data["input_size"] = self.resolved.input_size
+        data["labels"] = list(self.result.record.labels)
+        data["preprocessing"] = self.result.record.preprocessing.describe()
+        data["verification"] = self.verification.to_dict() if self.verification else None
+        data["notes"] = self.notes
+        return data
+
+
+def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None:
+    """``"0.485,0.456,0.406"`` -> a 3-tuple of floats; InputError otherwise."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise InputError(f"--{what} {text!r} is not three numbers.", f"e.g. --{what} 0.485,0.456,0.406")
+    return values  # type: ignore[return-value]
+
+
+def apply_overrides(base: Preprocessing, options: PreprocessingOptions) -> Preprocessing:
+    """``base`` with the user's overrides applied (resize scales with crop when only crop changes)."""
+    crop = options.crop or base.crop
+    resize = options.resize or (base.resize if crop == base.crop else max(crop, round(base.resize * crop / base.crop)))
+    return Preprocessing(resize, crop, options.mean or base.mean, options.std or base.std, base.interpolation, base.resize_mode)
+
+
+def choose_labels(source: Path | None, checkpoint_labels: list[str] | None, num_classes: int) -> list[str]:
+    """Labels from ``source``, else from the checkpoint, else placeholders; count must match."""
+    if source is not None:
+        labels = read_labels(Path(source))
+        if len(labels) != num_classes:
+            raise InputError(
+                f"{source} has {len(labels)} labels but the model has {num_classes} classes.",
+                "give the labels the model was trained with (one per class, in index order)",
+            )
+        return labels
+    if checkpoint_labels and len(checkpoint_labels) == num_classes:
+        return list(checkpoint_labels)
+    return default_labels(num_classes)
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    output: Path | None = None,
+    model: ModelOptions | None = None,
+    labels: Path | None = None,
+    preprocessing: PreprocessingOptions | None = None,
+    batch: int | None = None,
+    opset: int = 18,
+    verify: bool = True,
+    images: Path | None = None,
+    progress: Progress | None = None,
+) -> ExportOutcome:
+    """Export ``checkpoint`` to ``output`` (default: next to it, ``.onnx``), verified against PyTorch.
+
+    Raises CheckFailed (nothing written) when parity fails; InputError and its kinds for
+    unusable inputs, before any slow work where possible.
+    """
+    from alexnet_deploy.exporter.onnx_export import default_output_path, export_model, save_model
+    from alexnet_deploy.exporter.resolve import resolve_model
+    from alexnet_deploy.exporter.verify import verify_parity
+
+    step = progress or (lambda message: None)
+    model = model or ModelOptions()
+    preprocessing = preprocessing or PreprocessingOptions()
+    checkpoint = check_input_file(Path(checkpoint), "checkpoint")
+    output = Path(output) if output else default_output_path(checkpoint)
+    if output.suffix.lower() != ".onnx":
+        raise InputError(f"output {output} does not end in .onnx.", "name the output file *.onnx")
+    check_writable(output)
+    if labels is not None and not Path(labels).exists():
+        raise InputError(f"labels source {labels} does not exist.", "give a class_indices.json, a labels.txt or an ImageFolder root")
+    input_size = model.input_size or (preprocessing.crop if preprocessing.crop else None)
+
+    step("loading the checkpoint")
+    resolved = resolve_model(checkpoint, model.arch, model.model, model.model_kwargs, input_size, model.trust_pickle)
+    label_list = choose_labels(labels, resolved.checkpoint.labels, resolved.num_classes)
+    spec = apply_overrides(resolved.preprocessing, preprocessing)
+    result = export_model(resolved, label_list, spec, batch=batch, opset=opset, progress=step)
+
+    report = None
+    if verify:
+        step("verifying parity with PyTorch")
+        report = verify_parity(result.model_proto, resolved.reference, resolved.input_size, result.record, layer_module=resolved.module, images=images, progress=step)
+        if not report.passed:
+            layer = f"; first divergent layer: {report.first_divergent_layer}" if report.first_divergent_layer else ""
+            raise CheckFailed(
+                f"the exported model does not match PyTorch ({', '.join(report.failures())}{layer}); {output} was not written.",
+                "run with --debug and report it; --no-verify writes the file anyway",
+            )
+    step(f"writing {output}")
+    save_model(result.model_proto, output)
+    return ExportOutcome(output, result, resolved, report, list(result.warnings))
+
+
+def model_options_from_record(onnx_path: Path, options: ModelOptions) -> tuple[ModelOptions, object]:
+    """Fill unset model options from the ONNX file's record (layout, input size)."""
+    from alexnet_deploy.exporter.layouts import LAYOUTS
+    from alexnet_deploy.exporter.metadata import PREFIX, read_props, read_record
+
+    proto = load_onnx(onnx_path)
+    record = read_record(proto, str(onnx_path)) if PREFIX + "schema" in read_props(proto) else None
+    if record is None:
+        return options, (proto, None)
+    filled = ModelOptions(**vars(options))
+    if not filled.arch and not filled.model:
+        if record.layout in LAYOUTS:
+            filled.arch = record.layout
+        elif record.layout.startswith("custom:"):
+            raise InputError(
+                f"{onnx_path} was exported from a user class ({record.layout[7:]}).",
+                "pass the same --model FILE.py:ClassName (and --model-kwargs) as at export",
+            )
+    if not filled.input_size and record.details.get("input_size"):
+        filled.input_size = int(record.details["input_size"])
+    return filled, (proto, record)
+
+
+def verify_checkpoint(
+    onnx_path: Path,
+    checkpoint: Path,
+    model: ModelOptions | None = None,
+    images: Path | None = None,
+    samples: int = 8,
+    batch_sizes=(1, 7),
+    progress: Progress | None = None,
+):
+    """Parity report of ``onnx_path`` against ``checkpoint`` (does not raise on mismatch)."""
+    from alexnet_deploy.exporter.resolve import resolve_model
+    from alexnet_deploy.exporter.verify import verify_parity
+
+    step = progress or (lambda message: None)
+    onnx_path = check_input_file(Path(onnx_path), "ONNX file")
+    checkpoint = check_input_file(Path(checkpoint), "checkpoint")
+    step("reading the ONNX model")
+    options, (proto, record) = model_options_from_record(onnx_path, model or ModelOptions())
+    step("loading the checkpoint")
+    resolved = resolve_model(checkpoint, options.arch, options.model, options.model_kwargs, options.input_size, options.trust_pickle)
+    report = verify_parity(proto, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
+    if record is not None and record.source_sha256 and record.source_sha256 != resolved.checkpoint.sha256:
+        report.notes.append("the ONNX file was exported from a different checkpoint file (sha256 differs)")
+    return report

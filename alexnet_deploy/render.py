@@ -1,0 +1,124 @@
+"""Human-readable renderings of the library's reports (the CLI prints these; JSON is separate)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def verification_line(report: dict[str, Any]) -> str:
+    """One line: verdict and the figures behind it."""
+    verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
+    line = (
+        f"{verdict}  max abs err {report['max_abs_err']:.3g}, max rel err {report['max_rel_err']:.3g} "
+        f"(<= {report['thresholds']['max_rel_err']:g}), min cosine {report['min_cosine']:.7f} "
+        f"(>= {report['thresholds']['min_cosine']}), top-1 {_pct(report['top1_agreement'])}, top-5 {_pct(report['top5_agreement'])}; "
+        f"{report['samples']} samples at batch {','.join(map(str, report['batch_sizes']))}"
+    )
+    if report.get("first_divergent_layer"):
+        line += f"\n  first divergent layer: [bold]{report['first_divergent_layer']}[/bold]"
+    return line
+
+
+def _lrn_text(sites: list[dict]) -> str:
+    if not sites:
+        return "none executed by forward"
+    parts = []
+    for site in sites:
+        onnx = site.get("onnx_lrn")
+        if onnx:
+            parts.append(f"{escape(site['name'])} ({site['kind']}) -> LRN size={onnx['size']} alpha={onnx['alpha']:g} beta={onnx['beta']:g} bias={onnx['bias']:g}")
+        else:
+            parts.append(escape(f"{site['name']} ({site['kind']}): {site.get('note') or 'exported as traced ops'}"))
+    return "\n".join(parts)
+
+
+def _histogram(histogram: dict[str, int]) -> str:
+    return ", ".join(f"{op} {n}" for op, n in sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def export_table(data: dict[str, Any]) -> Table:
+    """The export summary as a two-column table."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("output", f"{escape(data['output'])} ({_mb(data['bytes'])})")
+    table.add_row("layout", f"{data['layout']}, {data['num_classes']} classes, input 3x{data['input_size']}x{data['input_size']}, batch {data['batch']}")
+    ckpt = data["checkpoint"]
+    table.add_row("checkpoint", f"{escape(ckpt['path'])} ({escape(ckpt['format'])}, sha256 {ckpt['sha256'][:12]}…)")
+    table.add_row("LRN", f"{data['lrn_nodes']} ONNX LRN node(s)\n{_lrn_text(data['lrn_sites'])}")
+    table.add_row("graph", f"opset {data['opset']}, {data['nodes']} nodes: {_histogram(data['op_histogram'])}")
+    labels = data["labels"]
+    table.add_row("labels", f"{len(labels)}: {escape(', '.join(labels[:5]))}{' …' if len(labels) > 5 else ''}")
+    table.add_row("preprocessing", data["preprocessing"])
+    if data.get("verification"):
+        table.add_row("parity", verification_line(data["verification"]))
+    else:
+        table.add_row("parity", "[yellow]not checked (--no-verify)[/yellow]")
+    for note in data.get("warnings", []):
+        table.add_row("[yellow]note[/yellow]", escape(note))
+    return table
+
+
+def verify_table(data: dict[str, Any]) -> Table:
+    """A verify report as a table."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("result", verification_line(data))
+    worst = data["worst_sample"]
+    table.add_row("worst sample", f"{escape(worst['source'])} at batch {worst['batch_size']}: rel err {worst['rel_err']:.3g}, cosine {worst['cosine']:.7f}")
+    table.add_row("inputs", f"{data['samples'] - data['images']} random + {data['images']} images" + (f" ({len(data['skipped_images'])} undecodable skipped)" if data["skipped_images"] else ""))
+    for note in data.get("notes", []):
+        table.add_row("[yellow]note[/yellow]", escape(note))
+    return table
+
+
+def inspect_table(data: dict[str, Any]) -> Table:
+    """An inspect report (checkpoint or ONNX) as a table."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("file", f"{escape(data['path'])} ({_mb(data['file_bytes'])}, {data['kind']})")
+    if data["kind"] == "checkpoint":
+        table.add_row("format", escape(data["format"]) + (f", prefixes stripped: {' '.join(data['stripped_prefixes'])}" if data["stripped_prefixes"] else ""))
+        if data["layout"]:
+            table.add_row("layout", f"{data['layout']}" + (f": {data['layout_summary']} ({data['source']})" if data.get("layout_summary") else ""))
+        else:
+            table.add_row("layout", f"[yellow]{escape(data['layout_problem'])}[/yellow]\n{escape(data.get('layout_fix') or '')}")
+        if data.get("num_classes"):
+            table.add_row("classes", str(data["num_classes"]) + (f": {escape(', '.join(data['labels'][:5]))}" if data.get("labels") else ""))
+            table.add_row("input", f"3x{data['input_size']}x{data['input_size']}")
+            table.add_row("preprocessing", data["preprocessing"])
+        table.add_row("parameters", f"{data['parameters']:,} in {data['tensors']} tensors ({', '.join(data['dtypes'])})")
+        if "lrn" in data and data["lrn"] is not None:
+            table.add_row("LRN", _lrn_text(data["lrn"]))
+        if data["info"]:
+            table.add_row("also saved", escape(", ".join(f"{k}={v}" for k, v in data["info"].items())))
+        table.add_row("sha256", data["sha256"])
+    else:
+        if data["layout"]:
+            table.add_row("layout", f"{data['layout']}, {data['num_classes']} classes, precision {data['precision']}")
+            labels = data["labels"]
+            table.add_row("labels", f"{escape(', '.join(labels[:5]))}{' …' if len(labels) > 5 else ''}")
+            table.add_row("preprocessing", data["preprocessing"])
+            table.add_row("source", f"sha256 {data['source_sha256'][:12]}…, alexnet-deploy {data['toolkit_version']}")
+        else:
+            table.add_row("metadata", "[yellow]no alexnet-deploy record (labels, preprocessing)[/yellow]")
+        for kind in ("inputs", "outputs"):
+            table.add_row(kind, escape("; ".join(f"{t['name']} {t['dtype']} {t['shape']}" for t in data[kind])))
+        table.add_row("graph", f"opset {data['opset']}, IR {data['ir_version']}, {data['nodes']} nodes: {_histogram(data['op_histogram'])}")
+        lrn = data["lrn_nodes"]
+        table.add_row("LRN", "; ".join(f"{n['name']} size={n.get('size')} alpha={n.get('alpha', 1e-4):g} beta={n.get('beta', 0.75):g} bias={n.get('bias', 1.0):g}" for n in lrn) or "none")
+        table.add_row("parameters", f"{data['parameters']:,}")
+    return table
