@@ -105,7 +105,7 @@ def _write_json(data: dict, target: Optional[Path]) -> None:
 @handles_errors
 def export(
     checkpoint: Path = typer.Argument(..., help="The .pth/.pt checkpoint (state_dict, wrapped dict, TorchScript, or pickled model with --trust-pickle)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .onnx path [default: CHECKPOINT with .onnx]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .onnx path (default: the checkpoint path with .onnx)."),
     arch: Optional[str] = ArchOpt,
     model: Optional[str] = ModelOpt,
     model_kwargs: Optional[str] = ModelKwargsOpt,

@@ -1,0 +1,94 @@
+"""Shared fixtures: checkpoints saved from the seeds' own classes, exports made once, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from seed_models import SEED_CLASSES, alive  # noqa: E402
+
+# One thread each for torch and onnxruntime keeps timings and numerics steady on a 2-core CI box.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+class Cli:
+    """Runs ``alexnet`` in-process; ``.ok(...)`` asserts exit 0, ``.fails(code, ...)`` the error exit."""
+
+    def __init__(self):
+        from alexnet_deploy.cli import app
+
+        self.app = app
+        self.runner = CliRunner()
+
+    def __call__(self, *args):
+        return self.runner.invoke(self.app, [str(a) for a in args])
+
+    def ok(self, *args):
+        result = self(*args)
+        assert result.exit_code == 0, f"exit {result.exit_code}\nstdout:{result.stdout}\nstderr:{result.stderr}\n{result.exception!r}"
+        return result
+
+    def fails(self, code: int, *args):
+        result = self(*args)
+        assert result.exit_code == code, f"exit {result.exit_code} (wanted {code})\nstdout:{result.stdout}\nstderr:{result.stderr}\n{result.exception!r}"
+        assert "Traceback" not in result.stdout + result.stderr
+        return result
+
+
+@pytest.fixture(scope="session")
+def cli() -> Cli:
+    return Cli()
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory) -> Path:
+    """A session-wide folder for checkpoints and exports that are slow to make."""
+    return tmp_path_factory.mktemp("store")
+
+
+def seed_model(layout: str, num_classes: int, seed: int = 0):
+    factory, size = SEED_CLASSES[layout]
+    torch.manual_seed(seed)
+    return alive(factory(num_classes), seed), size
+
+
+@pytest.fixture(scope="session")
+def seed_checkpoints(store):
+    """layout -> (checkpoint path, the seed class instance it was saved from, input size). Made lazily."""
+    cache: dict[str, tuple[Path, torch.nn.Module, int]] = {}
+
+    def get(layout: str, num_classes: int = 10):
+        key = f"{layout}-{num_classes}"
+        if key not in cache:
+            model, size = seed_model(layout, num_classes)
+            path = store / f"{key}.pth"
+            torch.save(model.state_dict(), path)
+            cache[key] = (path, model, size)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def half_width(seed_checkpoints):
+    """The smallest seed layout (seed 003, 5 classes): used wherever any AlexNet will do."""
+    return seed_checkpoints("half-width", 5)
+
+
+@pytest.fixture(scope="session")
+def half_width_onnx(store, half_width, cli):
+    """half_width exported once through the CLI, with labels."""
+    path, model, _ = half_width
+    labels = store / "class_indices.json"
+    labels.write_text('{"0": "daisy", "1": "dandelion", "2": "roses", "3": "sunflowers", "4": "tulips"}')
+    out = store / "half.onnx"
+    cli.ok("export", path, "-o", out, "--labels", labels)
+    return out
