@@ -174,7 +174,7 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
         message = str(exc)
         if "Weights only load failed" in message or "Unsupported global" in message or "Unsupported operand" in message:
             globals_ = _pickle_globals(_pickle_bytes(path))
-            if not globals_ and "invalid load key" in message:
+            if not globals_:  # no class references at all: not a pickled model, just bytes
                 raise _not_a_checkpoint(path, exc) from None
             if not trust_pickle or any(_is_dangerous(g) for g in globals_):
                 raise _refusal(path, globals_) from None
