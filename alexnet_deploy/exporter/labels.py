@@ -20,7 +20,8 @@ def read_labels(source: Path) -> list[str]:
     if not path.exists():
         raise InputError(f"labels source {path} does not exist.", "give a class_indices.json, a labels.txt or an ImageFolder root")
     if path.is_dir():
-        classes = sorted(entry.name for entry in path.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+        # Exactly torchvision.datasets.ImageFolder's rule (hidden folders included), so indices match training.
+        classes = sorted(entry.name for entry in path.iterdir() if entry.is_dir())
         if not classes:
             raise InputError(f"{path} has no class sub-folders, so it is not an ImageFolder root.", "give the folder that holds one sub-folder per class")
         return classes

@@ -1,0 +1,141 @@
+"""Comparison metrics against hand computations; the runtime contract; inspect reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet_deploy.compare import compare_logits
+from alexnet_deploy.errors import InputError
+
+
+def test_metrics_against_hand_computed_values():
+    ref = np.array([[1.0, 2.0, 4.0], [0.0, -3.0, 1.0]])
+    out = np.array([[1.0, 2.5, 4.0], [0.0, -3.0, 1.3]])
+    c = compare_logits(out, ref)
+    np.testing.assert_allclose(c.abs_err, [0.5, 0.3])
+    np.testing.assert_allclose(c.rel_err, [0.5 / 4, 0.3 / 3])
+    cos0 = (1 + 5 + 16) / (np.linalg.norm(out[0]) * np.linalg.norm(ref[0]))
+    assert c.cosine[0] == pytest.approx(cos0)
+    assert c.summary()["max_rel_err"] == pytest.approx(0.125) and c.worst_sample == 0
+
+
+def test_top_k_agreement_counts_flips_but_not_exact_ties():
+    ref = np.array([[0.0, 0.0, 5.0, 1.0], [3.0, 2.9, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    out = np.array([[0.0, 0.0, 5.0, 1.0], [2.9, 3.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    c = compare_logits(out, ref)
+    assert list(c.top1) == [True, False, True]  # row 3: all tied, any argmax agrees
+    assert c.cosine[2] == 1.0  # both all-zero
+
+
+def test_non_finite_output_fails_every_metric():
+    c = compare_logits(np.array([[np.nan, 1.0]]), np.array([[1.0, 1.0]]))
+    assert c.rel_err[0] == np.inf and c.cosine[0] == -1.0
+
+
+@pytest.fixture(scope="module")
+def runtimes(half_width, half_width_onnx):
+    from alexnet_deploy.runtimes.ort import OrtRuntime
+    from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
+
+    made = [OrtRuntime(half_width_onnx), TorchRuntime(half_width[1], 224, "seed003")]
+    yield made
+    for runtime in made:
+        runtime.close()
+
+
+def test_runtimes_agree_on_logits(runtimes):
+    x = np.random.default_rng(3).standard_normal((3, 3, 224, 224), dtype=np.float32)
+    ort_out, torch_out = (r.run(x) for r in runtimes)
+    assert ort_out.shape == torch_out.shape == (3, 5)
+    assert np.abs(ort_out - torch_out).max() <= 1e-4 * np.abs(torch_out).max()
+
+
+@pytest.mark.parametrize("index", [0, 1])
+def test_runtime_contract(runtimes, index):
+    runtime = runtimes[index]
+    info = runtime.info()
+    assert info.runtime in ("ort", "torch") and info.device == "cpu" and info.precision == "fp32"
+    assert info.input_shape[1:] == (3, 224, 224) and info.min_batch == 1 and info.max_batch is None
+    with pytest.raises(InputError, match="shape"):
+        runtime.run(np.zeros((1, 3, 200, 200), np.float32))
+    with pytest.raises(InputError, match="dtype"):
+        runtime.run(np.zeros((1, 3, 224, 224), np.uint8))
+    out = runtime.run(np.zeros((1, 3, 224, 224), np.float64))  # other float dtypes are converted
+    assert out.dtype == np.float32
+
+
+def test_closed_runtime_refuses_to_run(half_width_onnx):
+    from alexnet_deploy.runtimes.ort import OrtRuntime
+
+    with OrtRuntime(half_width_onnx) as runtime:
+        pass
+    with pytest.raises(InputError, match="closed"):
+        runtime.run(np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_runtime_side_imports_without_torch(half_width_onnx):
+    """The onnxruntime side (runtimes, preprocessing, metadata) works where importing torch fails."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np\n"
+        "from alexnet_deploy.runtimes.ort import OrtRuntime\n"
+        "from alexnet_deploy.exporter.metadata import read_record_from_path\n"
+        "from alexnet_deploy.preprocess import preprocess_batch\n"
+        f"r = OrtRuntime({str(half_width_onnx)!r}); rec = read_record_from_path({str(half_width_onnx)!r})\n"
+        "print(r.run(np.zeros((1, 3, 224, 224), np.float32)).shape, rec.labels[0])\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "(1, 5) daisy"
+
+
+def test_inspect_checkpoint_json(cli, seed_checkpoints):
+    path, model, _ = seed_checkpoints("paper-hand-lrn", 10)
+    data = json.loads(cli.ok("inspect", path, "--json").stdout)
+    assert data["layout"] == "paper-hand-lrn" and data["num_classes"] == 10 and data["input_size"] == 224
+    assert data["parameters"] == sum(p.numel() for p in model.parameters())
+    assert [s["name"] for s in data["lrn"]] == ["N1", "N2"]
+    assert all(s["onnx_lrn"]["size"] == 5 for s in data["lrn"])
+
+
+def test_inspect_ambiguous_checkpoint_names_the_choices(cli, seed_checkpoints):
+    path, _, _ = seed_checkpoints("caffe-227", 10)
+    result = cli.ok("inspect", path)
+    assert "caffe-227" in result.stdout and "paper-224" in result.stdout
+    refused = cli.fails(2, "export", path)
+    assert "--arch caffe-227 or --arch paper-224" in refused.stderr and "padding" in refused.stderr
+
+
+def test_inspect_onnx_json(cli, half_width_onnx):
+    data = json.loads(cli.ok("inspect", half_width_onnx, "--json").stdout)
+    assert data["kind"] == "onnx" and data["opset"] == 18 and data["layout"] == "half-width"
+    assert data["inputs"][0] == {"name": "input", "dtype": "float32", "shape": ["batch", 3, 224, 224]}
+    assert data["outputs"][0]["shape"] == ["batch", 5]
+    assert data["op_histogram"]["Conv"] == 5 and data["op_histogram"]["Gemm"] == 3
+    table = cli.ok("inspect", half_width_onnx).stdout
+    assert "half-width" in table and "daisy" in table
+
+
+def test_help_explains_every_command(cli):
+    top = cli.ok("--help").stdout
+    for command in ("export", "inspect", "verify", "quickstart"):
+        assert command in top
+        assert "Usage" in cli.ok(command, "--help").stdout
+    assert "alexnet-deploy" in cli.ok("--version").stdout
+
+
+@pytest.mark.slow
+def test_quickstart_runs_the_main_job(tmp_path):
+    target = tmp_path / "qs"
+    result = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "PASS" in result.stdout and "2 ONNX LRN node" in result.stdout and "Try next" in result.stdout
+    assert {p.name for p in target.iterdir()} == {"alexnet.pth", "alexnet.onnx", "labels.txt", "samples"}
+    again = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target)], capture_output=True, text=True)
+    assert again.returncode == 2 and "not empty" in again.stderr
