@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import sys
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from typing import Iterator, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from alexnet_deploy import __version__
 from alexnet_deploy.errors import AlexnetError, CheckFailed, InputError
@@ -47,19 +50,20 @@ def handles_errors(command):
         except AlexnetError as exc:
             if _debug():
                 raise
-            err.print(f"[red]error:[/red] {exc.problem}", markup=True, highlight=False)
+            err.print(Text("error: ", style="red") + Text(exc.problem))
             if exc.fix:
                 err.print(f"  fix: {exc.fix}", markup=False)
             raise typer.Exit(exc.exit_code)
         except KeyboardInterrupt:
-            err.print("interrupted; no output was written.")
+            err.print("interrupted; no partial output file was left behind.")
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a bug: say so briefly, keep details for --debug
             if _debug():
                 raise
-            err.print(f"[red]internal error:[/red] {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+            err.print(Text("internal error: ", style="red") + Text(f"{type(exc).__name__}: {detail}"))
             err.print("  fix: rerun with --debug and report the traceback", markup=False)
             raise typer.Exit(3)
 
@@ -73,7 +77,7 @@ def progress_steps(quiet: bool = False) -> Iterator:
         yield lambda message: None
         return
     with err.status("starting") as status:
-        yield lambda message: status.update(f"{message} …")
+        yield lambda message: status.update(escape(f"{message} …"))
 
 
 # Options shared by every command that turns a checkpoint into a network.
@@ -90,8 +94,19 @@ def _model_options(arch, model, model_kwargs, input_size, trust_pickle):
     return ModelOptions(arch, model, model_kwargs, input_size, trust_pickle)
 
 
+def _finite(value):
+    """JSON has no NaN/Infinity: write non-finite numbers as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def _write_json(data: dict, target: Optional[Path]) -> None:
-    text = json.dumps(data, indent=2, default=str)
+    text = json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
     if target is None:
         out.print(text, markup=False, highlight=False)
         return
@@ -217,6 +232,7 @@ def quickstart(
     """Make a seeded AlexNet checkpoint (seed 001's layout, hand-written LRN), export it, verify it, say what next."""
     from alexnet_deploy.exporter.demo import CIFAR10, make_demo_checkpoint, make_sample_images
     from alexnet_deploy.exporter.workflow import export_checkpoint
+    from alexnet_deploy.fileio import atomic_write_bytes
 
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory} exists and is not a directory.", "choose another DIRECTORY")
@@ -228,20 +244,23 @@ def quickstart(
     with progress_steps() as step:
         step("making a seeded checkpoint (seed 001 layout, 10 CIFAR-10 classes)")
         make_demo_checkpoint(checkpoint)
-        labels.write_text("\n".join(CIFAR10) + "\n")
+        atomic_write_bytes(labels, ("\n".join(CIFAR10) + "\n").encode())
         samples = directory / "samples"
         make_sample_images(samples)
         outcome = export_checkpoint(checkpoint, directory / "alexnet.onnx", labels=labels, images=samples, progress=step)
     from alexnet_deploy.render import export_table
 
-    out.print(f"[bold]alexnet quickstart[/bold]: made {checkpoint}, {labels} and {samples}/, then exported and verified:\n")
+    out.print(f"[bold]alexnet quickstart[/bold]: made {escape(str(checkpoint))}, {escape(str(labels))} and {escape(str(samples))}/, then exported and verified:\n")
     out.print(export_table(outcome.to_dict()))
     onnx_path = outcome.path
     out.print("\n[bold]Try next[/bold]")
-    out.print(f"  alexnet inspect {checkpoint}")
-    out.print(f"  alexnet inspect {onnx_path}")
-    out.print(f"  alexnet verify {onnx_path} --checkpoint {checkpoint} --images {samples}")
-    out.print(f"  alexnet export YOUR.pth --labels YOUR_LABELS   # your own checkpoint")
+    for line in (
+        f"alexnet inspect {checkpoint}",
+        f"alexnet inspect {onnx_path}",
+        f"alexnet verify {onnx_path} --checkpoint {checkpoint} --images {samples}",
+        "alexnet export YOUR.pth --labels YOUR_LABELS   # your own checkpoint",
+    ):
+        out.print("  " + line, markup=False)
 
 
 def _version_callback(value: bool):
@@ -263,4 +282,6 @@ def main(argv: list[str] | None = None) -> None:
     if "--debug" in args:
         args.remove("--debug")
         os.environ[DEBUG_ENV] = "1"
+    else:
+        os.environ.pop(DEBUG_ENV, None)
     app(args=args, prog_name="alexnet")

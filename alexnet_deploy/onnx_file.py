@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alexnet_deploy.errors import InputError
@@ -16,7 +17,28 @@ def check_input_file(path: Path, what: str = "file") -> Path:
         raise InputError(f"{what} {path} is a directory, not a file.", "give the path of the file itself")
     if path.stat().st_size == 0:
         raise InputError(f"{what} {path} is empty (0 bytes).", "re-create or re-download it")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {path} is not readable (permission denied).", f"fix its permissions: chmod u+r {path}")
     return path
+
+
+def _head(path: Path, n: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def looks_like_onnx(path: Path) -> bool:
+    """True when the file starts like a serialized ModelProto (field 1, ir_version, as a varint)."""
+    return _head(path, 1) == b"\x08"
+
+
+def looks_like_checkpoint(path: Path) -> bool:
+    """True for torch.save output: a zip archive (since PyTorch 1.6) or a pickle of protocol 2-5."""
+    head = _head(path, 2)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
 
 
 def load_onnx(path: Path, load_weights: bool = True):
@@ -27,6 +49,8 @@ def load_onnx(path: Path, load_weights: bool = True):
     try:
         model = onnx.load(str(path), load_external_data=load_weights)
     except Exception as exc:  # protobuf's DecodeError and friends: the file is not ONNX
+        if looks_like_checkpoint(path):
+            raise InputError(f"{path} is a PyTorch checkpoint, not an ONNX model.", "export it first: alexnet export " + str(path)) from None
         raise InputError(
             f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc)[:120]}).",
             "re-export it with `alexnet export`",
@@ -34,3 +58,4 @@ def load_onnx(path: Path, load_weights: bool = True):
     if not model.graph.node and not model.graph.input:
         raise InputError(f"{path} is not a readable ONNX model (no graph found).", "re-export it with `alexnet export`")
     return model
+

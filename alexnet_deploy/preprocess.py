@@ -65,7 +65,7 @@ def to_rgb_image(source) -> Image.Image:
         with Image.open(path) as img:
             img.load()
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"image {path} cannot be decoded ({type(exc).__name__}).", "remove or replace the file") from None
 
 

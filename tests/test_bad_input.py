@@ -184,3 +184,23 @@ def test_zip_that_is_not_a_checkpoint(cli, tmp_path, out):
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("readme.txt", "not torch")
     assert_clean_error(cli.fails(2, "export", path, "-o", out), "not a readable PyTorch checkpoint")
+
+
+def test_swapped_arguments_get_a_pointed_hint(cli, half_width, half_width_onnx, tmp_path):
+    assert_clean_error(cli.fails(2, "export", half_width_onnx, "-o", tmp_path / "x.onnx"), "already an ONNX model")
+    assert_clean_error(cli.fails(2, "verify", half_width[0], "--checkpoint", half_width_onnx), "is a PyTorch checkpoint, not an ONNX model")
+
+
+def test_input_size_the_model_cannot_take(cli, half_width, tmp_path):
+    assert_clean_error(cli.fails(2, "export", half_width[0], "-o", tmp_path / "x.onnx", "--input-size", "256"), "does not accept a 3x256x256 input")
+
+
+def test_paths_with_brackets_are_printed_verbatim(cli, tmp_path):
+    folder = tmp_path / "[run-3]" / "[/x]"
+    folder.mkdir(parents=True)
+    assert_clean_error(cli.fails(2, "inspect", folder / "a.pth"), "[run-3]/[/x]/a.pth")
+
+
+def test_verify_against_a_checkpoint_with_another_class_count(cli, half_width_onnx, seed_checkpoints):
+    other, _, _ = seed_checkpoints("half-width", 10)
+    assert_clean_error(cli.fails(2, "verify", half_width_onnx, "--checkpoint", other), "5 classes", "has 10")

@@ -165,3 +165,18 @@ def test_every_format_exports_to_the_same_logits(reference, tmp_path, cli):
     with torch.no_grad():
         want = reference(torch.from_numpy(x)).numpy()
     assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
+
+
+def test_pickled_module_saved_after_from_model_import(tmp_path, cli, reference):
+    """Tutorials keep the class in model.py and `from model import AlexNet` in train.py."""
+    (tmp_path / "model.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).parent)
+    )
+    (tmp_path / "train.py").write_text(
+        "import sys, torch\nsys.path.insert(0, %r)\nfrom model import AlexNet\nfrom seed_models import alive\n"
+        "torch.save(alive(AlexNet(num_classes=5), 7), 'whole.pth')\n" % str(Path(__file__).parent)
+    )
+    subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True)
+    out = tmp_path / "whole.onnx"
+    summary = json.loads(cli.ok("export", tmp_path / "whole.pth", "--trust-pickle", "--model", f"{tmp_path / 'model.py'}:AlexNet", "-o", out, "--json").stdout)
+    assert summary["verification"]["passed"] and summary["checkpoint"]["format"] == "pickled-module"

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 
 from alexnet_deploy.compare import compare_logits
 from alexnet_deploy.errors import InputError

@@ -95,3 +95,36 @@ def test_even_size_keeps_exact_decomposition_and_warns(tmp_path, cli):
 def test_uncalled_lrn_modules_are_not_sites():
     model = Seed002AlexNet(5).eval()
     assert find_lrn_sites(model, torch.randn(1, 3, 224, 224)) == []
+
+
+class SharedLRN(nn.Module):
+    """One LRN module instance called twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.norm = nn.LocalResponseNorm(3, alpha=1e-2, k=1.0)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.norm(torch.relu(self.conv1(x)))
+        x = self.norm(torch.relu(self.conv2(x)))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def test_a_module_called_twice_gives_two_nodes():
+    from alexnet_deploy.exporter.checkpoint import Checkpoint
+    from alexnet_deploy.exporter.onnx_export import export_model
+    from alexnet_deploy.exporter.metadata import Preprocessing
+    from alexnet_deploy.exporter.resolve import ResolvedModel
+
+    torch.manual_seed(0)
+    model = SharedLRN().eval()
+    resolved = ResolvedModel(model, model, "custom:SharedLRN", None, 2, 16, Preprocessing(16, 16), Checkpoint(__import__("pathlib").Path("x.pth"), "0" * 64, "state_dict", model.state_dict()))
+    result = export_model(resolved, ["a", "b"])
+    assert result.lrn_nodes == 2
+    x = torch.randn(2, 3, 16, 16)
+    got = ort.InferenceSession(result.model_proto.SerializeToString()).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), rtol=1e-4, atol=1e-5)

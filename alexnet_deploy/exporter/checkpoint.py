@@ -27,7 +27,9 @@ WRAPPER_KEYS = (
 # Keys that may carry labels next to the weights.
 LABEL_KEYS = ("classes", "class_names", "labels", "idx_to_class", "class_to_idx")
 STRIPPED_PREFIXES = ("module.", "_orig_mod.")
-# Globals no model checkpoint needs; even --trust-pickle refuses them.
+# Globals no model checkpoint needs: refused even with --trust-pickle. A static scan
+# catches ordinary malicious files; it is not a sandbox, so --trust-pickle stays an
+# explicit statement that the file is trusted.
 DANGEROUS_MODULES = ("os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "runpy", "importlib", "pty", "webbrowser")
 DANGEROUS_BUILTINS = ("eval", "exec", "compile", "__import__", "open", "getattr", "setattr", "delattr", "input", "breakpoint")
 
@@ -69,9 +71,12 @@ def _pickle_globals(data: bytes) -> list[str]:
 
 def _pickle_bytes(path: Path) -> bytes:
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            return archive.read(names[0]) if names else b""
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = [n for n in archive.namelist() if n.endswith("data.pkl")]
+                return archive.read(names[0]) if names else b""
+        except (zipfile.BadZipFile, OSError, EOFError):
+            return b""
     return path.read_bytes()
 
 
@@ -84,8 +89,11 @@ def _is_dangerous(name: str) -> bool:
 def _is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _torch():
@@ -142,7 +150,7 @@ def _refusal(path: Path, globals_: list[str]) -> CheckpointError:
             f"{path} asks to run code when unpickled ({', '.join(dangerous[:3])}); refusing to load it.",
             "this file may be malicious: do not load it; get the weights as a state_dict from a trusted source",
         )
-    classes = [g for g in globals_ if not g.startswith(("torch.", "collections.", "numpy.", "_codecs.", "builtins."))]
+    classes = [g for g in globals_ if not g.startswith(("torch.", "collections.", "numpy.", "_codecs.", "builtins.", "__builtin__."))]
     what = f"objects of {', '.join(classes[:3])}" if classes else "Python objects beyond tensors"
     return CheckpointError(
         f"{path} holds a pickled model ({what}); unpickling it runs code from the file.",
@@ -150,11 +158,12 @@ def _refusal(path: Path, globals_: list[str]) -> CheckpointError:
     )
 
 
-def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict | None = None) -> Checkpoint:
+def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict | None = None, extra_modules: dict | None = None) -> Checkpoint:
     """Read ``path`` into a :class:`Checkpoint`; never executes pickled code unless ``trust_pickle``.
 
-    ``extra_classes`` (name -> class) are made importable from ``__main__`` while
-    unpickling a trusted whole-model file, for models saved from a script.
+    While unpickling a trusted whole-model file, ``extra_classes`` (name -> class) are
+    importable from ``__main__`` (models saved from a script) and ``extra_modules``
+    (module name -> module) from their own name (models saved from ``from model import Net``).
     """
     path = check_input_file(Path(path), "checkpoint")
     torch = _torch()
@@ -178,7 +187,7 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
                 raise _not_a_checkpoint(path, exc) from None
             if not trust_pickle or any(_is_dangerous(g) for g in globals_):
                 raise _refusal(path, globals_) from None
-            obj = _load_trusted(path, torch, extra_classes)
+            obj = _load_trusted(path, torch, extra_classes, extra_modules)
         else:
             raise _not_a_checkpoint(path, exc) from None
         fmt = "pickled"
@@ -198,7 +207,9 @@ def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
     return CheckpointError(f"{path} is not a readable PyTorch checkpoint ({reason}).", "check that the file was saved with torch.save and copied completely")
 
 
-def _load_trusted(path: Path, torch, extra_classes: dict | None):
+def _load_trusted(path: Path, torch, extra_classes: dict | None, extra_modules: dict | None = None):
+    import sys
+
     import __main__
 
     added = []
@@ -206,6 +217,9 @@ def _load_trusted(path: Path, torch, extra_classes: dict | None):
         if not hasattr(__main__, name):
             setattr(__main__, name, cls)
             added.append(name)
+    aliased = [name for name in (extra_modules or {}) if name not in sys.modules]
+    for name in aliased:
+        sys.modules[name] = extra_modules[name]
     try:
         return torch.load(str(path), map_location="cpu", weights_only=False)
     except (AttributeError, ModuleNotFoundError, ImportError) as exc:
@@ -218,6 +232,8 @@ def _load_trusted(path: Path, torch, extra_classes: dict | None):
     finally:
         for name in added:
             delattr(__main__, name)
+        for name in aliased:
+            sys.modules.pop(name, None)
 
 
 def _normalise(path: Path, sha: str, obj, fmt: str | None) -> Checkpoint:

@@ -7,22 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from alexnet_deploy.errors import LayoutError
-from alexnet_deploy.onnx_file import check_input_file, load_onnx
-
-
-def _is_onnx(path: Path) -> bool:
-    if path.suffix.lower() == ".onnx":
-        return True
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    # A ModelProto starts with field 1 (ir_version, varint): byte 0x08. Zip/pickle do not.
-    return head[:1] == b"\x08"
+from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
 
 
 def inspect_path(path: Path, trust_pickle: bool = False, arch: str | None = None) -> dict[str, Any]:
     """Describe ``path``: a PyTorch checkpoint or an ONNX model."""
     path = check_input_file(Path(path), "file")
-    if _is_onnx(path):
+    if looks_like_onnx(path) or (path.suffix.lower() == ".onnx" and not looks_like_checkpoint(path)):
         return inspect_onnx(path)
     return inspect_checkpoint(path, trust_pickle, arch)
 
@@ -87,8 +78,9 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
 
 def inspect_checkpoint(path: Path, trust_pickle: bool = False, arch: str | None = None) -> dict[str, Any]:
     """Format, layout (or why none), classes, input size, parameters and LRN placement of a checkpoint."""
-    import torch
+    from alexnet_deploy.errors import require
 
+    torch = require("torch", "torch", "Inspecting PyTorch checkpoints")
     from alexnet_deploy.exporter.checkpoint import load_checkpoint
     from alexnet_deploy.exporter.layouts import build_model, detect_layout
     from alexnet_deploy.exporter.lrn import find_lrn_sites

@@ -250,27 +250,36 @@ class LayoutMatch:
 
     def diff(self, limit: int = 4) -> str:
         """A short readable diff of what does not fit."""
-        parts = []
-        if self.missing:
-            parts.append(f"missing {', '.join(self.missing[:limit])}" + (" ..." if len(self.missing) > limit else ""))
-        if self.unexpected:
-            parts.append(f"unexpected {', '.join(self.unexpected[:limit])}" + (" ..." if len(self.unexpected) > limit else ""))
-        for key, got, want in self.mismatched[:limit]:
-            parts.append(f"{key} has shape {list(got)}, {self.layout.name} needs {list(want)}")
-        if len(self.mismatched) > limit:
-            parts.append(f"... {len(self.mismatched) - limit} more mis-shaped")
-        return "; ".join(parts)
+        return format_diff(self.missing, self.unexpected, self.mismatched, self.layout.name, limit)
+
+
+def compare_shapes(expected: dict, got: dict) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """(missing, unexpected, mis-shaped (key, got, expected)) between two name -> shape maps."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    mismatched = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]]
+    return missing, unexpected, mismatched
+
+
+def format_diff(missing, unexpected, mismatched, owner: str, limit: int = 4) -> str:
+    """``missing a, b; unexpected c; d has shape [..], OWNER needs [..]``, truncated; '' if nothing differs."""
+    parts = []
+    if missing:
+        parts.append(f"missing {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
+    if unexpected:
+        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
+    for key, got, want in mismatched[:limit]:
+        parts.append(f"{key} has shape {list(got)}, {owner} needs {list(want)}")
+    if len(mismatched) > limit:
+        parts.append(f"... {len(mismatched) - limit} more mis-shaped")
+    return "; ".join(parts)
 
 
 def match_layout(layout: Layout, state_dict: dict) -> LayoutMatch:
     """Compare ``state_dict`` with ``layout`` (class count taken from the checkpoint)."""
     num_classes = _class_count(layout, state_dict)
-    expected = _shapes(layout, num_classes or 1000)
     got = {k: tuple(v.shape) for k, v in state_dict.items()}
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    mismatched = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]]
-    return LayoutMatch(layout, num_classes, missing, unexpected, mismatched)
+    return LayoutMatch(layout, num_classes, *compare_shapes(_shapes(layout, num_classes or 1000), got))
 
 
 def ambiguity_message(names: list[str]) -> str:
@@ -281,12 +290,18 @@ def ambiguity_message(names: list[str]) -> str:
     )
 
 
+def distinguishing_hint(names: list[str]) -> str:
+    """What in the training script tells the candidate layouts apart."""
+    hints = [f"{n} if {LAYOUTS[n].distinguishing}" for n in names if LAYOUTS[n].distinguishing]
+    return "; ".join(hints) if hints else "the training script's model class tells which"
+
+
 def detect_layout(state_dict: dict, arch: str | None = None) -> LayoutMatch:
     """The one layout ``state_dict`` fits (or ``arch``, checked strictly); LayoutError otherwise."""
     if arch is not None:
         found = match_layout(get_layout(arch), state_dict)
         if not found.exact:
-            raise LayoutError(f"checkpoint does not fit --arch {arch}: {found.diff()}.", _fix_hint(state_dict))
+            raise LayoutError(f"checkpoint does not fit --arch {arch}: {found.diff()}.", _FIX_HINT)
         return found
     matches = [match_layout(layout, state_dict) for layout in LAYOUTS.values()]
     exact = [m for m in matches if m.exact]
@@ -296,7 +311,7 @@ def detect_layout(state_dict: dict, arch: str | None = None) -> LayoutMatch:
         names = [m.layout.name for m in exact]
         raise LayoutError(
             f"checkpoint fits {len(names)} layouts with identical weight shapes: {ambiguity_message(names)}.",
-            f"pass --arch {' or --arch '.join(names)}: the first Conv2d's padding in the training script tells which",
+            f"pass --arch {' or --arch '.join(names)} ({distinguishing_hint(names)})",
         )
     best = max(matches, key=lambda m: m.score)
     overlap = len(set(state_dict) & set(_shapes(best.layout, best.num_classes or 1000)))
@@ -306,11 +321,10 @@ def detect_layout(state_dict: dict, arch: str | None = None) -> LayoutMatch:
             f"checkpoint is not one of the built-in AlexNet layouts (its keys start {sample}).",
             "pass --model FILE.py:ClassName with the class it was trained with",
         )
-    raise LayoutError(f"checkpoint is closest to layout {best.layout.name} but does not fit it: {best.diff()}.", _fix_hint(state_dict))
+    raise LayoutError(f"checkpoint is closest to layout {best.layout.name} but does not fit it: {best.diff()}.", _FIX_HINT)
 
 
-def _fix_hint(state_dict: dict) -> str:
-    return "check that this is the right checkpoint, or pass --model FILE.py:ClassName with the class it was trained with"
+_FIX_HINT = "check that this is the right checkpoint, or pass --model FILE.py:ClassName with the class it was trained with"
 
 
 def build_model(layout: Layout, state_dict: dict, num_classes: int) -> nn.Module:

@@ -26,8 +26,8 @@ from torch import nn
 SIZE_ATTRS = ("size", "n", "local_size", "lrn_size", "window", "depth")
 RADIUS_ATTRS = ("depth_radius", "radius")
 BIAS_ATTRS = ("k", "bias", "knorm")
-# The LRN window TensorRT's ONNX parser accepts; also a sanity bound for detection.
-MAX_SIZE = 15
+# Largest window considered when matching a hand-written module (TensorRT itself accepts 1..15).
+MAX_SIZE = 31
 
 
 def reference_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, bias: float) -> torch.Tensor:
@@ -134,7 +134,11 @@ def _candidates(params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if n % 2 == 1:
             found.append(("PyTorch formula: alpha/n * sum", {"size": n, "alpha": alpha}))
         found.append(("alpha/n * sum over n//2 channels each side", {"size": size, "alpha": alpha / n * size}))
-    return [(label, {**onnx, "beta": beta, "bias": k}) for label, onnx in found if 1 <= onnx["size"] <= 2 * MAX_SIZE + 1]
+    unique = []
+    for label, onnx in found:
+        if 1 <= onnx["size"] <= MAX_SIZE and all(onnx != seen for _, seen in unique):
+            unique.append((label, onnx))
+    return [(label, {**onnx, "beta": beta, "bias": k}) for label, onnx in unique]
 
 
 def _matches(module: nn.Module, probe: torch.Tensor, onnx: dict[str, Any]) -> bool:
@@ -164,14 +168,12 @@ def map_hand_written(module: nn.Module, params: dict[str, Any], input_shape: tup
 
 
 @contextlib.contextmanager
-def _call_tracker(model: nn.Module) -> Iterator[tuple[list[str], list[nn.Module]]]:
+def _call_tracker(model: nn.Module) -> Iterator[list[str]]:
     stack: list[str] = []
-    called: list[nn.Module] = []
     handles = []
     for name, module in model.named_modules():
         def pre(mod, args, _name=name):
             stack.append(_name)
-            called.append(mod)
 
         def post(mod, args, out):
             stack.pop()
@@ -179,7 +181,7 @@ def _call_tracker(model: nn.Module) -> Iterator[tuple[list[str], list[nn.Module]
         handles.append(module.register_forward_pre_hook(pre))
         handles.append(module.register_forward_hook(post))
     try:
-        yield stack, called
+        yield stack
     finally:
         for handle in handles:
             handle.remove()
@@ -201,11 +203,12 @@ def find_lrn_sites(model: nn.Module, example: torch.Tensor) -> list[LRNSite]:
     functional: dict[str, LRNSite] = {}
     hand: dict[str, LRNSite] = {}
     inputs: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
     names = {id(m): n for n, m in model.named_modules()}
     candidates = {name: (m, lrn_like_params(m)) for name, m in model.named_modules()}
     candidates = {name: v for name, v in candidates.items() if v[1] is not None}
 
-    with _call_tracker(model) as (stack, _):
+    with _call_tracker(model) as stack:
         def recording_lrn(input, size, alpha=1e-4, beta=0.75, k=1.0):
             owner = stack[-1] if stack else "<forward>"
             module = dict(model.named_modules()).get(owner)
@@ -223,6 +226,7 @@ def find_lrn_sites(model: nn.Module, example: torch.Tensor) -> list[LRNSite]:
         def remember_input(name):
             def hook(mod, args):
                 inputs.setdefault(name, tuple(args[0].shape))  # returns None: args unchanged
+                calls[name] = calls.get(name, 0) + 1
 
             return hook
 
@@ -239,7 +243,7 @@ def find_lrn_sites(model: nn.Module, example: torch.Tensor) -> list[LRNSite]:
             continue  # never called, or it calls F.local_response_norm (already recorded)
         onnx, how = map_hand_written(module, params, inputs[name])
         note = how if onnx else f"{how}; exported as traced PyTorch ops"
-        hand[name] = LRNSite(name, "hand-written", params, onnx, input_shape=inputs[name], note=note, module=module)
+        hand[name] = LRNSite(name, "hand-written", params, onnx, calls=calls[name], input_shape=inputs[name], note=note, module=module)
     order = {name: i for i, name in enumerate(names.values())}
     return sorted([*functional.values(), *hand.values()], key=lambda s: order.get(s.name.split(" ")[0], len(order)))
 

@@ -9,7 +9,7 @@ values are JSON. This module imports no torch.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -94,9 +94,6 @@ class ModelRecord:
     def num_classes(self) -> int:
         return len(self.labels)
 
-    def with_changes(self, **changes) -> "ModelRecord":
-        return replace(self, **changes)
-
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` entries (key -> string value) for this record."""
         return {
@@ -118,23 +115,29 @@ class ModelRecord:
                 f"{where} has no alexnet-deploy metadata (labels, preprocessing).",
                 "export it with `alexnet export`, which writes them into the ONNX file",
             )
+        schema = props[PREFIX + "schema"]
+        if schema.isdigit() and int(schema) > SCHEMA_VERSION:
+            raise InputError(
+                f"{where} was written by a newer alexnet-deploy (metadata schema {schema}).",
+                "upgrade: pip install -U alexnet-deploy",
+            )
         try:
-            schema = int(props[PREFIX + "schema"])
-            if schema > SCHEMA_VERSION:
-                raise InputError(
-                    f"{where} was written by a newer alexnet-deploy (metadata schema {schema}).",
-                    "upgrade: pip install -U alexnet-deploy",
-                )
+            details = json.loads(props.get(PREFIX + "details", "{}"))
+            labels = json.loads(props[PREFIX + "labels"])
+            if not isinstance(details, dict) or not isinstance(labels, list):
+                raise ValueError("labels must be a list and details an object")
             return cls(
-                labels=tuple(json.loads(props[PREFIX + "labels"])),
+                labels=tuple(str(label) for label in labels),
                 preprocessing=Preprocessing.from_dict(json.loads(props[PREFIX + "preprocessing"])),
                 layout=props.get(PREFIX + "layout", ""),
                 source_sha256=props.get(PREFIX + "source_sha256", ""),
                 toolkit_version=props.get(PREFIX + "version", ""),
                 precision=props.get(PREFIX + "precision", "fp32"),
-                details=json.loads(props.get(PREFIX + "details", "{}")),
+                details=details,
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except InputError as exc:
+            raise InputError(f"{where} has damaged alexnet-deploy metadata ({exc.problem})", "re-export the model") from None
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InputError(f"{where} has damaged alexnet-deploy metadata ({exc}).", "re-export the model") from None
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ import torch
 
 from alexnet_deploy import __version__
 from alexnet_deploy.errors import ExportError, InputError
-from alexnet_deploy.exporter.lrn import LRNSite, find_lrn_sites, lrn_as_onnx_op, lrn_onnx_translation, lrn_op
+from alexnet_deploy.exporter.lrn import LRNSite, find_lrn_sites, lrn_as_onnx_op, lrn_onnx_translation
 from alexnet_deploy.exporter.metadata import ModelRecord, Preprocessing, write_record
 from alexnet_deploy.exporter.resolve import ResolvedModel
 
@@ -66,7 +65,8 @@ def parse_batch(text: str | int | None) -> int | None:
     return value
 
 
-def _check_opset(opset: int) -> None:
+def check_opset(opset: int) -> None:
+    """InputError unless ``opset`` is one the exporter supports."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise InputError(f"--opset {opset} is not supported.", f"use an opset from {MIN_OPSET} to {MAX_OPSET} (default 18)")
 
@@ -116,7 +116,7 @@ def export_model(
     import onnx
 
     step = progress or (lambda message: None)
-    _check_opset(opset)
+    check_opset(opset)
     if len(labels) != resolved.num_classes:
         raise InputError(
             f"{len(labels)} labels were given but the model has {resolved.num_classes} classes.",
@@ -199,4 +199,4 @@ def default_output_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".onnx")
 
 
-__all__ = ["ExportResult", "export_model", "save_model", "parse_batch", "default_output_path", "lrn_op"]
+__all__ = ["ExportResult", "export_model", "save_model", "parse_batch", "check_opset", "default_output_path"]

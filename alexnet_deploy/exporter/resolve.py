@@ -7,16 +7,16 @@ decided so that ``export``, ``verify`` and ``inspect`` agree on it.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from alexnet_deploy.errors import ExportError, LayoutError, ModelFileError
 from alexnet_deploy.exporter.checkpoint import Checkpoint, load_checkpoint
-from alexnet_deploy.exporter.layouts import Layout, build_model, default_preprocessing, detect_layout
+from alexnet_deploy.exporter.layouts import Layout, build_model, compare_shapes, default_preprocessing, detect_layout, format_diff
 from alexnet_deploy.exporter.metadata import Preprocessing
 from alexnet_deploy.exporter.user_model import (
     class_count_param,
@@ -58,34 +58,17 @@ def _last_linear_classes(state_dict: dict) -> int | None:
     return int(matrices[-1].shape[0]) if matrices else None
 
 
-def state_dict_diff(model: nn.Module, state_dict: dict, limit: int = 4) -> str:
-    """A short readable diff between ``model``'s parameters and ``state_dict``; '' if they fit."""
+def _load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     got = {k: tuple(v.shape) for k, v in state_dict.items()}
-    missing = [k for k in expected if k not in got]
-    unexpected = [k for k in got if k not in expected]
-    mismatched = [f"{k} has shape {list(got[k])}, the class needs {list(expected[k])}" for k in expected if k in got and got[k] != expected[k]]
-    parts = []
-    if missing:
-        parts.append(f"missing {', '.join(missing[:limit])}" + (" ..." if len(missing) > limit else ""))
-    if unexpected:
-        parts.append(f"unexpected {', '.join(unexpected[:limit])}" + (" ..." if len(unexpected) > limit else ""))
-    parts.extend(mismatched[:limit])
-    if len(mismatched) > limit:
-        parts.append(f"... {len(mismatched) - limit} more mis-shaped")
-    return "; ".join(parts)
-
-
-def _load_strict(model: nn.Module, state_dict: dict, what: str) -> nn.Module:
-    diff = state_dict_diff(model, state_dict)
+    diff = format_diff(*compare_shapes(expected, got), owner="the class")
     if diff:
         raise LayoutError(f"checkpoint does not fit {what}: {diff}.", "check the checkpoint, or the class and --model-kwargs")
     model.load_state_dict(state_dict, strict=True)
     return model.float().eval()
 
 
-def _user_module(spec: str, kwargs_text: str | None, ckpt: Checkpoint) -> nn.Module:
-    cls = load_model_class(spec)
+def _user_module(cls, kwargs_text: str | None, ckpt: Checkpoint) -> nn.Module:
     kwargs = parse_model_kwargs(kwargs_text)
     param = class_count_param(cls)
     classes = _last_linear_classes(ckpt.state_dict)
@@ -140,16 +123,16 @@ def resolve_model(
         raise ModelFileError("--arch and --model both choose the network.", "pass only one of them")
     if input_size is not None and not 16 <= input_size <= 2048:
         raise ExportError(f"--input-size {input_size} is out of range.", "use the image size the model was trained on, e.g. 224")
-    extra = {}
-    if model_spec:
-        cls = load_model_class(model_spec)
-        extra = {cls.__name__: cls}
-    ckpt = load_checkpoint(Path(checkpoint), trust_pickle=trust_pickle, extra_classes=extra)
+    cls = load_model_class(model_spec) if model_spec else None
+    extra_classes = {cls.__name__: cls} if cls else {}
+    # A pickled model saved after ``from model import Net`` refers to module "model".
+    extra_modules = {Path(model_spec.rpartition(":")[0]).stem: sys.modules[cls.__module__]} if cls else {}
+    ckpt = load_checkpoint(Path(checkpoint), trust_pickle=trust_pickle, extra_classes=extra_classes, extra_modules=extra_modules)
     notes: list[str] = []
     layout: Layout | None = None
 
     if model_spec:
-        module = _user_module(model_spec, model_kwargs, ckpt)
+        module = _user_module(cls, model_kwargs, ckpt)
         reference = ckpt.module if ckpt.module is not None else module
         name = f"custom:{type(module).__name__}"
     else:
@@ -181,15 +164,3 @@ def resolve_model(
     preprocessing = default_preprocessing(layout, size)
     return ResolvedModel(module, reference, name, layout, classes, size, preprocessing, ckpt, notes)
 
-
-def describe_resolution(resolved: ResolvedModel) -> dict[str, Any]:
-    """What was decided, for reports."""
-    ckpt = resolved.checkpoint
-    return {
-        "layout": resolved.name,
-        "num_classes": resolved.num_classes,
-        "input_size": resolved.input_size,
-        "checkpoint_format": ckpt.format,
-        "stripped_prefixes": ckpt.stripped_prefixes,
-        "parameters": sum(p.numel() for p in resolved.module.parameters()),
-    }

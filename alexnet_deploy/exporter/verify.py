@@ -10,7 +10,6 @@ first layer whose output diverges is found by comparing intermediate outputs of 
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,6 +21,7 @@ from alexnet_deploy.errors import InputError
 from alexnet_deploy.exporter.metadata import ModelRecord
 from alexnet_deploy.preprocess import list_images, load_images
 from alexnet_deploy.runtimes.ort import OrtRuntime
+from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 
 # Criteria per precision. FP32 differs from PyTorch only by summation order.
 THRESHOLDS: dict[str, dict[str, float]] = {
@@ -53,9 +53,6 @@ class VerifyReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     def failures(self) -> list[str]:
         """The criteria that failed, in words."""
@@ -133,8 +130,6 @@ def verify_parity(
     ``layer_module`` (default ``reference``) is the eager module whose layers are
     compared with the ONNX graph's intermediate outputs when parity fails.
     """
-    import torch
-
     step = progress or (lambda message: None)
     precision = record.precision if record else "fp32"
     if precision not in THRESHOLDS:
@@ -154,10 +149,15 @@ def verify_parity(
         notes.append(f"the ONNX model has a fixed batch of {fixed}; compared at that batch only")
         sizes = [fixed]
     data, sources, skipped = build_inputs(input_size, samples, record, images, seed)
-
-    def torch_run(chunk: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return reference(torch.from_numpy(chunk)).float().numpy()
+    torch_side = TorchRuntime(reference, input_size, "reference")
+    classes = torch_side.run(data[:1]).shape[1]
+    onnx_classes = runtime.run(np.repeat(data[:1], fixed or 1, axis=0)).shape[1]
+    if classes != onnx_classes:
+        raise InputError(
+            f"the ONNX model has {onnx_classes} classes but the checkpoint's model has {classes}.",
+            "verify against the checkpoint this ONNX file was exported from",
+        )
+    torch_run = torch_side.run
 
     candidates, references = [], []
     for size in sizes:
@@ -260,7 +260,18 @@ def _onnx_layer_outputs(proto) -> dict[str, str]:
 
 
 def first_divergent_layer(onnx_bytes, module, sample: np.ndarray, fixed_batch: int | None = None) -> str | None:
-    """The first module (execution order) whose ONNX output differs from PyTorch's, or None."""
+    """The first module (execution order) whose ONNX output differs from PyTorch's, or None.
+
+    None also when the two graphs cannot be matched layer by layer; this is a diagnosis
+    on top of a failed check, so it never raises.
+    """
+    try:
+        return _first_divergent_layer(onnx_bytes, module, sample, fixed_batch)
+    except Exception:
+        return None
+
+
+def _first_divergent_layer(onnx_bytes, module, sample: np.ndarray, fixed_batch: int | None) -> str | None:
     import onnx
 
     proto = onnx.load_from_string(onnx_bytes) if isinstance(onnx_bytes, bytes) else onnx.load(str(onnx_bytes))
@@ -273,9 +284,11 @@ def first_divergent_layer(onnx_bytes, module, sample: np.ndarray, fixed_batch: i
     if not wanted:
         return None
     existing = {o.name for o in proto.graph.output}
+    known = {v.name: v for v in proto.graph.value_info}
     for _, tensor in wanted:
         if tensor not in existing:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None))
+            elem = known[tensor].type.tensor_type.elem_type if tensor in known else onnx.TensorProto.FLOAT
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, elem, None))
             existing.add(tensor)
     runtime = OrtRuntime(proto.SerializeToString())
     batch = sample if fixed_batch is None else np.repeat(sample, fixed_batch, axis=0)

@@ -6,15 +6,16 @@ file is written only after it passed onnx.checker and (unless disabled) parity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from alexnet_deploy.errors import CheckFailed, InputError
+from alexnet_deploy.errors import CheckFailed, InputError, require
 from alexnet_deploy.exporter.labels import default_labels, read_labels
 from alexnet_deploy.exporter.metadata import Preprocessing
 from alexnet_deploy.fileio import check_writable
-from alexnet_deploy.onnx_file import check_input_file, load_onnx
+from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
+from alexnet_deploy.preprocess import list_images
 
 Progress = Callable[[str], None]
 
@@ -48,7 +49,6 @@ class ExportOutcome:
     result: object  # ExportResult
     resolved: object  # ResolvedModel
     verification: object | None  # VerifyReport
-    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         data = {"output": str(self.path), "bytes": self.path.stat().st_size, **self.result.summary()}
@@ -57,7 +57,6 @@ class ExportOutcome:
         data["labels"] = list(self.result.record.labels)
         data["preprocessing"] = self.result.record.preprocessing.describe()
         data["verification"] = self.verification.to_dict() if self.verification else None
-        data["notes"] = self.notes
         return data
 
 
@@ -81,10 +80,9 @@ def apply_overrides(base: Preprocessing, options: PreprocessingOptions) -> Prepr
     return Preprocessing(resize, crop, options.mean or base.mean, options.std or base.std, base.interpolation, base.resize_mode)
 
 
-def choose_labels(source: Path | None, checkpoint_labels: list[str] | None, num_classes: int) -> list[str]:
-    """Labels from ``source``, else from the checkpoint, else placeholders; count must match."""
-    if source is not None:
-        labels = read_labels(Path(source))
+def choose_labels(labels: list[str] | None, source: Path | None, checkpoint_labels: list[str] | None, num_classes: int) -> list[str]:
+    """The given ``labels`` (read from ``source``), else the checkpoint's, else placeholders; count must match."""
+    if labels is not None:
         if len(labels) != num_classes:
             raise InputError(
                 f"{source} has {len(labels)} labels but the model has {num_classes} classes.",
@@ -113,7 +111,8 @@ def export_checkpoint(
     Raises CheckFailed (nothing written) when parity fails; InputError and its kinds for
     unusable inputs, before any slow work where possible.
     """
-    from alexnet_deploy.exporter.onnx_export import default_output_path, export_model, save_model
+    require("torch", "torch", "Exporting checkpoints")
+    from alexnet_deploy.exporter.onnx_export import check_opset, default_output_path, export_model, save_model
     from alexnet_deploy.exporter.resolve import resolve_model
     from alexnet_deploy.exporter.verify import verify_parity
 
@@ -121,17 +120,21 @@ def export_checkpoint(
     model = model or ModelOptions()
     preprocessing = preprocessing or PreprocessingOptions()
     checkpoint = check_input_file(Path(checkpoint), "checkpoint")
+    if looks_like_onnx(checkpoint) and not looks_like_checkpoint(checkpoint):
+        raise InputError(f"{checkpoint} is already an ONNX model; export takes a PyTorch checkpoint.", f"check it with: alexnet verify {checkpoint} --checkpoint CKPT.pth")
     output = Path(output) if output else default_output_path(checkpoint)
     if output.suffix.lower() != ".onnx":
         raise InputError(f"output {output} does not end in .onnx.", "name the output file *.onnx")
     check_writable(output)
-    if labels is not None and not Path(labels).exists():
-        raise InputError(f"labels source {labels} does not exist.", "give a class_indices.json, a labels.txt or an ImageFolder root")
+    check_opset(opset)
+    given_labels = read_labels(Path(labels)) if labels is not None else None  # parse errors before slow work
+    if images is not None:
+        list_images(Path(images))
     input_size = model.input_size or (preprocessing.crop if preprocessing.crop else None)
 
     step("loading the checkpoint")
     resolved = resolve_model(checkpoint, model.arch, model.model, model.model_kwargs, input_size, model.trust_pickle)
-    label_list = choose_labels(labels, resolved.checkpoint.labels, resolved.num_classes)
+    label_list = choose_labels(given_labels, labels, resolved.checkpoint.labels, resolved.num_classes)
     spec = apply_overrides(resolved.preprocessing, preprocessing)
     result = export_model(resolved, label_list, spec, batch=batch, opset=opset, progress=step)
 
@@ -147,7 +150,7 @@ def export_checkpoint(
             )
     step(f"writing {output}")
     save_model(result.model_proto, output)
-    return ExportOutcome(output, result, resolved, report, list(result.warnings))
+    return ExportOutcome(output, result, resolved, report)
 
 
 def model_options_from_record(onnx_path: Path, options: ModelOptions) -> tuple[ModelOptions, object]:
@@ -160,14 +163,8 @@ def model_options_from_record(onnx_path: Path, options: ModelOptions) -> tuple[M
     if record is None:
         return options, (proto, None)
     filled = ModelOptions(**vars(options))
-    if not filled.arch and not filled.model:
-        if record.layout in LAYOUTS:
-            filled.arch = record.layout
-        elif record.layout.startswith("custom:"):
-            raise InputError(
-                f"{onnx_path} was exported from a user class ({record.layout[7:]}).",
-                "pass the same --model FILE.py:ClassName (and --model-kwargs) as at export",
-            )
+    if not filled.arch and not filled.model and record.layout in LAYOUTS:
+        filled.arch = record.layout
     if not filled.input_size and record.details.get("input_size"):
         filled.input_size = int(record.details["input_size"])
     return filled, (proto, record)
@@ -183,16 +180,30 @@ def verify_checkpoint(
     progress: Progress | None = None,
 ):
     """Parity report of ``onnx_path`` against ``checkpoint`` (does not raise on mismatch)."""
+    require("torch", "torch", "Verifying against PyTorch")
+    from alexnet_deploy.errors import LayoutError
     from alexnet_deploy.exporter.resolve import resolve_model
     from alexnet_deploy.exporter.verify import verify_parity
 
     step = progress or (lambda message: None)
     onnx_path = check_input_file(Path(onnx_path), "ONNX file")
     checkpoint = check_input_file(Path(checkpoint), "checkpoint")
+    if samples < 0:
+        raise InputError(f"--samples {samples} is negative.", "use 0 or more random samples")
+    if images is not None:
+        list_images(Path(images))
     step("reading the ONNX model")
     options, (proto, record) = model_options_from_record(onnx_path, model or ModelOptions())
     step("loading the checkpoint")
-    resolved = resolve_model(checkpoint, options.arch, options.model, options.model_kwargs, options.input_size, options.trust_pickle)
+    try:
+        resolved = resolve_model(checkpoint, options.arch, options.model, options.model_kwargs, options.input_size, options.trust_pickle)
+    except LayoutError as exc:
+        if record is not None and record.layout.startswith("custom:") and not options.model:
+            raise LayoutError(
+                f"{onnx_path} was exported from a user class ({record.layout[7:]}) and the checkpoint alone does not build it.",
+                "pass the same --model FILE.py:ClassName (and --model-kwargs) as at export",
+            ) from None
+        raise exc from None
     report = verify_parity(proto, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
     if record is not None and record.source_sha256 and record.source_sha256 != resolved.checkpoint.sha256:
         report.notes.append("the ONNX file was exported from a different checkpoint file (sha256 differs)")

@@ -49,11 +49,16 @@ class OrtRuntime(Runtime):
         )
 
     def _run_impl(self, batch: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self._input.name: batch})[0]
+        return self.run_outputs(batch, None)[0]
 
-    def run_outputs(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
-        """Named outputs (e.g. intermediate tensors exposed for debugging) for ``batch``."""
-        return self.session.run(names, {self._input.name: self.check_batch(batch)})
+    def run_outputs(self, batch: np.ndarray, names: list[str] | None) -> list[np.ndarray]:
+        """Named outputs (all when ``names`` is None; e.g. intermediate tensors exposed for debugging)."""
+        try:
+            return self.session.run(names, {self._input.name: self.check_batch(batch)})
+        except InputError:
+            raise
+        except Exception as exc:  # a graph that loads but cannot run (damaged weights, bad shapes)
+            raise InputError(f"onnxruntime failed to run {self._label} ({str(exc).splitlines()[0][:160]}).", "re-export it with `alexnet export`") from None
 
     def _close_impl(self) -> None:
         del self.session
