@@ -43,15 +43,26 @@ def _lrn_text(sites: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def _two_columns() -> Table:
+    """A borderless name/value table."""
+    table = Table(show_header=False, box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    return table
+
+
+def _notes(table: Table, notes: list[str]) -> None:
+    for note in notes:
+        table.add_row("[yellow]note[/yellow]", escape(note))
+
+
 def _histogram(histogram: dict[str, int]) -> str:
     return ", ".join(f"{op} {n}" for op, n in sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def export_table(data: dict[str, Any]) -> Table:
     """The export summary as a two-column table."""
-    table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = _two_columns()
     table.add_row("output", f"{escape(data['output'])} ({_mb(data['bytes'])})")
     table.add_row("layout", f"{data['layout']}, {data['num_classes']} classes, input 3x{data['input_size']}x{data['input_size']}, batch {data['batch']}")
     ckpt = data["checkpoint"]
@@ -65,30 +76,24 @@ def export_table(data: dict[str, Any]) -> Table:
         table.add_row("parity", verification_line(data["verification"]))
     else:
         table.add_row("parity", "[yellow]not checked (--no-verify)[/yellow]")
-    for note in data.get("warnings", []):
-        table.add_row("[yellow]note[/yellow]", escape(note))
+    _notes(table, data.get("warnings", []))
     return table
 
 
 def verify_table(data: dict[str, Any]) -> Table:
     """A verify report as a table."""
-    table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = _two_columns()
     table.add_row("result", verification_line(data))
     worst = data["worst_sample"]
     table.add_row("worst sample", f"{escape(worst['source'])} at batch {worst['batch_size']}: rel err {worst['rel_err']:.3g}, cosine {worst['cosine']:.7f}")
     table.add_row("inputs", f"{data['samples'] - data['images']} random + {data['images']} images" + (f" ({len(data['skipped_images'])} undecodable skipped)" if data["skipped_images"] else ""))
-    for note in data.get("notes", []):
-        table.add_row("[yellow]note[/yellow]", escape(note))
+    _notes(table, data.get("notes", []))
     return table
 
 
 def inspect_table(data: dict[str, Any]) -> Table:
     """An inspect report (checkpoint or ONNX) as a table."""
-    table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table = _two_columns()
     table.add_row("file", f"{escape(data['path'])} ({_mb(data['file_bytes'])}, {data['kind']})")
     if data["kind"] == "checkpoint":
         table.add_row("format", escape(data["format"]) + (f", prefixes stripped: {' '.join(data['stripped_prefixes'])}" if data["stripped_prefixes"] else ""))
