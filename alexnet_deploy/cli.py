@@ -89,7 +89,7 @@ TrustPickleOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling a 
 
 
 def _model_options(arch, model, model_kwargs, input_size, trust_pickle):
-    from alexnet_deploy.exporter.workflow import ModelOptions
+    from alexnet_deploy.exporter.options import ModelOptions
 
     return ModelOptions(arch, model, model_kwargs, input_size, trust_pickle)
 

@@ -184,19 +184,10 @@ def export_model(
     return ExportResult(proto, record, sites, lrn_nodes, histogram, opset, "dynamic" if batch is None else str(batch), notes)
 
 
-def save_model(proto, path: Path) -> Path:
-    """Write an ONNX ModelProto to ``path`` atomically."""
-    import onnx
-
-    from alexnet_deploy.fileio import atomic_write
-
-    return atomic_write(Path(path), lambda tmp: onnx.save_model(proto, str(tmp)))
-
-
 def default_output_path(checkpoint: Path) -> Path:
     """``weights/alexnet.pth`` -> ``weights/alexnet.onnx``."""
     checkpoint = Path(checkpoint)
     return checkpoint.with_suffix(".onnx")
 
 
-__all__ = ["ExportResult", "export_model", "save_model", "parse_batch", "check_opset", "default_output_path"]
+__all__ = ["ExportResult", "export_model", "parse_batch", "check_opset", "default_output_path"]

@@ -18,6 +18,7 @@ from alexnet_deploy.errors import ExportError, LayoutError, ModelFileError
 from alexnet_deploy.exporter.checkpoint import Checkpoint, load_checkpoint
 from alexnet_deploy.exporter.layouts import Layout, build_model, compare_shapes, default_preprocessing, detect_layout, format_diff
 from alexnet_deploy.exporter.metadata import Preprocessing
+from alexnet_deploy.exporter.options import ModelOptions
 from alexnet_deploy.exporter.user_model import (
     class_count_param,
     instantiate,
@@ -110,15 +111,11 @@ def _fit_input_size(module: nn.Module, requested: int | None, default: int | Non
     raise ExportError(f"cannot find an input size the model accepts ({'; '.join(failures)}).", "pass --input-size N")
 
 
-def resolve_model(
-    checkpoint: Path,
-    arch: str | None = None,
-    model_spec: str | None = None,
-    model_kwargs: str | None = None,
-    input_size: int | None = None,
-    trust_pickle: bool = False,
-) -> ResolvedModel:
+def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> ResolvedModel:
     """Load ``checkpoint`` and build the module it belongs to, strictly; errors name the fix."""
+    options = options or ModelOptions()
+    arch, model_spec, model_kwargs = options.arch, options.model, options.model_kwargs
+    input_size, trust_pickle = options.input_size, options.trust_pickle
     if arch and model_spec:
         raise ModelFileError("--arch and --model both choose the network.", "pass only one of them")
     if input_size is not None and not 16 <= input_size <= 2048:

@@ -6,29 +6,19 @@ file is written only after it passed onnx.checker and (unless disabled) parity.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from alexnet_deploy.errors import CheckFailed, InputError, require
 from alexnet_deploy.exporter.labels import default_labels, read_labels
 from alexnet_deploy.exporter.metadata import Preprocessing
-from alexnet_deploy.fileio import check_writable
+from alexnet_deploy.exporter.options import ModelOptions
+from alexnet_deploy.fileio import atomic_write_bytes, check_writable
 from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
 from alexnet_deploy.preprocess import list_images
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class ModelOptions:
-    """How to turn a checkpoint into a network (shared by export, verify, inspect and bench)."""
-
-    arch: str | None = None
-    model: str | None = None
-    model_kwargs: str | None = None
-    input_size: int | None = None
-    trust_pickle: bool = False
 
 
 @dataclass
@@ -112,7 +102,7 @@ def export_checkpoint(
     unusable inputs, before any slow work where possible.
     """
     require("torch", "torch", "Exporting checkpoints")
-    from alexnet_deploy.exporter.onnx_export import check_opset, default_output_path, export_model, save_model
+    from alexnet_deploy.exporter.onnx_export import check_opset, default_output_path, export_model
     from alexnet_deploy.exporter.resolve import resolve_model
     from alexnet_deploy.exporter.verify import verify_parity
 
@@ -130,18 +120,20 @@ def export_checkpoint(
     given_labels = read_labels(Path(labels)) if labels is not None else None  # parse errors before slow work
     if images is not None:
         list_images(Path(images))
-    input_size = model.input_size or (preprocessing.crop if preprocessing.crop else None)
+    if not model.input_size and preprocessing.crop:
+        model = replace(model, input_size=preprocessing.crop)
 
     step("loading the checkpoint")
-    resolved = resolve_model(checkpoint, model.arch, model.model, model.model_kwargs, input_size, model.trust_pickle)
+    resolved = resolve_model(checkpoint, model)
     label_list = choose_labels(given_labels, labels, resolved.checkpoint.labels, resolved.num_classes)
     spec = apply_overrides(resolved.preprocessing, preprocessing)
     result = export_model(resolved, label_list, spec, batch=batch, opset=opset, progress=step)
 
     report = None
+    data = result.model_proto.SerializeToString()  # once: the bytes checked are the bytes written
     if verify:
         step("verifying parity with PyTorch")
-        report = verify_parity(result.model_proto, resolved.reference, resolved.input_size, result.record, layer_module=resolved.module, images=images, progress=step)
+        report = verify_parity(data, resolved.reference, resolved.input_size, result.record, layer_module=resolved.module, images=images, progress=step)
         if not report.passed:
             layer = f"; first divergent layer: {report.first_divergent_layer}" if report.first_divergent_layer else ""
             raise CheckFailed(
@@ -149,7 +141,7 @@ def export_checkpoint(
                 "run with --debug and report it; --no-verify writes the file anyway",
             )
     step(f"writing {output}")
-    save_model(result.model_proto, output)
+    atomic_write_bytes(output, data)
     return ExportOutcome(output, result, resolved, report)
 
 
@@ -161,13 +153,13 @@ def model_options_from_record(onnx_path: Path, options: ModelOptions) -> tuple[M
     proto = load_onnx(onnx_path)
     record = read_record(proto, str(onnx_path)) if PREFIX + "schema" in read_props(proto) else None
     if record is None:
-        return options, (proto, None)
-    filled = ModelOptions(**vars(options))
+        return options, None
+    filled = replace(options)
     if not filled.arch and not filled.model and record.layout in LAYOUTS:
         filled.arch = record.layout
     if not filled.input_size and record.details.get("input_size"):
         filled.input_size = int(record.details["input_size"])
-    return filled, (proto, record)
+    return filled, record
 
 
 def verify_checkpoint(
@@ -193,10 +185,10 @@ def verify_checkpoint(
     if images is not None:
         list_images(Path(images))
     step("reading the ONNX model")
-    options, (proto, record) = model_options_from_record(onnx_path, model or ModelOptions())
+    options, record = model_options_from_record(onnx_path, model or ModelOptions())
     step("loading the checkpoint")
     try:
-        resolved = resolve_model(checkpoint, options.arch, options.model, options.model_kwargs, options.input_size, options.trust_pickle)
+        resolved = resolve_model(checkpoint, options)
     except LayoutError as exc:
         if record is not None and record.layout.startswith("custom:") and not options.model:
             raise LayoutError(
@@ -204,7 +196,7 @@ def verify_checkpoint(
                 "pass the same --model FILE.py:ClassName (and --model-kwargs) as at export",
             ) from None
         raise exc from None
-    report = verify_parity(proto, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
+    report = verify_parity(onnx_path, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
     if record is not None and record.source_sha256 and record.source_sha256 != resolved.checkpoint.sha256:
         report.notes.append("the ONNX file was exported from a different checkpoint file (sha256 differs)")
     return report

@@ -1,0 +1,16 @@
+"""How to turn a checkpoint into a network: the flags export, verify and inspect share (torch-free)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ModelOptions:
+    """``--arch``, ``--model``, ``--model-kwargs``, ``--input-size`` and ``--trust-pickle``; None keeps defaults."""
+
+    arch: str | None = None
+    model: str | None = None
+    model_kwargs: str | None = None
+    input_size: int | None = None
+    trust_pickle: bool = False
