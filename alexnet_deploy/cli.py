@@ -22,10 +22,11 @@ from rich.text import Text
 
 from alexnet_deploy import __version__
 from alexnet_deploy.errors import AlexnetError, CheckFailed, InputError
+from alexnet_deploy.progress import Progress
 
 app = typer.Typer(
     name="alexnet",
-    help="Take trained PyTorch AlexNet checkpoints to production: export to ONNX with native LRN, verify parity, inspect.",
+    help="Take trained PyTorch AlexNet checkpoints to production: export to ONNX with native LRN, verify parity, quantize to FP16/INT8, evaluate accuracy, inspect.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -70,14 +71,34 @@ def handles_errors(command):
     return wrapper
 
 
+class _RichProgress(Progress):
+    """Steps as a spinner line, counted work as a bar, on stderr (see alexnet_deploy.progress)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.task = bar.add_task("starting", total=None)
+
+    def __call__(self, message: str) -> None:
+        self.bar.update(self.task, description=escape(f"{message} …"), total=None, completed=0)
+
+    def start(self, description: str, total: int) -> None:
+        self.bar.update(self.task, description=escape(description), total=total, completed=0)
+
+    def advance(self, units: int = 1) -> None:
+        self.bar.advance(self.task, units)
+
+
 @contextmanager
 def progress_steps(quiet: bool = False) -> Iterator:
-    """A spinner on stderr showing the current step; yields the ``progress(message)`` callback."""
+    """Progress on stderr (spinner for steps, bar for counted work); yields a ``Progress``."""
     if quiet or not err.is_terminal:
-        yield lambda message: None
+        yield Progress()
         return
-    with err.status("starting") as status:
-        yield lambda message: status.update(escape(f"{message} …"))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Bar(*columns, console=err, transient=True) as bar:
+        yield _RichProgress(bar)
 
 
 # Options shared by every command that turns a checkpoint into a network.
@@ -180,27 +201,31 @@ def inspect(
 @app.command()
 @handles_errors
 def verify(
-    model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="The exported ONNX model."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="The checkpoint it was exported from."),
+    model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="The ONNX model: FP32 from export, or FP16/INT8 from quantize."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="The checkpoint it was exported from (compared with PyTorch)."),
+    reference: Optional[Path] = typer.Option(None, "--reference", "-r", help="Instead of a checkpoint: the FP32 ONNX it was quantized from (no torch needed)."),
     arch: Optional[str] = ArchOpt,
     model: Optional[str] = ModelOpt,
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
     trust_pickle: bool = TrustPickleOpt,
     images: Optional[Path] = typer.Option(None, "--images", help="Also compare on these images, preprocessed from the model's metadata."),
-    samples: int = typer.Option(8, "--samples", help="Number of seeded random inputs."),
+    samples: Optional[int] = typer.Option(None, "--samples", help="Number of seeded random inputs (default 8 for FP32; 0 for FP16/INT8, which are judged on images)."),
     batch_sizes: str = typer.Option("1,7", "--batch-sizes", help="Batch sizes to run at, comma separated."),
     json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
 ):
-    """Check that an ONNX model computes what its PyTorch checkpoint computes; exit 1 if not.
+    """Check that an ONNX model computes what its checkpoint (or FP32 ONNX) computes; exit 1 if not.
 
-    FP32 passes when, on every sample, max |onnx - torch| / max |torch| <= 1e-4 and the
-    cosine similarity of the logits >= 0.99999. On failure, names the first layer whose
-    output diverges.
+    Criteria follow the model's precision. FP32: on every sample max |onnx - ref| / max |ref|
+    <= 1e-4 and cosine >= 0.99999; on failure the first divergent layer is named.
+    FP16: top-1 agreement >= 99% and cosine >= 0.999. INT8 and int8-dynamic: top-1
+    agreement >= 95% and cosine >= 0.95, judged on --images (else synthetic images).
     """
     from alexnet_deploy.exporter.verify import parse_batch_sizes
-    from alexnet_deploy.exporter.workflow import verify_checkpoint
+    from alexnet_deploy.exporter.workflow import verify_against_onnx, verify_checkpoint
 
+    if (checkpoint is None) == (reference is None):
+        raise InputError("verify needs exactly one reference: --checkpoint CKPT.pth or --reference FP32.onnx.", f"e.g. alexnet verify {model_file} --checkpoint model.pth")
     sizes = parse_batch_sizes(batch_sizes)
     if json_file is not None and str(json_file) != "-":
         from alexnet_deploy.fileio import check_writable
@@ -208,10 +233,13 @@ def verify(
         check_writable(json_file, "JSON report")
     to_stdout = json_file is not None and str(json_file) == "-"
     with progress_steps(to_stdout) as step:
-        report = verify_checkpoint(
-            model_file, checkpoint, _model_options(arch, model, model_kwargs, input_size, trust_pickle),
-            images=images, samples=samples, batch_sizes=sizes, progress=step,
-        )
+        if reference is not None:
+            report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step)
+        else:
+            report = verify_checkpoint(
+                model_file, checkpoint, _model_options(arch, model, model_kwargs, input_size, trust_pickle),
+                images=images, samples=samples, batch_sizes=sizes, progress=step,
+            )
     data = report.to_dict()
     if json_file is not None:
         _write_json(data, None if to_stdout else json_file)
@@ -221,6 +249,97 @@ def verify(
         out.print(verify_table(data))
     if not report.passed:
         raise typer.Exit(CheckFailed.exit_code)
+
+
+@app.command()
+@handles_errors
+def quantize(
+    model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="The FP32 ONNX model from `alexnet export`."),
+    precision: str = typer.Option(..., "--precision", "-p", help="fp16 | int8 (static, calibrated) | int8-dynamic (Gemm/MatMul weights only)."),
+    calib: Optional[str] = typer.Option(None, "--calib", help="int8: a folder of representative images (an ImageFolder gives accuracy too), or 'synthetic'."),
+    calib_samples: Optional[int] = typer.Option(None, "--calib-samples", help="int8: images used for calibration (default 256; the rest are held out)."),
+    method: Optional[str] = typer.Option(None, "--method", help="int8 calibration: minmax (default) | entropy | percentile."),
+    target: str = typer.Option("cpu", "--target", help="cpu: fastest accurate recipe on onnxruntime CPU. tensorrt: Q/DQ that TensorRT's parser accepts."),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="Images for the FP32 comparison (default: calibration images held back)."),
+    holdout_samples: int = typer.Option(500, "--holdout-samples", help="At most this many comparison images."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output path (default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-trt.onnx, MODEL.int8-dynamic.onnx)."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Skip the short latency comparison."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Make an FP16 or INT8 variant of an FP32 ONNX model and compare it with FP32 on held-out images.
+
+    The comparison reports top-1 agreement with FP32, accuracy when the images are an
+    ImageFolder, file sizes and latency, and warns when agreement is under 99%.
+    """
+    from alexnet_deploy.precision.quantize import quantize_model
+
+    with progress_steps(as_json) as progress:
+        outcome = quantize_model(
+            model_file, precision, output=output, calib=calib, calib_samples=calib_samples, method=method, target=target,
+            holdout=holdout, holdout_samples=holdout_samples, measure_latency=not no_latency, progress=progress,
+        )
+    if as_json:
+        _write_json(outcome.to_dict(), None)
+        return
+    from alexnet_deploy.render import quantize_table
+
+    out.print(quantize_table(outcome.to_dict()))
+
+
+@app.command(name="eval")
+@handles_errors
+def eval_command(
+    model_file: Path = typer.Argument(..., metavar="MODEL", help="An ONNX model (any precision) or a checkpoint (with --runtime torch)."),
+    data: Path = typer.Option(..., "--data", "-d", help="An ImageFolder: one sub-folder of images per class, named by the model's labels."),
+    runtime: Optional[str] = typer.Option(None, "--runtime", help="ort (ONNX files) or torch (checkpoints); default from the file."),
+    batch: int = typer.Option(32, "--batch", help="Batch size."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a seeded random subset of this many images."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON to this file ('-' for stdout)."),
+    confusion: Optional[Path] = typer.Option(None, "--confusion", help="Also draw the confusion matrix to this PNG."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads (default: all cores)."),
+    arch: Optional[str] = ArchOpt,
+    model: Optional[str] = ModelOpt,
+    model_kwargs: Optional[str] = ModelKwargsOpt,
+    input_size: Optional[int] = InputSizeOpt,
+    trust_pickle: bool = TrustPickleOpt,
+    resize: Optional[int] = typer.Option(None, "--resize", help="Checkpoints: resize size before the center crop.", rich_help_panel="Model"),
+    crop: Optional[int] = typer.Option(None, "--crop", help="Checkpoints: center-crop size.", rich_help_panel="Model"),
+    mean: Optional[str] = typer.Option(None, "--mean", help="Checkpoints: Normalize mean R,G,B.", rich_help_panel="Model"),
+    std: Optional[str] = typer.Option(None, "--std", help="Checkpoints: Normalize std R,G,B.", rich_help_panel="Model"),
+):
+    """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
+
+    Preprocessing comes from the ONNX metadata (checkpoints: the layout's defaults or
+    --resize/--crop/--mean/--std) and equals torchvision's transforms.
+    """
+    from alexnet_deploy.evaluate import evaluate, write_confusion_png
+    from alexnet_deploy.exporter.workflow import PreprocessingOptions, parse_triple
+    from alexnet_deploy.fileio import check_writable
+    from alexnet_deploy.onnx_file import looks_like_onnx
+
+    to_stdout = json_file is not None and str(json_file) == "-"
+    if json_file is not None and not to_stdout:
+        check_writable(json_file, "JSON report")
+    if confusion is not None:
+        if confusion.suffix.lower() != ".png":
+            raise InputError(f"--confusion {confusion} does not end in .png.", "name it *.png")
+        check_writable(confusion, "confusion PNG")
+    if runtime is None:
+        runtime = "ort" if model_file.suffix.lower() == ".onnx" or (model_file.is_file() and looks_like_onnx(model_file)) else "torch"
+    overrides = PreprocessingOptions(resize, crop, parse_triple(mean, "mean"), parse_triple(std, "std"))
+    with progress_steps(to_stdout) as progress:
+        report = evaluate(
+            model_file, data, runtime=runtime, batch=batch, limit=limit, threads=threads, progress=progress,
+            model_options=_model_options(arch, model, model_kwargs, input_size, trust_pickle), preprocessing=overrides,
+        )
+    if confusion is not None:
+        write_confusion_png(report, confusion)
+    if json_file is not None:
+        _write_json(report.to_dict(), None if to_stdout else json_file)
+    if not to_stdout:
+        from alexnet_deploy.render import eval_table
+
+        out.print(eval_table(report, confusion))
 
 
 @app.command()
@@ -273,7 +392,7 @@ def _version_callback(value: bool):
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
 ):
-    """alexnet: export, verify and inspect AlexNet models. Add --debug anywhere to see tracebacks."""
+    """alexnet: export, verify, quantize, evaluate and inspect AlexNet models. Add --debug anywhere to see tracebacks."""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -19,11 +19,17 @@ def _pct(x: float) -> str:
 def verification_line(report: dict[str, Any]) -> str:
     """One line: verdict and the figures behind it."""
     verdict = "[green]PASS[/green]" if report["passed"] else "[red]FAIL[/red]"
+    limits = report["thresholds"]
+
+    def limit(key: str, text: str) -> str:
+        return f" ({text})" if key in limits else ""
+
     line = (
-        f"{verdict}  max abs err {report['max_abs_err']:.3g}, max rel err {report['max_rel_err']:.3g} "
-        f"(<= {report['thresholds']['max_rel_err']:g}), min cosine {report['min_cosine']:.7f} "
-        f"(>= {report['thresholds']['min_cosine']}), top-1 {_pct(report['top1_agreement'])}, top-5 {_pct(report['top5_agreement'])}; "
-        f"{report['samples']} samples at batch {','.join(map(str, report['batch_sizes']))}"
+        f"{verdict}  {report.get('precision', 'fp32')}: max abs err {report['max_abs_err']:.3g}, max rel err {report['max_rel_err']:.3g}"
+        + limit("max_rel_err", f"<= {limits.get('max_rel_err', 0):g}")
+        + f", min cosine {report['min_cosine']:.7f}" + limit("min_cosine", f">= {limits.get('min_cosine')}")
+        + f", top-1 {_pct(report['top1_agreement'])}" + limit("min_top1_agreement", f">= {_pct(limits.get('min_top1_agreement', 0))}")
+        + f", top-5 {_pct(report['top5_agreement'])}; {report['samples']} samples at batch {','.join(map(str, report['batch_sizes']))}"
     )
     if report.get("first_divergent_layer"):
         line += f"\n  first divergent layer: [bold]{report['first_divergent_layer']}[/bold]"
@@ -126,4 +132,64 @@ def inspect_table(data: dict[str, Any]) -> Table:
         lrn = data["lrn_nodes"]
         table.add_row("LRN", "; ".join(f"{n['name']} size={n.get('size')} alpha={n.get('alpha', 1e-4):g} beta={n.get('beta', 0.75):g} bias={n.get('bias', 1.0):g}" for n in lrn) or "none")
         table.add_row("parameters", f"{data['parameters']:,}")
+    return table
+
+
+def quantize_table(data: dict[str, Any]) -> Table:
+    """The quantize summary: output, recipe, calibration, comparison with FP32, sizes, latency."""
+    table = _two_columns()
+    sizes = data["sizes"]
+    table.add_row("output", f"{escape(data['output'])} ({_mb(sizes['bytes'])}, {_pct(sizes['ratio'])} of FP32 {_mb(sizes['fp32_bytes'])})")
+    table.add_row("recipe", f"{data['precision']} for {data['target']}: {data['recipe']}")
+    calib = data.get("calibration")
+    if calib:
+        skipped = f", {calib['skipped']} undecodable skipped" if calib["skipped"] else ""
+        table.add_row("calibration", f"{calib['method']} on {calib['images']} {calib['source']} images{skipped}")
+    cmp = data["comparison"]
+    line = f"top-1 agreement {_pct(cmp['top1_agreement'])}, top-5 {_pct(cmp['top5_agreement'])}, min cosine {cmp['min_cosine']:.5f} on {escape(cmp['on'])}"
+    if cmp.get("accuracy") is not None:
+        line += f"\naccuracy {_pct(cmp['accuracy'])} (FP32 {_pct(cmp['accuracy_fp32'])}, {100 * (cmp['accuracy'] - cmp['accuracy_fp32']):+.1f} points)"
+    table.add_row("vs FP32", line)
+    for key, row in data.get("latency", {}).items():
+        table.add_row(f"latency {key.replace('_', ' ')}", f"{row['ms']:.2f} ms vs FP32 {row['fp32_ms']:.2f} ms: {row['speedup']:.2f}x (median, onnxruntime CPU)")
+    for warning in data.get("warnings", []):
+        table.add_row("[yellow]warning[/yellow]", escape(warning))
+    return table
+
+
+def confusion_table(report) -> Table:
+    """The confusion matrix as a table (rows: true class, columns: predicted)."""
+    present = [i for i, row in enumerate(report.confusion) if sum(row) or any(r[i] for r in report.confusion)]
+    table = Table(title="confusion (rows: true, columns: predicted)", box=None, padding=(0, 1))
+    table.add_column("")
+    for i in present:
+        table.add_column(escape(report.labels[i][:10]), justify="right")
+    for r in present:
+        cells = [f"[bold]{v}[/bold]" if c == r else (str(v) if v else "[dim]·[/dim]") for c, v in ((c, report.confusion[r][c]) for c in present)]
+        table.add_row(escape(report.labels[r]), *cells)
+    return table
+
+
+def eval_table(report, confusion_png=None):
+    """An eval report: headline figures, per-class accuracy, and the confusion matrix (or its worst cells)."""
+    from rich.console import Group
+
+    table = _two_columns()
+    table.add_row("model", f"{escape(report.model)} ({report.runtime}, {report.precision})")
+    table.add_row("accuracy", f"top-1 {_pct(report.top1)}, top-5 {_pct(report.top5)} on {report.n} images")
+    table.add_row("throughput", f"{report.images_per_s:.1f} images/s end to end, {report.model_images_per_s:.1f} images/s in the model (batch {report.batch})")
+    worst = sorted(report.per_class.items(), key=lambda kv: kv[1]["top1"])
+    shown = worst if len(worst) <= 10 else worst[:10]
+    title = "per class" if len(worst) <= 10 else "worst 10 classes"
+    table.add_row(title, "\n".join(f"{escape(name)}: {_pct(v['top1'])} of {v['n']}" for name, v in shown))
+    if report.skipped:
+        table.add_row("skipped", f"{len(report.skipped)} undecodable file(s), e.g. {escape(report.skipped[0])}")
+    if confusion_png is not None:
+        table.add_row("confusion PNG", escape(str(confusion_png)))
+    _notes(table, report.notes)
+    present = sum(1 for row in report.confusion if sum(row))
+    if present <= 20:
+        return Group(table, "", confusion_table(report))
+    mistakes = report.top_confusions(10)
+    table.add_row("top confusions", "\n".join(f"{escape(t)} -> {escape(p)}: {n}" for t, p, n in mistakes) or "none")
     return table

@@ -33,24 +33,14 @@ def make_demo_checkpoint(path: Path, seed: int = 0) -> Path:
 
 def make_sample_images(folder: Path, count: int = 6, seed: int = 0) -> list[Path]:
     """Write ``count`` synthetic RGB images (gradients and shapes, varied sizes) as PNG/JPEG."""
-    from PIL import Image, ImageDraw
+    from alexnet_deploy.datasets import synthetic_image
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     paths = []
     for i in range(count):
-        width, height = int(rng.integers(180, 400)), int(rng.integers(180, 400))
-        ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-        colour = rng.uniform(0.2, 1.0, size=(1, 1, 3)).astype(np.float32)
-        base = np.broadcast_to(ramp * colour, (height, width, 3)) + rng.normal(0, 12, (height, width, 3))
-        image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
-        draw = ImageDraw.Draw(image)
-        for _ in range(3):
-            x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
-            box = (x0, y0, x0 + int(rng.integers(20, width // 2)), y0 + int(rng.integers(20, height // 2)))
-            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
-            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+        image = synthetic_image(rng)
         path = folder / (f"sample_{i}.png" if i % 2 == 0 else f"sample_{i}.jpg")
         image.save(path)
         paths.append(path)

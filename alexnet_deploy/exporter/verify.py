@@ -1,10 +1,18 @@
-"""Parity of an ONNX model with the PyTorch model it came from.
+"""Parity of an ONNX model with the model it came from (a PyTorch checkpoint or the FP32 ONNX).
 
-The same inputs (seeded random tensors, plus images preprocessed from the model's own
-metadata when given) go through PyTorch and onnxruntime at each requested batch size.
-FP32 passes when every sample's relative error (max |onnx - torch| over max |torch|) is
-at most 1e-4 and every sample's cosine similarity is at least 0.99999. On failure the
-first layer whose output diverges is found by comparing intermediate outputs of both.
+The same inputs go through the reference and onnxruntime at each requested batch size.
+Criteria depend on the candidate's precision (recorded in its metadata):
+
+- fp32: every sample's relative error (max |onnx - ref| over max |ref|) <= 1e-4 and
+  cosine similarity >= 0.99999; inputs are seeded random tensors plus ``--images``.
+- fp16: top-1 agreement >= 99% and every sample's cosine >= 0.999.
+- int8, int8-dynamic: top-1 agreement >= 95% and every sample's cosine >= 0.95 (a floor
+  that catches wrecked layers; INT8 logits of a healthy model stay above 0.98).
+
+Lower precisions are judged on images (``--images``, else synthetic images drawn by the
+toolkit), because random tensors lie outside the ranges INT8 was calibrated for. On an
+FP32 failure the first layer whose output diverges is found by comparing intermediate
+outputs of both.
 """
 
 from __future__ import annotations
@@ -26,7 +34,12 @@ from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 # Criteria per precision. FP32 differs from PyTorch only by summation order.
 THRESHOLDS: dict[str, dict[str, float]] = {
     "fp32": {"max_rel_err": 1e-4, "min_cosine": 0.99999},
+    "fp16": {"min_top1_agreement": 0.99, "min_cosine": 0.999},
+    "int8": {"min_top1_agreement": 0.95, "min_cosine": 0.95},
+    "int8-dynamic": {"min_top1_agreement": 0.95, "min_cosine": 0.95},
 }
+# Synthetic images used when a lower-precision model is verified without --images.
+SYNTHETIC_IMAGES = 32
 # An intermediate tensor "diverges" above this relative error (FP32 layers agree to ~1e-6).
 LAYER_DIVERGENCE = 1e-3
 
@@ -56,12 +69,19 @@ class VerifyReport:
 
     def failures(self) -> list[str]:
         """The criteria that failed, in words."""
-        out = []
-        if self.max_rel_err > self.thresholds["max_rel_err"]:
-            out.append(f"max relative error {self.max_rel_err:.3g} > {self.thresholds['max_rel_err']:g}")
-        if self.min_cosine < self.thresholds["min_cosine"]:
-            out.append(f"min cosine {self.min_cosine:.7f} < {self.thresholds['min_cosine']}")
-        return out
+        return failed_criteria(self.thresholds, self.max_rel_err, self.min_cosine, self.top1_agreement)
+
+
+def failed_criteria(thresholds: dict[str, float], max_rel_err: float, min_cosine: float, top1_agreement: float) -> list[str]:
+    """The criteria in ``thresholds`` that the figures miss, in words (empty: passed)."""
+    out = []
+    if "max_rel_err" in thresholds and not max_rel_err <= thresholds["max_rel_err"]:
+        out.append(f"max relative error {max_rel_err:.3g} > {thresholds['max_rel_err']:g}")
+    if "min_cosine" in thresholds and not min_cosine >= thresholds["min_cosine"]:
+        out.append(f"min cosine {min_cosine:.7f} < {thresholds['min_cosine']}")
+    if "min_top1_agreement" in thresholds and not top1_agreement >= thresholds["min_top1_agreement"]:
+        out.append(f"top-1 agreement {top1_agreement:.1%} < {thresholds['min_top1_agreement']:.0%}")
+    return out
 
 
 def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
@@ -78,14 +98,20 @@ def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
     return sizes
 
 
-def build_inputs(input_size: int, samples: int, record: ModelRecord | None, images: Path | None, seed: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
-    """Seeded random inputs plus preprocessed images: (batch, per-sample source names, skipped image paths)."""
+def build_inputs(input_size: int, samples: int, record: ModelRecord | None, images: Path | None, seed: int = 0, synthetic: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
+    """Seeded random inputs, synthetic images and preprocessed ``images``: (batch, per-sample source names, skipped image paths)."""
     if samples < 0:
         raise InputError(f"--samples {samples} is negative.", "use 0 or more random samples")
     rng = np.random.default_rng(seed)
     arrays = [rng.standard_normal((samples, 3, input_size, input_size), dtype=np.float32)]
     sources = [f"random[{i}]" for i in range(samples)]
     skipped: list[str] = []
+    if synthetic and record is not None:
+        from alexnet_deploy.datasets import synthetic_images
+        from alexnet_deploy.preprocess import preprocess_batch
+
+        arrays.append(preprocess_batch(synthetic_images(synthetic, seed), record.preprocessing))
+        sources += [f"synthetic[{i}]" for i in range(synthetic)]
     if images is not None:
         paths = list_images(Path(images))
         if record is None:
@@ -102,17 +128,6 @@ def build_inputs(input_size: int, samples: int, record: ModelRecord | None, imag
     return data, sources, skipped
 
 
-def _run_chunks(run: Callable[[np.ndarray], np.ndarray], data: np.ndarray, batch: int, fixed: bool) -> np.ndarray:
-    outputs = []
-    for start in range(0, len(data), batch):
-        chunk = data[start:start + batch]
-        real = len(chunk)
-        if fixed and real < batch:  # a fixed-batch model: pad with copies, keep the real rows
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        outputs.append(run(chunk)[:real])
-    return np.concatenate(outputs)
-
-
 def verify_parity(
     onnx_model,
     reference,
@@ -120,54 +135,65 @@ def verify_parity(
     record: ModelRecord | None,
     layer_module=None,
     images: Path | None = None,
-    samples: int = 8,
+    samples: int | None = None,
     batch_sizes: Sequence[int] = (1, 7),
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> VerifyReport:
-    """Compare ``onnx_model`` (path, bytes or ModelProto) with the torch ``reference`` module.
+    """Compare ``onnx_model`` (path, bytes or ModelProto) with ``reference``.
 
-    ``layer_module`` (default ``reference``) is the eager module whose layers are
-    compared with the ONNX graph's intermediate outputs when parity fails.
+    ``reference`` is a torch module or a loaded :class:`Runtime` (e.g. the FP32 ONNX in
+    onnxruntime). ``samples`` random inputs are used (default 8 for FP32; none for lower
+    precisions, which get synthetic images when no ``images`` are given). ``layer_module``
+    (default: a torch ``reference``) is the eager module whose layers are compared with
+    the ONNX graph's intermediate outputs when FP32 parity fails.
     """
+    from alexnet_deploy.runtimes.base import Runtime
+
     step = progress or (lambda message: None)
     precision = record.precision if record else "fp32"
     if precision not in THRESHOLDS:
-        raise InputError(f"this model's precision is {precision}; comparing it with PyTorch FP32 needs agreement-based criteria.", "verify the FP32 model, or use a toolkit version that supports this precision")
+        raise InputError(f"this model's precision {precision!r} has no verification criteria.", f"verify models of precision {', '.join(THRESHOLDS)}")
+    if samples is None:
+        samples = 8 if precision == "fp32" else 0
+    synthetic = SYNTHETIC_IMAGES if precision != "fp32" and images is None and samples == 0 else 0
     proto_bytes = onnx_model.SerializeToString() if hasattr(onnx_model, "SerializeToString") else onnx_model
-    runtime = OrtRuntime(proto_bytes if isinstance(proto_bytes, bytes) else Path(proto_bytes))
+    runtime = OrtRuntime(proto_bytes if isinstance(proto_bytes, bytes) else Path(proto_bytes), precision=precision)
     info = runtime.info()
-    if tuple(info.input_shape[1:]) != (3, input_size, input_size):
+    reference_side = reference if isinstance(reference, Runtime) else TorchRuntime(reference, input_size, "reference")
+    if tuple(info.input_shape[1:]) != tuple(reference_side.info().input_shape[1:]):
         raise InputError(
-            f"the ONNX model takes input {list(info.input_shape[1:])} but the checkpoint's model takes [3, {input_size}, {input_size}].",
-            "pass the same --arch/--model/--input-size as at export",
+            f"the ONNX model takes input {list(info.input_shape[1:])} but the reference takes {list(reference_side.info().input_shape[1:])}.",
+            "compare with the model it was made from (same --arch/--model/--input-size as at export)",
         )
-    fixed = info.max_batch
     notes: list[str] = []
     sizes = list(batch_sizes)
-    if fixed is not None and sizes != [fixed]:
-        notes.append(f"the ONNX model has a fixed batch of {fixed}; compared at that batch only")
-        sizes = [fixed]
-    data, sources, skipped = build_inputs(input_size, samples, record, images, seed)
-    torch_side = TorchRuntime(reference, input_size, "reference")
-    classes = torch_side.run(data[:1]).shape[1]
-    onnx_classes = runtime.run(np.repeat(data[:1], fixed or 1, axis=0)).shape[1]
+    fixed = info.max_batch
+    for side in (info, reference_side.info()):
+        if side.max_batch is not None and sizes != [side.max_batch]:
+            notes.append(f"a model has a fixed batch of {side.max_batch}; compared at that batch only")
+            sizes = [side.max_batch]
+    if synthetic:
+        notes.append(f"compared on {synthetic} synthetic images; pass --images DIR to judge on real ones")
+    data, sources, skipped = build_inputs(input_size, samples, record, images, seed, synthetic)
+    probe = data[:1]
+    classes = reference_side.run_all(probe).shape[1]
+    onnx_classes = runtime.run_all(probe).shape[1]
     if classes != onnx_classes:
         raise InputError(
-            f"the ONNX model has {onnx_classes} classes but the checkpoint's model has {classes}.",
-            "verify against the checkpoint this ONNX file was exported from",
+            f"the ONNX model has {onnx_classes} classes but the reference has {classes}.",
+            "verify against the model this ONNX file was made from",
         )
-    torch_run = torch_side.run
 
     candidates, references = [], []
     for size in sizes:
         step(f"comparing at batch {size} ({len(data)} samples)")
-        references.append(_run_chunks(torch_run, data, size, fixed is not None))
-        candidates.append(_run_chunks(runtime.run, data, size, fixed is not None))
+        references.append(reference_side.run_all(data, size))
+        candidates.append(runtime.run_all(data, size))
     comparison = compare_logits(np.concatenate(candidates), np.concatenate(references))
     summary = comparison.summary()
     thresholds = THRESHOLDS[precision]
-    passed = summary["max_rel_err"] <= thresholds["max_rel_err"] and summary["min_cosine"] >= thresholds["min_cosine"]
+    passed = not failed_criteria(thresholds, summary["max_rel_err"], summary["min_cosine"], summary["top1_agreement"])
     worst = comparison.worst_sample
     worst_index = worst % len(data)
     worst_info = {
@@ -178,9 +204,10 @@ def verify_parity(
         "cosine": float(comparison.cosine[worst]),
     }
     divergent = None
-    if not passed:
+    module = layer_module if layer_module is not None else (None if isinstance(reference, Runtime) else reference)
+    if not passed and precision == "fp32" and module is not None:
         step("finding the first layer that diverges")
-        divergent = first_divergent_layer(proto_bytes, layer_module if layer_module is not None else reference, data[worst_index:worst_index + 1], fixed)
+        divergent = first_divergent_layer(proto_bytes, module, data[worst_index:worst_index + 1], fixed)
         if divergent is None:
             notes.append("no single layer could be matched between the two graphs; only the final logits differ")
     runtime.close()

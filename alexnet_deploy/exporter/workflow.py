@@ -167,11 +167,11 @@ def verify_checkpoint(
     checkpoint: Path,
     model: ModelOptions | None = None,
     images: Path | None = None,
-    samples: int = 8,
+    samples: int | None = None,
     batch_sizes=(1, 7),
     progress: Progress | None = None,
 ):
-    """Parity report of ``onnx_path`` against ``checkpoint`` (does not raise on mismatch)."""
+    """Parity report of ``onnx_path`` (any precision) against ``checkpoint`` (does not raise on mismatch)."""
     require("torch", "torch", "Verifying against PyTorch")
     from alexnet_deploy.errors import LayoutError
     from alexnet_deploy.exporter.resolve import resolve_model
@@ -180,10 +180,7 @@ def verify_checkpoint(
     step = progress or (lambda message: None)
     onnx_path = check_input_file(Path(onnx_path), "ONNX file")
     checkpoint = check_input_file(Path(checkpoint), "checkpoint")
-    if samples < 0:
-        raise InputError(f"--samples {samples} is negative.", "use 0 or more random samples")
-    if images is not None:
-        list_images(Path(images))
+    _check_verify_inputs(samples, images)
     step("reading the ONNX model")
     options, record = model_options_from_record(onnx_path, model or ModelOptions())
     step("loading the checkpoint")
@@ -199,4 +196,47 @@ def verify_checkpoint(
     report = verify_parity(onnx_path, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
     if record is not None and record.source_sha256 and record.source_sha256 != resolved.checkpoint.sha256:
         report.notes.append("the ONNX file was exported from a different checkpoint file (sha256 differs)")
+    return report
+
+
+def _check_verify_inputs(samples: int | None, images: Path | None) -> None:
+    if samples is not None and samples < 0:
+        raise InputError(f"--samples {samples} is negative.", "use 0 or more random samples")
+    if images is not None:
+        list_images(Path(images))
+
+
+def verify_against_onnx(
+    onnx_path: Path,
+    reference_path: Path,
+    images: Path | None = None,
+    samples: int | None = None,
+    batch_sizes=(1, 7),
+    progress: Progress | None = None,
+):
+    """Agreement report of ``onnx_path`` (e.g. INT8) against the FP32 ONNX ``reference_path`` (torch-free)."""
+    from alexnet_deploy.exporter.metadata import PREFIX, read_props, read_record
+    from alexnet_deploy.exporter.verify import verify_parity
+    from alexnet_deploy.runtimes.ort import OrtRuntime
+
+    step = progress or (lambda message: None)
+    onnx_path = check_input_file(Path(onnx_path), "ONNX file")
+    reference_path = check_input_file(Path(reference_path), "reference ONNX file")
+    _check_verify_inputs(samples, images)
+    step("reading the ONNX models")
+    proto = load_onnx(onnx_path, load_weights=False)
+    record = read_record(proto, str(onnx_path)) if PREFIX + "schema" in read_props(proto) else None
+    ref_proto = load_onnx(reference_path, load_weights=False)
+    ref_record = read_record(ref_proto, str(reference_path)) if PREFIX + "schema" in read_props(ref_proto) else None
+    if ref_record is not None and ref_record.precision != "fp32":
+        raise InputError(f"the reference {reference_path} is {ref_record.precision}, not fp32.", "pass the FP32 model that `alexnet export` wrote as --reference")
+    with OrtRuntime(reference_path, precision="fp32") as reference:
+        size = reference.info().input_shape[2]
+        report = verify_parity(onnx_path, reference, size, record, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
+    source = (record.details.get("quantization") or {}).get("source_onnx_sha256") if record is not None else None
+    if source:
+        from alexnet_deploy.fileio import sha256_file
+
+        if source != sha256_file(reference_path):
+            report.notes.append("the model was not made from this reference file (sha256 differs)")
     return report

@@ -1,0 +1,125 @@
+"""Image sets read from disk for calibration and evaluation (torch-free).
+
+A folder with one sub-folder per class is read the way ``torchvision.datasets.ImageFolder``
+reads it (classes are the sorted sub-folder names; files by image suffix, walked in sorted
+order), so class indices match training. Any other folder is an unlabelled set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.exporter.labels import default_labels
+from alexnet_deploy.preprocess import IMAGE_SUFFIXES, list_images
+
+
+@dataclass
+class ImageSet:
+    """Image files, with class indices (into ``classes``) when the folder is an ImageFolder."""
+
+    root: Path
+    paths: list[Path]
+    targets: list[int] | None = None
+    classes: list[str] | None = None
+
+    @property
+    def labelled(self) -> bool:
+        return self.targets is not None
+
+    def subset(self, indices: Sequence[int]) -> "ImageSet":
+        """The images at ``indices`` (in that order)."""
+        targets = [self.targets[i] for i in indices] if self.targets is not None else None
+        return ImageSet(self.root, [self.paths[i] for i in indices], targets, self.classes)
+
+    def digest(self) -> str:
+        """sha256 of the sorted relative file names: identifies which images were used."""
+        names = sorted(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in self.paths)
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+
+def _class_files(folder: Path) -> list[Path]:
+    files = []
+    for dirpath, dirnames, filenames in sorted(os.walk(folder, followlinks=True)):
+        dirnames.sort()
+        files += [Path(dirpath) / name for name in sorted(filenames) if name.lower().endswith(IMAGE_SUFFIXES)]
+    return files
+
+
+def open_image_set(root: Path, what: str = "image folder") -> ImageSet:
+    """The images under ``root``: labelled if it holds class sub-folders, else all images found.
+
+    InputError when the folder is missing or holds no image files.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise InputError(f"{what} {root} does not exist.", "check the path")
+    if not root.is_dir():
+        raise InputError(f"{what} {root} is not a folder.", "give a directory of images (or one sub-folder per class)")
+    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    paths: list[Path] = []
+    targets: list[int] = []
+    for index, name in enumerate(classes):
+        files = _class_files(root / name)
+        paths += files
+        targets += [index] * len(files)
+    if paths:
+        return ImageSet(root, paths, targets, classes)
+    paths = list_images(root)
+    if not paths:
+        raise InputError(f"{what} {root} holds no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...).", "point it at a folder of images")
+    return ImageSet(root, paths)
+
+
+def class_index_map(folder_classes: Sequence[str], model_labels: Sequence[str]) -> tuple[list[int], str]:
+    """Model class index for each folder class, and how they were matched.
+
+    By name when every folder class is one of the model's labels (a folder may hold a
+    subset); by position when the model has placeholder labels and the counts agree.
+    """
+    position = {label: i for i, label in enumerate(model_labels)}
+    if all(name in position for name in folder_classes):
+        return [position[name] for name in folder_classes], "by name"
+    if list(model_labels) == default_labels(len(model_labels)) and len(folder_classes) == len(model_labels):
+        return list(range(len(folder_classes))), "by position (the model has no label names)"
+    missing = [name for name in folder_classes if name not in position][:3]
+    raise InputError(
+        f"the folder's classes do not match the model's labels ({', '.join(missing)} not among {', '.join(list(model_labels)[:5])}{', ...' if len(model_labels) > 5 else ''}).",
+        "export the model with --labels pointing at the training ImageFolder, or evaluate on a folder named by the model's labels",
+    )
+
+
+def split_indices(count: int, first: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A seeded shuffle of ``range(count)`` cut after ``first`` items; both parts sorted."""
+    order = np.random.default_rng(seed).permutation(count)
+    return sorted(int(i) for i in order[:first]), sorted(int(i) for i in order[first:])
+
+
+def synthetic_image(rng: np.random.Generator):
+    """An RGB PIL image of gradients and random shapes, of random size (no meaning, only statistics)."""
+    from PIL import Image, ImageDraw
+
+    width, height = int(rng.integers(180, 400)), int(rng.integers(180, 400))
+    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    colour = rng.uniform(0.2, 1.0, size=(1, 1, 3)).astype(np.float32)
+    base = np.broadcast_to(ramp * colour, (height, width, 3)) + rng.normal(0, 12, (height, width, 3))
+    image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+        box = (x0, y0, x0 + int(rng.integers(20, width // 2)), y0 + int(rng.integers(20, height // 2)))
+        fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=fill)
+    return image
+
+
+def synthetic_images(count: int, seed: int = 0) -> list:
+    """``count`` synthetic PIL images from a seeded generator."""
+    rng = np.random.default_rng(seed)
+    return [synthetic_image(rng) for _ in range(count)]

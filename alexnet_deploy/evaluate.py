@@ -1,0 +1,241 @@
+"""``alexnet eval``: accuracy of a model (ONNX of any precision, or a checkpoint) on an ImageFolder.
+
+Preprocessing comes from the model's metadata (or the checkpoint layout's defaults and the
+user's overrides) and equals torchvision's Resize/CenterCrop/ToTensor/Normalize. Rows of
+the confusion matrix are true classes, columns predicted classes, both in the model's
+label order.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.exporter.metadata import Preprocessing
+from alexnet_deploy.preprocess import preprocess_image
+from alexnet_deploy.progress import ProgressLike, as_progress
+
+
+@dataclass
+class EvalReport:
+    """Accuracy figures; ``to_dict`` gives the stable JSON fields."""
+
+    model: str
+    runtime: str
+    precision: str
+    n: int
+    top1: float
+    top5: float
+    labels: list[str]
+    per_class: dict[str, dict[str, float]]
+    confusion: list[list[int]]
+    images_per_s: float
+    model_images_per_s: float
+    batch: int
+    matched: str
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def top_confusions(self, count: int = 5) -> list[tuple[str, str, int]]:
+        """The most frequent (true, predicted, count) mistakes."""
+        matrix = np.asarray(self.confusion)
+        off = matrix.copy()
+        np.fill_diagonal(off, 0)
+        order = np.argsort(-off, axis=None)[:count]
+        pairs = [np.unravel_index(i, off.shape) for i in order]
+        return [(self.labels[r], self.labels[c], int(off[r, c])) for r, c in pairs if off[r, c] > 0]
+
+
+@dataclass
+class _Loaded:
+    """A model ready to run, with what eval needs to know about it."""
+
+    runtime: Any
+    labels: list[str]
+    preprocessing: Preprocessing
+    precision: str
+
+
+def _load(model: Path, runtime: str, options, preprocessing_overrides, threads) -> _Loaded:
+    from alexnet_deploy.onnx_file import check_input_file, looks_like_onnx
+
+    model = check_input_file(Path(model), "model")
+    is_onnx = looks_like_onnx(model) or model.suffix.lower() == ".onnx"
+    if runtime not in ("ort", "torch"):
+        raise InputError(f"unknown runtime {runtime!r} for eval.", "use --runtime ort (ONNX files) or --runtime torch (checkpoints)")
+    if is_onnx:
+        if runtime == "torch":
+            raise InputError(f"{model} is an ONNX model; the torch runtime runs checkpoints.", "use --runtime ort, or pass the .pth checkpoint")
+        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.onnx_file import load_onnx
+        from alexnet_deploy.runtimes.ort import OrtRuntime
+
+        record = read_record(load_onnx(model, load_weights=False), str(model))
+        spec = record.preprocessing
+        if preprocessing_overrides is not None and any(v is not None for v in vars(preprocessing_overrides).values()):
+            raise InputError("--resize/--crop/--mean/--std apply to checkpoints; an ONNX model carries its own preprocessing.", "drop them, or re-export with the right values")
+        return _Loaded(OrtRuntime(model, threads=threads, precision=record.precision), list(record.labels), spec, record.precision)
+    if runtime == "ort":
+        raise InputError(f"{model} is a PyTorch checkpoint; onnxruntime needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
+    from alexnet_deploy.errors import require
+    from alexnet_deploy.exporter.labels import default_labels
+    from alexnet_deploy.exporter.options import ModelOptions
+    from alexnet_deploy.exporter.resolve import resolve_model
+    from alexnet_deploy.exporter.workflow import apply_overrides
+    from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
+
+    require("torch", "torch", "Evaluating checkpoints")
+    options = options or ModelOptions()
+    if preprocessing_overrides is not None and preprocessing_overrides.crop and not options.input_size:
+        from dataclasses import replace
+
+        options = replace(options, input_size=preprocessing_overrides.crop)
+    resolved = resolve_model(model, options)
+    spec = apply_overrides(resolved.preprocessing, preprocessing_overrides) if preprocessing_overrides is not None else resolved.preprocessing
+    labels = resolved.checkpoint.labels if resolved.checkpoint.labels and len(resolved.checkpoint.labels) == resolved.num_classes else default_labels(resolved.num_classes)
+    return _Loaded(TorchRuntime(resolved.reference, resolved.input_size, model.name), list(labels), spec, "fp32")
+
+
+def evaluate(
+    model: Path,
+    data: Path,
+    runtime: str = "ort",
+    batch: int = 32,
+    limit: int | None = None,
+    model_options=None,
+    preprocessing=None,
+    threads: int | None = None,
+    progress: ProgressLike = None,
+) -> EvalReport:
+    """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on the ImageFolder ``data``.
+
+    ``limit`` evaluates a seeded random subset of that many images (every class keeps its
+    share on average). Undecodable files are skipped and listed.
+    """
+    progress = as_progress(progress)
+    if batch < 1:
+        raise InputError(f"--batch {batch} must be at least 1.", "e.g. --batch 32")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit} must be at least 1.", "drop it to use every image")
+    images = open_image_set(Path(data), "data folder")
+    if not images.labelled:
+        raise InputError(f"{data} has no class sub-folders, so there is nothing to score against.", "give an ImageFolder root: one sub-folder per class, named by the model's labels")
+    if limit is not None and limit < len(images.paths):
+        images = images.subset(split_indices(len(images.paths), limit)[0])
+    progress("loading the model")
+    loaded = _load(Path(model), runtime, model_options, preprocessing, threads)
+    mapping, matched = class_index_map(images.classes, loaded.labels)
+    with loaded.runtime as rt:
+        return _score(rt, loaded, images, mapping, matched, batch, str(model), progress)
+
+
+def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress) -> EvalReport:
+    info = rt.info()
+    if info.input_shape[2] != loaded.preprocessing.crop:
+        raise InputError(f"the model takes {info.input_shape[2]}x{info.input_shape[3]} input but its preprocessing crops to {loaded.preprocessing.crop}.", "pass --crop/--input-size matching the model")
+    classes = len(loaded.labels)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    top5_hits = np.zeros(classes, dtype=np.int64)
+    skipped: list[str] = []
+    model_seconds = 0.0
+    started = time.perf_counter()
+    progress.start(f"evaluating {len(images.paths)} images", len(images.paths))
+    for start in range(0, len(images.paths), batch):
+        arrays, truths = [], []
+        for path, target in zip(images.paths[start:start + batch], images.targets[start:start + batch]):
+            try:
+                arrays.append(preprocess_image(path, loaded.preprocessing))
+                truths.append(mapping[target])
+            except InputError:
+                skipped.append(str(path))
+            progress.advance()
+        if not arrays:
+            continue
+        tick = time.perf_counter()
+        logits = rt.run_all(np.stack(arrays), batch)
+        model_seconds += time.perf_counter() - tick
+        truth = np.asarray(truths)
+        predicted = logits.argmax(axis=1)
+        np.add.at(confusion, (truth, predicted), 1)
+        k = min(5, classes)
+        top5 = np.argsort(-logits, axis=1)[:, :k]
+        np.add.at(top5_hits, truth[(top5 == truth[:, None]).any(axis=1)], 1)
+    total_seconds = time.perf_counter() - started
+    n = int(confusion.sum())
+    if n == 0:
+        raise InputError(f"none of the {len(images.paths)} image files under {images.root} could be decoded.", "point --data at a folder of readable images")
+    per_class = {}
+    for index in sorted(set(mapping)):
+        count = int(confusion[index].sum())
+        if count:
+            per_class[loaded.labels[index]] = {"n": count, "top1": float(confusion[index, index] / count), "top5": float(top5_hits[index] / count)}
+    notes = [] if matched == "by name" else [f"folder classes matched to the model {matched}"]
+    return EvalReport(
+        model=name,
+        runtime=info.runtime,
+        precision=loaded.precision,
+        n=n,
+        top1=float(np.trace(confusion) / n),
+        top5=float(top5_hits.sum() / n),
+        labels=list(loaded.labels),
+        per_class=per_class,
+        confusion=confusion.tolist(),
+        images_per_s=n / total_seconds if total_seconds > 0 else 0.0,
+        model_images_per_s=n / model_seconds if model_seconds > 0 else 0.0,
+        batch=batch,
+        matched=matched,
+        skipped=skipped,
+        notes=notes,
+    )
+
+
+def write_confusion_png(report: EvalReport, path: Path) -> Path:
+    """Draw the confusion matrix (row-normalised shading, counts when it fits) as a PNG, atomically."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from alexnet_deploy.fileio import atomic_write
+
+    matrix = np.asarray(report.confusion, dtype=np.float64)
+    present = [i for i in range(len(report.labels)) if matrix[i].sum() or matrix[:, i].sum()]
+    matrix = matrix[np.ix_(present, present)]
+    names = [report.labels[i] for i in present]
+    size = len(present)
+    cell = max(4, min(48, 900 // max(size, 1)))
+    font = ImageFont.load_default()
+    show_text = cell >= 24
+    margin = max((int(font.getlength(name)) for name in names), default=0) + 16 if show_text else 8
+    title_h = 28
+    width = margin + cell * size + 8
+    height = title_h + margin + cell * size + 8
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((8, 8), f"{Path(report.model).name}: top-1 {report.top1:.1%} on {report.n} images (rows: true, columns: predicted)", fill="black", font=font)
+    rows = matrix.sum(axis=1, keepdims=True)
+    shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
+    top = title_h + margin
+    for r in range(size):
+        for c in range(size):
+            share = shares[r, c]
+            shade = (int(255 - 200 * share), int(255 - 120 * share), 255) if r == c else (255, int(255 - 200 * share), int(255 - 200 * share))
+            box = (margin + c * cell, top + r * cell, margin + (c + 1) * cell - 1, top + (r + 1) * cell - 1)
+            draw.rectangle(box, fill=shade, outline=(220, 220, 220))
+            if show_text and matrix[r, c]:
+                text = str(int(matrix[r, c]))
+                draw.text((box[0] + (cell - font.getlength(text)) / 2, box[1] + cell / 2 - 6), text, fill="black", font=font)
+    if show_text:
+        for i, name in enumerate(names):
+            draw.text((8, top + i * cell + cell / 2 - 6), name, fill="black", font=font)
+            label = Image.new("RGBA", (int(font.getlength(name)) + 4, 14), (255, 255, 255, 0))
+            ImageDraw.Draw(label).text((2, 0), name, fill="black", font=font)
+            rotated = label.rotate(90, expand=True)
+            image.paste(rotated, (margin + i * cell + (cell - rotated.width) // 2, top - rotated.height - 4), rotated)
+    return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))

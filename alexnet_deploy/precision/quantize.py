@@ -1,0 +1,325 @@
+"""``alexnet quantize`` end to end: plan the images, transform the graph, compare with FP32, write.
+
+The output is written only after it passed onnx.checker and produced finite logits; its
+metadata records precision, recipe, target and calibration (method, image count, a hash
+of the file list). Every run ends with a comparison against the FP32 source on images
+not used for calibration.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet_deploy.compare import compare_logits
+from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices, synthetic_images
+from alexnet_deploy.errors import CheckFailed, InputError
+from alexnet_deploy.exporter.metadata import ModelRecord, read_record, write_record
+from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
+from alexnet_deploy.onnx_file import load_onnx
+from alexnet_deploy.precision.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
+from alexnet_deploy.preprocess import preprocess_image
+from alexnet_deploy.progress import ProgressLike, as_progress
+from alexnet_deploy.runtimes.ort import OrtRuntime
+
+DEFAULT_CALIB_SAMPLES = 256
+DEFAULT_HOLDOUT_SAMPLES = 500
+SYNTHETIC_HOLDOUT = 64
+AGREEMENT_WARNING = 0.99
+CALIB_BATCH = 8
+
+
+@dataclass
+class QuantizeOutcome:
+    """What ``quantize_model`` wrote and how the result compares with its FP32 source."""
+
+    output: Path
+    source: Path
+    precision: str
+    target: str
+    recipe: str
+    calibration: dict[str, Any] | None
+    comparison: dict[str, Any]
+    sizes: dict[str, Any]
+    latency: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["output"], data["source"] = str(self.output), str(self.source)
+        return data
+
+
+def default_output(source: Path, precision: str, target: str) -> Path:
+    """``model.onnx`` -> ``model.fp16.onnx``, ``model.int8.onnx``, ``model.int8-trt.onnx``, ``model.int8-dynamic.onnx``."""
+    tag = "int8-trt" if precision == "int8" and target == "tensorrt" else precision
+    return source.with_name(f"{source.stem}.{tag}.onnx")
+
+
+def _check_options(precision: str, target: str, method: str | None, calib, calib_samples: int | None) -> None:
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision {precision!r}.", f"use --precision {'|'.join(PRECISIONS)}")
+    if target not in TARGETS:
+        raise InputError(f"unknown target {target!r}.", f"use --target {'|'.join(TARGETS)}")
+    if method is not None and method not in METHODS:
+        raise InputError(f"unknown calibration method {method!r}.", f"use --method {'|'.join(METHODS)}")
+    if precision != "int8" and method is not None:
+        raise InputError(f"--method applies to static int8 only, not {precision}.", "drop --method, or use --precision int8")
+    if precision != "int8" and calib_samples is not None:
+        raise InputError(f"--calib-samples applies to static int8 only, not {precision}.", "drop --calib-samples, or use --precision int8")
+    if calib_samples is not None and calib_samples < 1:
+        raise InputError(f"--calib-samples {calib_samples} must be at least 1.", "e.g. --calib-samples 256")
+    if precision == "int8-dynamic" and target == "tensorrt":
+        raise InputError("int8-dynamic is an onnxruntime recipe; TensorRT has no dynamic quantization.", "use --precision int8 --target tensorrt (static Q/DQ)")
+    if precision == "int8" and calib is None:
+        raise InputError(
+            "int8 needs representative images to calibrate on.",
+            "add --calib DIR (a few hundred training or validation images), or --calib synthetic to accept unknown accuracy",
+        )
+
+
+@dataclass
+class _Images:
+    """Preprocessed images with provenance."""
+
+    batch: np.ndarray
+    description: str
+    targets: list[int] | None = None  # folder class index per row
+    classes: list[str] | None = None
+    used: ImageSet | None = None
+    skipped: int = 0
+
+
+def _preprocess_set(images: ImageSet, record: ModelRecord, what: str, progress) -> _Images:
+    progress.start(f"preprocessing {len(images.paths)} {what} images", len(images.paths))
+    arrays, keep, skipped = [], [], 0
+    for index, path in enumerate(images.paths):
+        try:
+            arrays.append(preprocess_image(path, record.preprocessing))
+            keep.append(index)
+        except InputError:
+            skipped += 1
+        progress.advance()
+    if not arrays:
+        raise InputError(
+            f"none of the {len(images.paths)} image files under {images.root} could be decoded.",
+            "point it at a folder of readable .jpg/.png images",
+        )
+    used = images.subset(keep)
+    return _Images(np.stack(arrays), f"{len(keep)} {what} images from {images.root}", used.targets, used.classes, used, skipped)
+
+
+def _synthetic(count: int, record: ModelRecord, seed: int, what: str) -> _Images:
+    batch = np.stack([preprocess_image(img, record.preprocessing) for img in synthetic_images(count, seed)])
+    return _Images(batch, f"{count} synthetic {what} images")
+
+
+def _plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress, seed=0) -> tuple[_Images | None, _Images, list[str]]:
+    """(calibration images or None, comparison images, notes)."""
+    notes: list[str] = []
+    calibration = None
+    held_set = open_image_set(Path(holdout), "held-out folder") if holdout is not None else None
+    synthetic = calib is not None and str(calib) == "synthetic"
+    calib_set = None if calib is None or synthetic else open_image_set(Path(calib), "calibration folder")
+
+    if precision == "int8":
+        if synthetic:
+            progress("drawing synthetic calibration images")
+            calibration = _synthetic(calib_samples, record, seed, "calibration")
+        else:
+            total = len(calib_set.paths)
+            if held_set is None and total > 1:
+                # Keep images back for the comparison: the rest after calib_samples, or a fifth.
+                count = calib_samples if total > calib_samples else max(1, total - max(1, total // 5))
+                chosen, rest = split_indices(total, count, seed)
+                held_set = calib_set.subset(rest[:holdout_samples]) if rest else None
+                calib_set = calib_set.subset(chosen)
+            elif total > calib_samples:
+                calib_set = calib_set.subset(split_indices(total, calib_samples, seed)[0])
+            calibration = _preprocess_set(calib_set, record, "calibration", progress)
+    elif calib_set is not None and held_set is None:
+        held_set = calib_set  # nothing to calibrate: the folder serves the comparison
+    elif synthetic:
+        notes.append(f"{precision} needs no calibration; --calib synthetic was ignored")
+
+    if held_set is not None:
+        if len(held_set.paths) > holdout_samples:
+            held_set = held_set.subset(split_indices(len(held_set.paths), holdout_samples, seed + 1)[0])
+        compared = _preprocess_set(held_set, record, "held-out", progress)
+    elif calibration is not None and calibration.used is not None:
+        notes.append("the calibration folder has a single image; the comparison reuses it (not held out)")
+        compared = calibration
+    else:
+        progress("drawing synthetic comparison images")
+        compared = _synthetic(SYNTHETIC_HOLDOUT, record, seed + 1, "comparison")
+        notes.append("no images given: compared on synthetic images, so agreement says little about real accuracy; add --holdout DIR")
+    return calibration, compared, notes
+
+
+def _make_reader(images: np.ndarray, input_name: str, progress):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        """Hands onnxruntime's calibrator the preprocessed images in small batches."""
+
+        def __init__(self):
+            self.start = 0
+
+        def get_next(self):
+            if self.start >= len(images):
+                return None
+            chunk = images[self.start:self.start + CALIB_BATCH]
+            self.start += len(chunk)
+            progress.advance(len(chunk))
+            return {input_name: chunk}
+
+        def rewind(self):
+            self.start = 0
+
+    progress.start(f"calibrating on {len(images)} images", len(images))
+    return _Reader()
+
+
+def _convert(source: Path, proto, precision: str, target: str, method: str, calibration: _Images | None, progress):
+    from alexnet_deploy.precision import recipes
+
+    if precision == "fp16":
+        progress("converting to float16")
+        return recipes.to_fp16(proto)
+    if precision == "int8-dynamic":
+        progress("quantizing Gemm/MatMul weights")
+        return recipes.quantize_dynamic_int8(source)
+    input_name = proto.graph.input[0].name
+    reader = _make_reader(calibration.batch, input_name, progress)
+    return recipes.quantize_static_int8(source, reader, target, method)
+
+
+def _accuracy(logits: np.ndarray, images: _Images, labels) -> float | None:
+    if images.targets is None:
+        return None
+    mapping, _ = class_index_map(images.classes, labels)
+    truth = np.asarray([mapping[t] for t in images.targets])
+    return float((logits.argmax(axis=1) == truth).mean())
+
+
+def _median_ms(run, batch: np.ndarray, repeats: int) -> list[float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(batch)
+        times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+def latency_comparison(fp32: OrtRuntime, other: OrtRuntime, sample: np.ndarray, batches=(1, 32), rounds: int = 3) -> dict[str, Any]:
+    """Median latency of both models at each batch, measured interleaved (round by round) so drift hits both."""
+    result = {}
+    for size in batches:
+        batch = np.repeat(sample[:1], size, axis=0) if len(sample) < size else sample[:size]
+        repeats = max(1, 8 // size) + 1
+        fp32.run(batch), other.run(batch)  # warm-up
+        a, b = [], []
+        for _ in range(rounds):
+            a += _median_ms(fp32.run, batch, repeats)
+            b += _median_ms(other.run, batch, repeats)
+        fp32_ms, other_ms = float(np.median(a)), float(np.median(b))
+        result[f"batch_{size}"] = {"fp32_ms": fp32_ms, "ms": other_ms, "speedup": fp32_ms / other_ms if other_ms > 0 else None}
+    return result
+
+
+def quantize_model(
+    source: Path,
+    precision: str,
+    output: Path | None = None,
+    calib: Path | str | None = None,
+    calib_samples: int | None = None,
+    method: str | None = None,
+    target: str = "cpu",
+    holdout: Path | None = None,
+    holdout_samples: int = DEFAULT_HOLDOUT_SAMPLES,
+    measure_latency: bool = True,
+    progress: ProgressLike = None,
+) -> QuantizeOutcome:
+    """Write an FP16/INT8 variant of the FP32 ONNX model at ``source`` and compare it with the source.
+
+    Raises InputError (nothing written) for unusable inputs and CheckFailed when the
+    result does not load or gives non-finite logits. Low agreement is a warning, not a
+    failure: the numbers are in the outcome for the caller to judge.
+    """
+    import onnx
+
+    progress = as_progress(progress)
+    _check_options(precision, target, method, calib, calib_samples)
+    source = Path(source)
+    proto = load_onnx(source)
+    record = read_record(proto, str(source))
+    already = record.precision if record.precision != "fp32" else graph_precision(proto)
+    if already:
+        raise InputError(f"{source} is already {already}; quantizing it again would compound the error.", "quantize the FP32 model that `alexnet export` wrote")
+    output = Path(output) if output is not None else default_output(source, precision, target)
+    if output.suffix.lower() != ".onnx":
+        raise InputError(f"output {output} does not end in .onnx.", "name the output file *.onnx")
+    if output.resolve() == source.resolve():
+        raise InputError("the output would overwrite the FP32 source.", "choose another -o path")
+    check_writable(output)
+    if holdout_samples < 1:
+        raise InputError(f"--holdout-samples {holdout_samples} must be at least 1.", "e.g. --holdout-samples 500")
+    method = method or "minmax"
+    calibration, compared, notes = _plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
+    if compared.targets is not None:
+        class_index_map(compared.classes, record.labels)  # a folder that cannot be scored fails before the slow part
+
+    quantized = _convert(source, proto, precision, target, method, calibration, progress)
+    calib_info = None
+    if calibration is not None:
+        calib_info = {
+            "method": method,
+            "images": len(calibration.batch),
+            "skipped": calibration.skipped,
+            "source": "synthetic" if calibration.used is None else "folder",
+            "files_sha256": calibration.used.digest() if calibration.used is not None else None,
+        }
+    quantization = {"precision": precision, "recipe": RECIPES[(precision, target)], "target": target, "source_onnx_sha256": sha256_file(source), "calibration": calib_info}
+    write_record(quantized, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
+    data = quantized.SerializeToString()
+    try:
+        onnx.checker.check_model(data)
+    except Exception as exc:
+        raise CheckFailed(f"the {precision} model fails onnx.checker ({str(exc).splitlines()[0][:160]}); nothing was written.", "run with --debug and report it") from None
+
+    progress.start(f"comparing with FP32 on {len(compared.batch)} images", 2 * len(compared.batch))
+    with OrtRuntime(source) as fp32_rt, OrtRuntime(data, precision=precision) as new_rt:
+        reference = fp32_rt.run_all(compared.batch, 32, progress.advance)
+        candidate = new_rt.run_all(compared.batch, 32, progress.advance)
+        if not np.isfinite(candidate).all():
+            raise CheckFailed(f"the {precision} model produces non-finite logits (overflow); nothing was written.", "use another precision or report it with --debug")
+        summary = compare_logits(candidate, reference).summary()
+        comparison = {
+            "images": len(compared.batch),
+            "on": compared.description,
+            "skipped": compared.skipped,
+            "top1_agreement": summary["top1_agreement"],
+            "top5_agreement": summary["top5_agreement"],
+            "min_cosine": summary["min_cosine"],
+            "max_rel_err": summary["max_rel_err"],
+            "accuracy_fp32": _accuracy(reference, compared, record.labels),
+            "accuracy": _accuracy(candidate, compared, record.labels),
+        }
+        latency = {}
+        if measure_latency:
+            progress("measuring latency")
+            latency = latency_comparison(fp32_rt, new_rt, compared.batch)
+
+    progress(f"writing {output}")
+    atomic_write_bytes(output, data)
+    sizes = {"fp32_bytes": source.stat().st_size, "bytes": len(data), "ratio": len(data) / source.stat().st_size}
+    warnings = list(notes)
+    if calibration is not None and calibration.used is None:
+        warnings.append("calibrated on synthetic images: accuracy on real images is unknown; calibrate on real images with --calib DIR")
+    if comparison["top1_agreement"] < AGREEMENT_WARNING:
+        warnings.append(f"top-1 agreement with FP32 is {comparison['top1_agreement']:.1%} (< {AGREEMENT_WARNING:.0%}): check accuracy before shipping; try --method entropy or percentile, more --calib-samples")
+    return QuantizeOutcome(output, source, precision, target, RECIPES[(precision, target)], calib_info, comparison, sizes, latency, warnings)
