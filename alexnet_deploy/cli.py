@@ -271,7 +271,7 @@ def quantize(
     The comparison reports top-1 agreement with FP32, accuracy when the images are an
     ImageFolder, file sizes and latency, and warns when agreement is under 99%.
     """
-    from alexnet_deploy.precision.quantize import quantize_model
+    from alexnet_deploy.exporter.quantize import quantize_model
 
     with progress_steps(as_json) as progress:
         outcome = quantize_model(

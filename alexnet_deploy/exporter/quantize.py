@@ -21,7 +21,7 @@ from alexnet_deploy.errors import CheckFailed, InputError
 from alexnet_deploy.exporter.metadata import ModelRecord, read_record, write_record
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
 from alexnet_deploy.onnx_file import load_onnx
-from alexnet_deploy.precision.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
+from alexnet_deploy.exporter.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
 from alexnet_deploy.preprocess import preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
 from alexnet_deploy.runtimes.ort import OrtRuntime
@@ -185,7 +185,7 @@ def _make_reader(images: np.ndarray, input_name: str, progress):
 
 
 def _convert(source: Path, proto, precision: str, target: str, method: str, calibration: _Images | None, progress):
-    from alexnet_deploy.precision import recipes
+    from alexnet_deploy.exporter import recipes
 
     if precision == "fp16":
         progress("converting to float16")
@@ -198,12 +198,20 @@ def _convert(source: Path, proto, precision: str, target: str, method: str, cali
     return recipes.quantize_static_int8(source, reader, target, method)
 
 
-def _accuracy(logits: np.ndarray, images: _Images, labels) -> float | None:
+def _truth(images: _Images, labels, notes: list[str]) -> np.ndarray | None:
+    """Model class index of every comparison image, or None (unlabelled, or classes that do not match)."""
     if images.targets is None:
         return None
-    mapping, _ = class_index_map(images.classes, labels)
-    truth = np.asarray([mapping[t] for t in images.targets])
-    return float((logits.argmax(axis=1) == truth).mean())
+    try:
+        mapping, _ = class_index_map(images.classes, labels)
+    except InputError as exc:
+        notes.append(f"accuracy not computed: {exc.problem}")
+        return None
+    return np.asarray([mapping[t] for t in images.targets])
+
+
+def _accuracy(logits: np.ndarray, truth: np.ndarray | None) -> float | None:
+    return None if truth is None else float((logits.argmax(axis=1) == truth).mean())
 
 
 def _median_ms(run, batch: np.ndarray, repeats: int) -> list[float]:
@@ -270,8 +278,7 @@ def quantize_model(
         raise InputError(f"--holdout-samples {holdout_samples} must be at least 1.", "e.g. --holdout-samples 500")
     method = method or "minmax"
     calibration, compared, notes = _plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
-    if compared.targets is not None:
-        class_index_map(compared.classes, record.labels)  # a folder that cannot be scored fails before the slow part
+    truth = _truth(compared, record.labels, notes)
 
     quantized = _convert(source, proto, precision, target, method, calibration, progress)
     calib_info = None
@@ -306,8 +313,8 @@ def quantize_model(
             "top5_agreement": summary["top5_agreement"],
             "min_cosine": summary["min_cosine"],
             "max_rel_err": summary["max_rel_err"],
-            "accuracy_fp32": _accuracy(reference, compared, record.labels),
-            "accuracy": _accuracy(candidate, compared, record.labels),
+            "accuracy_fp32": _accuracy(reference, truth),
+            "accuracy": _accuracy(candidate, truth),
         }
         latency = {}
         if measure_latency:
