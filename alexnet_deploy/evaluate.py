@@ -214,11 +214,12 @@ def write_confusion_png(report: EvalReport, path: Path) -> Path:
     show_text = cell >= 24
     margin = max((int(font.getlength(name)) for name in names), default=0) + 16 if show_text else 8
     title_h = 28
-    width = margin + cell * size + 8
+    title = f"{Path(report.model).name}: top-1 {report.top1:.1%} on {report.n} images (rows: true, columns: predicted)"
+    width = max(margin + cell * size + 8, int(font.getlength(title)) + 16)
     height = title_h + margin + cell * size + 8
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    draw.text((8, 8), f"{Path(report.model).name}: top-1 {report.top1:.1%} on {report.n} images (rows: true, columns: predicted)", fill="black", font=font)
+    draw.text((8, 8), title, fill="black", font=font)
     rows = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
     top = title_h + margin

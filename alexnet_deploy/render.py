@@ -140,7 +140,7 @@ def quantize_table(data: dict[str, Any]) -> Table:
     table = _two_columns()
     sizes = data["sizes"]
     table.add_row("output", f"{escape(data['output'])} ({_mb(sizes['bytes'])}, {_pct(sizes['ratio'])} of FP32 {_mb(sizes['fp32_bytes'])})")
-    table.add_row("recipe", f"{data['precision']} for {data['target']}: {data['recipe']}")
+    table.add_row("recipe", f"{data['recipe']} (target {data['target']})")
     calib = data.get("calibration")
     if calib:
         skipped = f", {calib['skipped']} undecodable skipped" if calib["skipped"] else ""

@@ -297,3 +297,12 @@ def test_synthetic_calibration_warns(cli, trained, tmp_path):
     data = json.loads(cli.ok("quantize", trained.onnx, "-p", "int8", "--calib", "synthetic", "--calib-samples", 16, "-o", out, "--json", "--no-latency").stdout)
     assert data["calibration"]["source"] == "synthetic" and data["calibration"]["images"] == 16
     assert any("accuracy on real images is unknown" in w for w in data["warnings"])
+
+
+def test_histogram_calibration_with_uneven_batches(cli, trained, tmp_path):
+    """entropy/percentile stack per-batch outputs: 13 images must not break them."""
+    out = tmp_path / "e.onnx"
+    data = json.loads(cli.ok("quantize", trained.onnx, "-p", "int8", "--calib", trained.calib, "--calib-samples", 13, "--method", "entropy",
+                             "--holdout", trained.val, "--holdout-samples", 100, "-o", out, "--json", "--no-latency").stdout)
+    assert data["calibration"]["images"] == 13 and data["calibration"]["method"] == "entropy"
+    assert data["comparison"]["top1_agreement"] >= 0.9

@@ -160,7 +160,7 @@ def _plan_images(precision, calib, holdout, calib_samples, holdout_samples, reco
     return calibration, compared, notes
 
 
-def _make_reader(images: np.ndarray, input_name: str, progress):
+def _make_reader(images: np.ndarray, input_name: str, progress, batch: int):
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
@@ -172,7 +172,7 @@ def _make_reader(images: np.ndarray, input_name: str, progress):
         def get_next(self):
             if self.start >= len(images):
                 return None
-            chunk = images[self.start:self.start + CALIB_BATCH]
+            chunk = images[self.start:self.start + batch]
             self.start += len(chunk)
             progress.advance(len(chunk))
             return {input_name: chunk}
@@ -194,7 +194,8 @@ def _convert(source: Path, proto, precision: str, target: str, method: str, cali
         progress("quantizing Gemm/MatMul weights")
         return recipes.quantize_dynamic_int8(source)
     input_name = proto.graph.input[0].name
-    reader = _make_reader(calibration.batch, input_name, progress)
+    # onnxruntime's histogram calibrators stack per-batch outputs, so batches must be equal: use 1.
+    reader = _make_reader(calibration.batch, input_name, progress, CALIB_BATCH if method == "minmax" else 1)
     return recipes.quantize_static_int8(source, reader, target, method)
 
 

@@ -18,6 +18,8 @@ TensorRT (which takes precision from the graph since version 11) only compiles i
 
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 from pathlib import Path
 
@@ -111,7 +113,8 @@ def quantize_static_int8(source: Path, reader, target: str, method: str):
         work = Path(tmp)
         prepared = _preprocessed(source, work)
         output = work / "quantized.onnx"
-        quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration, **settings)
+        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress notes; stdout may carry --json
+            quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration, **settings)
         return onnx.load(str(output))
 
 
