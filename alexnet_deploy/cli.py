@@ -315,7 +315,6 @@ def eval_command(
     from alexnet_deploy.evaluate import evaluate, write_confusion_png
     from alexnet_deploy.exporter.workflow import PreprocessingOptions, parse_triple
     from alexnet_deploy.fileio import check_writable
-    from alexnet_deploy.onnx_file import looks_like_onnx
 
     to_stdout = json_file is not None and str(json_file) == "-"
     if json_file is not None and not to_stdout:
@@ -324,8 +323,6 @@ def eval_command(
         if confusion.suffix.lower() != ".png":
             raise InputError(f"--confusion {confusion} does not end in .png.", "name it *.png")
         check_writable(confusion, "confusion PNG")
-    if runtime is None:
-        runtime = "ort" if model_file.suffix.lower() == ".onnx" or (model_file.is_file() and looks_like_onnx(model_file)) else "torch"
     overrides = PreprocessingOptions(resize, crop, parse_triple(mean, "mean"), parse_triple(std, "std"))
     with progress_steps(to_stdout) as progress:
         report = evaluate(

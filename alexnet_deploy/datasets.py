@@ -22,7 +22,10 @@ from alexnet_deploy.preprocess import IMAGE_SUFFIXES, list_images
 
 @dataclass
 class ImageSet:
-    """Image files, with class indices (into ``classes``) when the folder is an ImageFolder."""
+    """Image files, with class indices (into ``classes``) when the folder is an ImageFolder.
+
+    An unlabelled set may still list ``classes`` (sub-folders that hold no images).
+    """
 
     root: Path
     paths: list[Path]
@@ -74,7 +77,7 @@ def open_image_set(root: Path, what: str = "image folder") -> ImageSet:
     paths = list_images(root)
     if not paths:
         raise InputError(f"{what} {root} holds no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...).", "point it at a folder of images")
-    return ImageSet(root, paths)
+    return ImageSet(root, paths, None, classes or None)  # unlabelled; classes kept to say why
 
 
 def class_index_map(folder_classes: Sequence[str], model_labels: Sequence[str]) -> tuple[list[int], str]:

@@ -45,6 +45,11 @@ class EvalReport:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def present_classes(self) -> list[int]:
+        """Indices of the labels that occur as a true or a predicted class."""
+        matrix = np.asarray(self.confusion)
+        return [i for i in range(len(self.labels)) if matrix[i].any() or matrix[:, i].any()]
+
     def top_confusions(self, count: int = 5) -> list[tuple[str, str, int]]:
         """The most frequent (true, predicted, count) mistakes."""
         matrix = np.asarray(self.confusion)
@@ -65,11 +70,12 @@ class _Loaded:
     precision: str
 
 
-def _load(model: Path, runtime: str, options, preprocessing_overrides, threads) -> _Loaded:
+def _load(model: Path, runtime: str | None, options, preprocessing_overrides, threads) -> _Loaded:
     from alexnet_deploy.onnx_file import check_input_file, looks_like_onnx
 
     model = check_input_file(Path(model), "model")
     is_onnx = looks_like_onnx(model) or model.suffix.lower() == ".onnx"
+    runtime = runtime or ("ort" if is_onnx else "torch")
     if runtime not in ("ort", "torch"):
         raise InputError(f"unknown runtime {runtime!r} for eval.", "use --runtime ort (ONNX files) or --runtime torch (checkpoints)")
     if is_onnx:
@@ -108,7 +114,7 @@ def _load(model: Path, runtime: str, options, preprocessing_overrides, threads) 
 def evaluate(
     model: Path,
     data: Path,
-    runtime: str = "ort",
+    runtime: str | None = None,
     batch: int = 32,
     limit: int | None = None,
     model_options=None,
@@ -118,6 +124,7 @@ def evaluate(
 ) -> EvalReport:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on the ImageFolder ``data``.
 
+    ``runtime`` is 'ort' or 'torch' (default: ort for ONNX files, torch for checkpoints).
     ``limit`` evaluates a seeded random subset of that many images (every class keeps its
     share on average). Undecodable files are skipped and listed.
     """
@@ -128,7 +135,8 @@ def evaluate(
         raise InputError(f"--limit {limit} must be at least 1.", "drop it to use every image")
     images = open_image_set(Path(data), "data folder")
     if not images.labelled:
-        raise InputError(f"{data} has no class sub-folders, so there is nothing to score against.", "give an ImageFolder root: one sub-folder per class, named by the model's labels")
+        problem = "its class sub-folders hold no images" if images.classes else "it has no class sub-folders"
+        raise InputError(f"{data} is not an ImageFolder ({problem}), so there is nothing to score against.", "give an ImageFolder root: one sub-folder of images per class, named by the model's labels")
     if limit is not None and limit < len(images.paths):
         images = images.subset(split_indices(len(images.paths), limit)[0])
     progress("loading the model")
@@ -204,9 +212,8 @@ def write_confusion_png(report: EvalReport, path: Path) -> Path:
 
     from alexnet_deploy.fileio import atomic_write
 
-    matrix = np.asarray(report.confusion, dtype=np.float64)
-    present = [i for i in range(len(report.labels)) if matrix[i].sum() or matrix[:, i].sum()]
-    matrix = matrix[np.ix_(present, present)]
+    present = report.present_classes()
+    matrix = np.asarray(report.confusion, dtype=np.float64)[np.ix_(present, present)]
     names = [report.labels[i] for i in present]
     size = len(present)
     cell = max(4, min(48, 900 // max(size, 1)))

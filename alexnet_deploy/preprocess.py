@@ -96,8 +96,11 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def load_images(paths: Sequence[Path], spec: Preprocessing) -> tuple[np.ndarray, list[Path], list[Path]]:
-    """Preprocess every decodable image; return (batch, used paths, skipped undecodable paths)."""
+def load_images(paths: Sequence[Path], spec: Preprocessing, advance=None) -> tuple[np.ndarray, list[Path], list[Path]]:
+    """Preprocess every decodable image; return (batch, used paths, skipped undecodable paths).
+
+    ``advance(1)`` is called after each file when given (for progress bars).
+    """
     arrays, used, skipped = [], [], []
     for path in paths:
         try:
@@ -105,5 +108,7 @@ def load_images(paths: Sequence[Path], spec: Preprocessing) -> tuple[np.ndarray,
             used.append(path)
         except InputError:
             skipped.append(path)
+        if advance is not None:
+            advance(1)
     batch = np.stack(arrays) if arrays else np.zeros((0, 3, spec.crop, spec.crop), np.float32)
     return batch, used, skipped

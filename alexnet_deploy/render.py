@@ -124,6 +124,13 @@ def inspect_table(data: dict[str, Any]) -> Table:
             table.add_row("labels", f"{escape(', '.join(labels[:5]))}{' …' if len(labels) > 5 else ''}")
             table.add_row("preprocessing", data["preprocessing"])
             table.add_row("source", f"sha256 {data['source_sha256'][:12]}…, alexnet-deploy {data['toolkit_version']}")
+            quant = (data.get("details") or {}).get("quantization")
+            if quant:
+                calib = quant.get("calibration")
+                made = f"{quant['recipe']} (target {quant['target']})"
+                if calib:
+                    made += f"; calibrated ({calib['method']}) on {calib['images']} {calib['source']} images"
+                table.add_row("quantization", escape(made))
         else:
             table.add_row("metadata", "[yellow]no alexnet-deploy record (labels, preprocessing)[/yellow]")
         for kind in ("inputs", "outputs"):
@@ -159,7 +166,7 @@ def quantize_table(data: dict[str, Any]) -> Table:
 
 def confusion_table(report) -> Table:
     """The confusion matrix as a table (rows: true class, columns: predicted)."""
-    present = [i for i, row in enumerate(report.confusion) if sum(row) or any(r[i] for r in report.confusion)]
+    present = report.present_classes()
     table = Table(title="confusion (rows: true, columns: predicted)", box=None, padding=(0, 1))
     table.add_column("")
     for i in present:
@@ -187,8 +194,7 @@ def eval_table(report, confusion_png=None):
     if confusion_png is not None:
         table.add_row("confusion PNG", escape(str(confusion_png)))
     _notes(table, report.notes)
-    present = sum(1 for row in report.confusion if sum(row))
-    if present <= 20:
+    if len(report.present_classes()) <= 20:
         return Group(table, "", confusion_table(report))
     mistakes = report.top_confusions(10)
     table.add_row("top confusions", "\n".join(f"{escape(t)} -> {escape(p)}: {n}" for t, p, n in mistakes) or "none")

@@ -57,3 +57,19 @@ def test_quantize_never_overwrites_its_source(cli, half_width_onnx):
     before = half_width_onnx.read_bytes()
     assert "overwrite the FP32 source" in cli.fails(2, "quantize", half_width_onnx, "-p", "fp16", "-o", half_width_onnx).stderr
     assert half_width_onnx.read_bytes() == before
+
+
+def test_quantize_and_verify_a_fixed_batch_model(cli, half_width, tmp_path):
+    import json
+
+    fixed = tmp_path / "fixed4.onnx"
+    cli.ok("export", half_width[0], "-o", fixed, "--batch", 4, "--no-verify")
+    images = tmp_path / "imgs"
+    from alexnet_deploy.exporter.demo import make_sample_images
+
+    make_sample_images(images, 6)
+    out = tmp_path / "fixed4.int8.onnx"
+    data = json.loads(cli.ok("quantize", fixed, "-p", "int8", "--calib", images, "--json", "-o", out).stdout)
+    assert list(data["latency"]) == ["batch_4"] and data["calibration"]["images"] == 5
+    report = json.loads(cli.ok("verify", out, "--reference", fixed, "--json", "-").stdout)
+    assert report["batch_sizes"] == [4]

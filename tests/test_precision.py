@@ -193,10 +193,14 @@ def test_eval_matches_torchvision(cli, trained, val_set, fp32_logits, tmp_path):
 
 def test_eval_checkpoint_with_torch_runtime(cli, trained, fp32_logits, val_set):
     args = ["eval", trained.checkpoint, "--data", trained.val, "--arch", "torchvision", "--input-size", tm.CROP, "--resize", tm.RESIZE,
-            "--crop", tm.CROP, "--mean", ",".join(map(str, tm.MEAN)), "--std", ",".join(map(str, tm.STD)), "--json", "-", "--limit", 100]
+            "--crop", tm.CROP, "--mean", ",".join(map(str, tm.MEAN)), "--std", ",".join(map(str, tm.STD)), "--json", "-"]
     data = json.loads(cli.ok(*args).stdout)
-    assert data["runtime"] == "torch" and data["n"] == 100
-    assert sum(map(sum, data["confusion"])) == 100
+    assert data["runtime"] == "torch" and data["n"] == len(val_set[1])
+    expected = np.zeros((5, 5), int)
+    np.add.at(expected, (val_set[1], fp32_logits.argmax(1)), 1)
+    np.testing.assert_array_equal(np.asarray(data["confusion"]), expected)  # same weights, same framework: exact
+    limited = json.loads(cli.ok(*args, "--limit", 100).stdout)
+    assert limited["n"] == 100 and len(limited["per_class"]) == 5
 
 
 def test_eval_preprocessing_equals_torchvision(trained):
@@ -299,10 +303,34 @@ def test_synthetic_calibration_warns(cli, trained, tmp_path):
     assert any("accuracy on real images is unknown" in w for w in data["warnings"])
 
 
-def test_histogram_calibration_with_uneven_batches(cli, trained, tmp_path):
-    """entropy/percentile stack per-batch outputs: 13 images must not break them."""
+def test_histogram_calibration_methods_run(cli, trained, tmp_path):
+    """entropy/percentile stack per-batch outputs (onnxruntime needs equal batches): 13 images must work."""
     out = tmp_path / "e.onnx"
     data = json.loads(cli.ok("quantize", trained.onnx, "-p", "int8", "--calib", trained.calib, "--calib-samples", 13, "--method", "entropy",
                              "--holdout", trained.val, "--holdout-samples", 100, "-o", out, "--json", "--no-latency").stdout)
     assert data["calibration"]["images"] == 13 and data["calibration"]["method"] == "entropy"
     assert data["comparison"]["top1_agreement"] >= 0.9
+
+
+def test_default_holdout_is_drawn_from_every_class(trained):
+    from alexnet_deploy.exporter.metadata import read_record
+    from alexnet_deploy.exporter.quantize import plan_images
+
+    record = read_record(onnx.load(str(trained.onnx), load_external_data=False))
+    calibration, compared, notes = plan_images("int8", trained.calib, None, 120, 500, record)
+    assert len(calibration.batch) == 120 and len(compared.batch) == 30
+    assert set(calibration.used.paths).isdisjoint(compared.used.paths)
+    assert len(set(compared.targets)) == 5  # a random draw, not the first classes in folder order
+    _, small, _ = plan_images("int8", trained.calib, None, 64, 20, record)
+    assert len(small.batch) == 20 and len(set(small.targets)) >= 4
+
+
+def test_verify_int8_without_metadata_uses_graph_precision(cli, trained, quantized, tmp_path):
+    proto = onnx.load(str(quantized("int8")[0]))
+    del proto.metadata_props[:]
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    data = json.loads(cli.ok("verify", bare, "--reference", trained.onnx, "--images", trained.calib, "--json", "-").stdout)
+    assert data["precision"] == "int8" and data["passed"]
+    mixed = json.loads(cli.ok("verify", quantized("fp16")[0], "--reference", trained.onnx, "--samples", 4, "--json", "-").stdout)
+    assert mixed["samples"] == 4 + 32 and mixed["images"] == 32  # --samples adds random tensors to the synthetic images

@@ -14,7 +14,6 @@ import argparse
 import datetime
 import os
 import platform
-import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +64,7 @@ def make_models(work: Path) -> dict[str, Path]:
 
 def measure(paths: dict[str, Path], batches=(1, 32), rounds: int = 7, seconds_per_round: float = 1.0, threads: int | None = None) -> list[dict]:
     """Median latency of every model at every batch, measured round-robin; one dict per (model, batch)."""
+    from alexnet_deploy.bench.timing import round_robin_medians
     from alexnet_deploy.runtimes.ort import OrtRuntime
 
     runtimes = {tag: OrtRuntime(path, threads=threads) for tag, path in paths.items()}
@@ -72,18 +72,8 @@ def measure(paths: dict[str, Path], batches=(1, 32), rounds: int = 7, seconds_pe
     rows = []
     for size in batches:
         batch = rng.standard_normal((size, 3, 227, 227), dtype=np.float32)
-        for rt in runtimes.values():  # warm-up
-            rt.run(batch)
-        samples: dict[str, list[float]] = {tag: [] for tag in runtimes}
-        for _ in range(rounds):
-            for tag, rt in runtimes.items():
-                start = time.perf_counter()
-                times = []
-                while not times or time.perf_counter() - start < seconds_per_round:
-                    tick = time.perf_counter()
-                    rt.run(batch)
-                    times.append(time.perf_counter() - tick)
-                samples[tag].append(float(np.median(times)))
+        runners = {tag: (lambda rt=rt: rt.run(batch)) for tag, rt in runtimes.items()}
+        samples = round_robin_medians(runners, rounds=rounds, min_seconds=seconds_per_round)
         base = float(np.median(samples["fp32"]))
         for tag, values in samples.items():
             median = float(np.median(values))

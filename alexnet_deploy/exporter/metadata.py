@@ -160,6 +160,13 @@ def read_record(model_proto, where: str = "model") -> ModelRecord:
     return ModelRecord.from_props(read_props(model_proto), where)
 
 
+def read_record_or_none(model_proto, where: str = "model") -> ModelRecord | None:
+    """The record in an ``onnx.ModelProto``, or None when it carries no alexnet-deploy metadata."""
+    if PREFIX + "schema" not in read_props(model_proto):
+        return None
+    return read_record(model_proto, where)
+
+
 def read_record_from_path(path: Path) -> ModelRecord:
     """The record stored in the ONNX file at ``path`` (weights are not loaded)."""
     from alexnet_deploy.onnx_file import load_onnx

@@ -8,7 +8,6 @@ not used for calibration.
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from alexnet_deploy.exporter.metadata import ModelRecord, read_record, write_rec
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
 from alexnet_deploy.onnx_file import load_onnx
 from alexnet_deploy.exporter.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
-from alexnet_deploy.preprocess import preprocess_image
+from alexnet_deploy.preprocess import load_images, preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
 from alexnet_deploy.runtimes.ort import OrtRuntime
 
@@ -96,21 +95,15 @@ class _Images:
 
 def _preprocess_set(images: ImageSet, record: ModelRecord, what: str, progress) -> _Images:
     progress.start(f"preprocessing {len(images.paths)} {what} images", len(images.paths))
-    arrays, keep, skipped = [], [], 0
-    for index, path in enumerate(images.paths):
-        try:
-            arrays.append(preprocess_image(path, record.preprocessing))
-            keep.append(index)
-        except InputError:
-            skipped += 1
-        progress.advance()
-    if not arrays:
+    batch, used_paths, skipped = load_images(images.paths, record.preprocessing, progress.advance)
+    if not used_paths:
         raise InputError(
             f"none of the {len(images.paths)} image files under {images.root} could be decoded.",
             "point it at a folder of readable .jpg/.png images",
         )
-    used = images.subset(keep)
-    return _Images(np.stack(arrays), f"{len(keep)} {what} images from {images.root}", used.targets, used.classes, used, skipped)
+    keep = set(used_paths)
+    used = images.subset([i for i, path in enumerate(images.paths) if path in keep])
+    return _Images(batch, f"{len(used_paths)} {what} images from {images.root}", used.targets, used.classes, used, len(skipped))
 
 
 def _synthetic(count: int, record: ModelRecord, seed: int, what: str) -> _Images:
@@ -118,8 +111,13 @@ def _synthetic(count: int, record: ModelRecord, seed: int, what: str) -> _Images
     return _Images(batch, f"{count} synthetic {what} images")
 
 
-def _plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress, seed=0) -> tuple[_Images | None, _Images, list[str]]:
-    """(calibration images or None, comparison images, notes)."""
+def plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress=None, seed=0) -> tuple[_Images | None, _Images, list[str]]:
+    """(calibration images or None, comparison images, notes) for a quantize run.
+
+    Held-out images are a seeded random draw from the images not used for calibration,
+    so every class keeps its share.
+    """
+    progress = as_progress(progress)
     notes: list[str] = []
     calibration = None
     held_set = open_image_set(Path(holdout), "held-out folder") if holdout is not None else None
@@ -136,15 +134,15 @@ def _plan_images(precision, calib, holdout, calib_samples, holdout_samples, reco
                 # Keep images back for the comparison: the rest after calib_samples, or a fifth.
                 count = calib_samples if total > calib_samples else max(1, total - max(1, total // 5))
                 chosen, rest = split_indices(total, count, seed)
-                held_set = calib_set.subset(rest[:holdout_samples]) if rest else None
+                held_set = calib_set.subset(rest) if rest else None  # trimmed to holdout_samples at random below
                 calib_set = calib_set.subset(chosen)
             elif total > calib_samples:
                 calib_set = calib_set.subset(split_indices(total, calib_samples, seed)[0])
             calibration = _preprocess_set(calib_set, record, "calibration", progress)
     elif calib_set is not None and held_set is None:
         held_set = calib_set  # nothing to calibrate: the folder serves the comparison
-    elif synthetic:
-        notes.append(f"{precision} needs no calibration; --calib synthetic was ignored")
+    elif calib is not None:
+        notes.append(f"{precision} needs no calibration; --calib {calib} was ignored")
 
     if held_set is not None:
         if len(held_set.paths) > holdout_samples:
@@ -160,7 +158,7 @@ def _plan_images(precision, calib, holdout, calib_samples, holdout_samples, reco
     return calibration, compared, notes
 
 
-def _make_reader(images: np.ndarray, input_name: str, progress, batch: int):
+def _make_reader(images: np.ndarray, input_name: str, progress, batch: int, fixed: bool):
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(CalibrationDataReader):
@@ -175,6 +173,8 @@ def _make_reader(images: np.ndarray, input_name: str, progress, batch: int):
             chunk = images[self.start:self.start + batch]
             self.start += len(chunk)
             progress.advance(len(chunk))
+            if fixed and len(chunk) < batch:  # a fixed-batch model: repeat the last image to fill the batch
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
             return {input_name: chunk}
 
         def rewind(self):
@@ -194,9 +194,17 @@ def _convert(source: Path, proto, precision: str, target: str, method: str, cali
         progress("quantizing Gemm/MatMul weights")
         return recipes.quantize_dynamic_int8(source)
     input_name = proto.graph.input[0].name
+    fixed = fixed_batch(proto)
     # onnxruntime's histogram calibrators stack per-batch outputs, so batches must be equal: use 1.
-    reader = _make_reader(calibration.batch, input_name, progress, CALIB_BATCH if method == "minmax" else 1)
+    batch = fixed or (CALIB_BATCH if method == "minmax" else 1)
+    reader = _make_reader(calibration.batch, input_name, progress, batch, fixed is not None)
     return recipes.quantize_static_int8(source, reader, target, method)
+
+
+def fixed_batch(proto) -> int | None:
+    """The model's fixed batch size, or None when the batch dimension is dynamic."""
+    dim = proto.graph.input[0].type.tensor_type.shape.dim
+    return int(dim[0].dim_value) if dim and dim[0].HasField("dim_value") else None
 
 
 def _truth(images: _Images, labels, notes: list[str]) -> np.ndarray | None:
@@ -215,27 +223,18 @@ def _accuracy(logits: np.ndarray, truth: np.ndarray | None) -> float | None:
     return None if truth is None else float((logits.argmax(axis=1) == truth).mean())
 
 
-def _median_ms(run, batch: np.ndarray, repeats: int) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run(batch)
-        times.append((time.perf_counter() - start) * 1000)
-    return times
-
-
 def latency_comparison(fp32: OrtRuntime, other: OrtRuntime, sample: np.ndarray, batches=(1, 32), rounds: int = 3) -> dict[str, Any]:
-    """Median latency of both models at each batch, measured interleaved (round by round) so drift hits both."""
+    """Median latency of both models at each batch they accept, measured round-robin so drift hits both."""
+    from alexnet_deploy.bench.timing import round_robin_medians
+
+    info = fp32.info()
+    if info.max_batch is not None:
+        batches = (info.max_batch,)  # a fixed-batch model runs at that batch only
     result = {}
     for size in batches:
-        batch = np.repeat(sample[:1], size, axis=0) if len(sample) < size else sample[:size]
-        repeats = max(1, 8 // size) + 1
-        fp32.run(batch), other.run(batch)  # warm-up
-        a, b = [], []
-        for _ in range(rounds):
-            a += _median_ms(fp32.run, batch, repeats)
-            b += _median_ms(other.run, batch, repeats)
-        fp32_ms, other_ms = float(np.median(a)), float(np.median(b))
+        batch = np.resize(sample, (size,) + sample.shape[1:])  # repeats images when there are fewer than `size`
+        medians = round_robin_medians({"fp32": lambda: fp32.run(batch), "other": lambda: other.run(batch)}, rounds=rounds, min_runs=max(1, 8 // size) + 1)
+        fp32_ms, other_ms = 1000 * float(np.median(medians["fp32"])), 1000 * float(np.median(medians["other"]))
         result[f"batch_{size}"] = {"fp32_ms": fp32_ms, "ms": other_ms, "speedup": fp32_ms / other_ms if other_ms > 0 else None}
     return result
 
@@ -278,7 +277,7 @@ def quantize_model(
     if holdout_samples < 1:
         raise InputError(f"--holdout-samples {holdout_samples} must be at least 1.", "e.g. --holdout-samples 500")
     method = method or "minmax"
-    calibration, compared, notes = _plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
+    calibration, compared, notes = plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
     truth = _truth(compared, record.labels, notes)
 
     quantized = _convert(source, proto, precision, target, method, calibration, progress)

@@ -34,13 +34,14 @@ QUANTIZED_OPS = frozenset({
     "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "MatMulIntegerToFloat",
 })
 
+_FP16 = "fp16: float16 weights and compute, float32 inputs/outputs, LRN kept float32"
+_DYNAMIC = "int8 dynamic: per-channel s8 weights of Gemm/MatMul, activations quantized at run time"
 RECIPES = {
-    ("fp16", "cpu"): "fp16: float16 weights and compute, float32 inputs/outputs, LRN kept float32",
-    ("fp16", "tensorrt"): "fp16: float16 weights and compute, float32 inputs/outputs, LRN kept float32",
+    ("fp16", "cpu"): _FP16,
+    ("fp16", "tensorrt"): _FP16,
     ("int8", "cpu"): "int8 static QDQ: per-channel s8 weights, u8 activations, all quantizable ops",
     ("int8", "tensorrt"): "int8 static QDQ for TensorRT: symmetric s8 activations and per-channel s8 weights (zero points 0), float bias, Q/DQ on Conv/Gemm inputs only",
-    ("int8-dynamic", "cpu"): "int8 dynamic: per-channel s8 weights of Gemm/MatMul, activations quantized at run time",
-    ("int8-dynamic", "tensorrt"): "int8 dynamic: per-channel s8 weights of Gemm/MatMul, activations quantized at run time",
+    ("int8-dynamic", "cpu"): _DYNAMIC,
 }
 
 

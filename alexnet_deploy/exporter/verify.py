@@ -144,7 +144,7 @@ def verify_parity(
 
     ``reference`` is a torch module or a loaded :class:`Runtime` (e.g. the FP32 ONNX in
     onnxruntime). ``samples`` random inputs are used (default 8 for FP32; none for lower
-    precisions, which get synthetic images when no ``images`` are given). ``layer_module``
+    precisions, which also get synthetic images when no ``images`` are given). ``layer_module``
     (default: a torch ``reference``) is the eager module whose layers are compared with
     the ONNX graph's intermediate outputs when FP32 parity fails.
     """
@@ -156,7 +156,7 @@ def verify_parity(
         raise InputError(f"this model's precision {precision!r} has no verification criteria.", f"verify models of precision {', '.join(THRESHOLDS)}")
     if samples is None:
         samples = 8 if precision == "fp32" else 0
-    synthetic = SYNTHETIC_IMAGES if precision != "fp32" and images is None and samples == 0 else 0
+    synthetic = SYNTHETIC_IMAGES if precision != "fp32" and images is None else 0
     proto_bytes = onnx_model.SerializeToString() if hasattr(onnx_model, "SerializeToString") else onnx_model
     runtime = OrtRuntime(proto_bytes if isinstance(proto_bytes, bytes) else Path(proto_bytes), precision=precision)
     info = runtime.info()

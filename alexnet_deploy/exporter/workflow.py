@@ -148,10 +148,10 @@ def export_checkpoint(
 def model_options_from_record(onnx_path: Path, options: ModelOptions) -> tuple[ModelOptions, object]:
     """Fill unset model options from the ONNX file's record (layout, input size)."""
     from alexnet_deploy.exporter.layouts import LAYOUTS
-    from alexnet_deploy.exporter.metadata import PREFIX, read_props, read_record
+    from alexnet_deploy.exporter.metadata import read_record_or_none
 
-    proto = load_onnx(onnx_path)
-    record = read_record(proto, str(onnx_path)) if PREFIX + "schema" in read_props(proto) else None
+    proto = load_onnx(onnx_path, load_weights=False)
+    record = read_record_or_none(proto, str(onnx_path))
     if record is None:
         return options, None
     filled = replace(options)
@@ -215,7 +215,8 @@ def verify_against_onnx(
     progress: Progress | None = None,
 ):
     """Agreement report of ``onnx_path`` (e.g. INT8) against the FP32 ONNX ``reference_path`` (torch-free)."""
-    from alexnet_deploy.exporter.metadata import PREFIX, read_props, read_record
+    from alexnet_deploy.exporter.metadata import read_record_or_none
+    from alexnet_deploy.exporter.recipes import graph_precision
     from alexnet_deploy.exporter.verify import verify_parity
     from alexnet_deploy.runtimes.ort import OrtRuntime
 
@@ -224,12 +225,17 @@ def verify_against_onnx(
     reference_path = check_input_file(Path(reference_path), "reference ONNX file")
     _check_verify_inputs(samples, images)
     step("reading the ONNX models")
-    proto = load_onnx(onnx_path, load_weights=False)
-    record = read_record(proto, str(onnx_path)) if PREFIX + "schema" in read_props(proto) else None
-    ref_proto = load_onnx(reference_path, load_weights=False)
-    ref_record = read_record(ref_proto, str(reference_path)) if PREFIX + "schema" in read_props(ref_proto) else None
-    if ref_record is not None and ref_record.precision != "fp32":
-        raise InputError(f"the reference {reference_path} is {ref_record.precision}, not fp32.", "pass the FP32 model that `alexnet export` wrote as --reference")
+    proto = load_onnx(onnx_path)
+    record = read_record_or_none(proto, str(onnx_path))
+    ref_proto = load_onnx(reference_path)
+    ref_record = read_record_or_none(ref_proto, str(reference_path))
+    ref_precision = ref_record.precision if ref_record is not None else (graph_precision(ref_proto) or "fp32")
+    if ref_precision != "fp32":
+        raise InputError(f"the reference {reference_path} is {ref_precision}, not fp32.", "pass the FP32 model that `alexnet export` wrote as --reference")
+    if record is None and ref_record is not None:
+        # Metadata stripped from the candidate: judge it by its graph, preprocess as the reference does.
+        record = replace(ref_record, precision=graph_precision(proto) or "fp32", details={})
+    del proto, ref_proto
     with OrtRuntime(reference_path, precision="fp32") as reference:
         size = reference.info().input_shape[2]
         report = verify_parity(onnx_path, reference, size, record, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
