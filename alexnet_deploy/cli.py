@@ -341,6 +341,112 @@ def eval_command(
 
 @app.command()
 @handles_errors
+def build(
+    model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="A verified ONNX model: FP32 from export, FP16 or INT8 (--target tensorrt) from quantize."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine path (default: MODEL.engine), written with a MODEL.engine.json sidecar."),
+    min_batch: int = typer.Option(1, "--min-batch", help="Smallest batch the engine accepts."),
+    opt_batch: int = typer.Option(32, "--opt-batch", help="Batch the kernels are tuned for."),
+    max_batch: int = typer.Option(128, "--max-batch", help="Largest batch the engine accepts."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Reuse and update this TensorRT timing cache (faster rebuilds)."),
+    workspace_mb: Optional[int] = typer.Option(None, "--workspace-mb", help="Builder workspace limit in MiB (default: TensorRT's)."),
+    check_only: bool = typer.Option(False, "--check-only", help="Only lint the ONNX for TensorRT (runs anywhere, no GPU); exit 1 on problems."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Compile an ONNX model into a TensorRT engine (TensorRT 10 or 11, strongly typed: precision comes from the ONNX).
+
+    First lints the ONNX for TensorRT's parser on the CPU: supported ops (LRN window odd
+    1..15), Q/DQ zero points 0, no UINT8 Q/DQ, no INT32 DequantizeLinear, only the batch
+    dimension dynamic, opset 9..25. A problem names the node and the rule and exits 1.
+    """
+    from alexnet_deploy.runtimes.tensorrt_engine import BatchProfile, build_engine
+
+    with progress_steps(as_json) as progress:
+        try:
+            result = build_engine(model_file, output, BatchProfile(min_batch, opt_batch, max_batch), timing_cache, workspace_mb, check_only, progress)
+        except CheckFailed:
+            if check_only:
+                _print_lint(model_file)
+            raise
+    if as_json:
+        _write_json(result.to_dict(), None)
+        return
+    if check_only:
+        out.print(f"[green]PASS[/green]  {escape(str(model_file))}: no TensorRT compatibility problems found")
+        return
+    out.print(f"[green]built[/green] {escape(str(result.engine))} in {result.seconds:.0f} s ({result.sidecar.precision}, batch {min_batch}..{max_batch}, TensorRT {result.sidecar.tensorrt_version}, {escape(result.sidecar.gpu_name)})")
+
+
+def _print_lint(model_file: Path) -> None:
+    """Every lint finding, one per line, on stderr (the error line names only the first)."""
+    from alexnet_deploy.onnx_file import load_onnx
+    from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+
+    for finding in lint_onnx(load_onnx(model_file)):
+        err.print(f"  {finding}", markup=False)
+
+
+@app.command()
+@handles_errors
+def bench(
+    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Checkpoints (torch runtimes), ONNX files of any precision, TensorRT engines."),
+    runtime: str = typer.Option("torch,ort", "--runtime", help="Comma list of: torch, torch-compile, torch-cuda, torch-cuda-fp16, ort, ort-cuda, ort-trt, trt."),
+    batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma separated."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime (default: theirs)."),
+    warmup: float = typer.Option(1.0, "--warmup", help="Warm-up seconds per combination (not measured)."),
+    duration: float = typer.Option(3.0, "--duration", help="Measured seconds per combination."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", help="Measure exactly this many runs instead of --duration."),
+    io: str = typer.Option("host", "--io", help="host: numpy in, logits back (end to end). device: inputs already on the GPU, model time only."),
+    json_file: Optional[Path] = typer.Option(None, "--json", help="Write machine + results as JSON ('-' for stdout)."),
+    csv_file: Optional[Path] = typer.Option(None, "--csv", help="Write the results as CSV."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw throughput as a PNG bar chart."),
+    arch: Optional[str] = ArchOpt,
+    model: Optional[str] = ModelOpt,
+    model_kwargs: Optional[str] = ModelKwargsOpt,
+    input_size: Optional[int] = InputSizeOpt,
+    trust_pickle: bool = TrustPickleOpt,
+):
+    """Latency (mean/p50/p90/p99/min/max) and throughput of every runtime x model x batch, in one table.
+
+    Warm-up is excluded; GPU work is timed to completion. Speedup is against the first row
+    with the same batch size. Runtimes that cannot run here are listed with the reason.
+    """
+    from alexnet_deploy.bench.harness import TimingSettings
+    from alexnet_deploy.bench.runner import RUNTIMES, parse_batches, parse_list, run_bench
+    from alexnet_deploy.fileio import atomic_write_bytes, check_writable
+
+    runtimes = parse_list(runtime, "runtime", RUNTIMES)
+    batches = parse_batches(batch)
+    to_stdout = json_file is not None and str(json_file) == "-"
+    for target, what, suffix in ((None if to_stdout else json_file, "JSON report", None), (csv_file, "CSV", ".csv"), (plot, "plot", ".png")):
+        if target is not None:
+            if suffix and target.suffix.lower() != suffix:
+                raise InputError(f"{target} does not end in {suffix}.", f"name it *{suffix}")
+            check_writable(target, what)
+    settings = TimingSettings(warmup_s=warmup, duration_s=duration, iterations=iterations, io=io)
+    with progress_steps(to_stdout) as progress:
+        report = run_bench(inputs, runtimes, batches, settings, threads, _model_options(arch, model, model_kwargs, input_size, trust_pickle), progress)
+    data = report.to_dict()
+    from alexnet_deploy.bench import report as bench_report
+
+    if csv_file is not None:
+        atomic_write_bytes(csv_file, bench_report.to_csv(data).encode())
+    if plot is not None:
+        bench_report.plot_png(data, plot)
+    if json_file is not None:
+        _write_json(data, None if to_stdout else json_file)
+    if not to_stdout:
+        from alexnet_deploy.render import bench_table
+
+        out.print(bench_table(data))
+        for skip in report.skipped:
+            err.print(f"skipped {skip['runtime']} {Path(skip['model']).name}: {skip['reason']}", markup=False)
+        harness = report.harness
+        if harness.get("overhead_pct_of_fastest_p50") is not None:
+            out.print(f"harness overhead {1000 * harness['overhead_ms_per_iteration']:.1f} µs per iteration ({harness['overhead_pct_of_fastest_p50']:.3f}% of the fastest p50)")
+
+
+@app.command()
+@handles_errors
 def quickstart(
     directory: Path = typer.Argument(Path("alexnet-quickstart"), help="Where to put the demo files."),
     force: bool = typer.Option(False, "--force", help="Use DIRECTORY even if it is not empty (its demo files are replaced)."),

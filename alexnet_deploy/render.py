@@ -199,3 +199,19 @@ def eval_table(report, confusion_png=None):
     mistakes = report.top_confusions(10)
     table.add_row("top confusions", "\n".join(f"{escape(t)} -> {escape(p)}: {n}" for t, p, n in mistakes) or "none")
     return table
+
+
+def bench_table(data: dict[str, Any]) -> Table:
+    """Bench results: one row per runtime x model x batch."""
+    from pathlib import Path
+
+    table = Table(box=None, padding=(0, 1), title=f"{escape(str(data['machine']['cpu']))}, {data['machine']['cores']} cores" + (f", {escape(data['machine']['gpu'])}" if data["machine"].get("gpu") else ""))
+    for name, justify in (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right")):
+        table.add_column(name, justify=justify)
+    for row in data["results"]:
+        lat = row["latency_ms"]
+        table.add_row(
+            row["runtime"], escape(Path(row["model"]).name), row["precision"], str(row["batch"]),
+            *(f"{lat[k]:.2f}" for k in ("mean", "p50", "p90", "p99", "min", "max")), f"{row['throughput_ips']:.1f}", f"{row['speedup']:.2f}x",
+        )
+    return table

@@ -1,4 +1,4 @@
-"""onnxruntime, CPU by default (torch-free)."""
+"""onnxruntime: CPU by default; CUDA and TensorRT providers with onnxruntime-gpu (torch-free)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,21 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_deploy.errors import InputError
+from alexnet_deploy.errors import DependencyError, InputError
 from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
 
 _DTYPES = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+
+
+def provider_problem(device: str) -> str | None:
+    """Why onnxruntime here cannot use ``device`` ('cpu', 'cuda', 'tensorrt'), or None if it lists it."""
+    import onnxruntime as ort
+
+    wanted = PROVIDERS[device]
+    if wanted in ort.get_available_providers():
+        return None
+    return f"this onnxruntime has no {wanted} (it offers {', '.join(ort.get_available_providers())}); install onnxruntime-gpu instead of onnxruntime"
 
 
 class OrtRuntime(Runtime):
@@ -17,9 +28,19 @@ class OrtRuntime(Runtime):
 
     name = "ort"
 
-    def __init__(self, model: Path | str | bytes, providers: list[str] | None = None, threads: int | None = None, precision: str | None = None):
+    def __init__(self, model: Path | str | bytes, providers: list[str] | None = None, threads: int | None = None, precision: str | None = None, device: str = "cpu"):
+        """``device`` 'cuda' or 'tensorrt' asks for that provider and fails (DependencyError)
+        rather than silently running on the CPU when it does not load."""
         super().__init__()
         import onnxruntime as ort
+
+        if device not in PROVIDERS:
+            raise InputError(f"unknown onnxruntime device {device!r}.", f"use one of {', '.join(PROVIDERS)}")
+        if device != "cpu":
+            problem = provider_problem(device)
+            if problem:
+                raise DependencyError(problem, "pip install onnxruntime-gpu (and an NVIDIA driver with CUDA)")
+            providers = [PROVIDERS[device]] + (["CUDAExecutionProvider"] if device == "tensorrt" else []) + ["CPUExecutionProvider"]
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
@@ -31,6 +52,12 @@ class OrtRuntime(Runtime):
             self.session = ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
         except Exception as exc:
             raise InputError(f"onnxruntime cannot load {self._label} ({str(exc).splitlines()[0][:160]}).", "re-export it with `alexnet export`") from None
+        active = self.session.get_providers()[0]
+        if device != "cpu" and active != PROVIDERS[device]:
+            raise DependencyError(
+                f"onnxruntime could not start {PROVIDERS[device]} and fell back to {active} (missing CUDA/cuDNN/TensorRT libraries?).",
+                "check `python -c 'import onnxruntime; onnxruntime.preload_dlls()'` and the CUDA/TensorRT library versions onnxruntime-gpu needs",
+            )
         self._precision = precision
         self._input = self.session.get_inputs()[0]
 

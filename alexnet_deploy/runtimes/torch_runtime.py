@@ -1,33 +1,54 @@
-"""PyTorch eager on the CPU (the reference side of parity checks)."""
+"""PyTorch: eager (the reference side of parity checks) or torch.compile, on the CPU or CUDA."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from alexnet_deploy.errors import require
+from alexnet_deploy.errors import DependencyError, require
 from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
 
 
 class TorchRuntime(Runtime):
-    """An ``nn.Module`` (or TorchScript module) in eval mode under ``torch.no_grad``."""
+    """An ``nn.Module`` (or TorchScript module) in eval mode under ``torch.no_grad``.
+
+    ``device`` 'cuda' needs a visible GPU (DependencyError otherwise); ``half`` runs FP16
+    weights and activations there (float32 in and out); ``compile`` wraps the module in
+    ``torch.compile`` (compiled on the first call).
+    """
 
     name = "torch"
 
-    def __init__(self, module, input_size: int, label: str = "torch", device: str = "cpu"):
+    def __init__(self, module, input_size: int, label: str = "torch", device: str = "cpu", half: bool = False, compile: bool = False):
         super().__init__()
         self.torch = require("torch", "torch", "The torch runtime")
+        if device == "cuda" and not self.torch.cuda.is_available():
+            raise DependencyError("no CUDA GPU is visible to torch (torch.cuda.is_available() is False).", "run on a machine with an NVIDIA GPU, or use the CPU runtimes")
+        if half and device != "cuda":
+            raise DependencyError("FP16 in PyTorch is only offered on CUDA here (CPU half precision is slower than FP32).", "use --runtime torch for FP32 on the CPU")
         self.device = device
-        self.module = module.eval().to(device)
+        self.half = half
+        module = module.eval().to(device)
+        if half:
+            module = module.half()
+        self.module = self.torch.compile(module) if compile else module
+        self.compiled = compile
         self.input_size = int(input_size)
         self._label = label
 
     def _info_impl(self) -> RuntimeInfo:
-        return RuntimeInfo("torch", self.device, "fp32", "input", (None, 3, self.input_size, self.input_size), details={"model": self._label})
+        return RuntimeInfo(
+            "torch-compile" if self.compiled else "torch", self.device, "fp16" if self.half else "fp32", "input",
+            (None, 3, self.input_size, self.input_size), details={"model": self._label, "torch": self.torch.__version__},
+        )
+
+    def run_device(self, batch):
+        """Run a tensor already on the device; returns a tensor on the device (no host copies)."""
+        with self.torch.no_grad():
+            return self.module(batch.half() if self.half else batch)
 
     def _run_impl(self, batch: np.ndarray) -> np.ndarray:
-        with self.torch.no_grad():
-            out = self.module(self.torch.from_numpy(batch).to(self.device))
-        return out.float().cpu().numpy()
+        tensor = self.torch.from_numpy(batch).to(self.device)
+        return self.run_device(tensor).float().cpu().numpy()
 
     def _close_impl(self) -> None:
         self.module = None

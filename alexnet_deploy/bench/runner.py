@@ -1,0 +1,195 @@
+"""``alexnet bench``: every runtime x model x batch combination measured in one run.
+
+Inputs are checkpoints (torch runtimes), ONNX files of any precision (onnxruntime; ``trt``
+builds and caches an engine first) and TensorRT engines. A runtime that cannot run here is
+reported with its reason instead of failing the whole run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alexnet_deploy.bench.harness import TimingSettings, harness_overhead_ms, time_runtime
+from alexnet_deploy.bench.stats import latency_stats, throughput
+from alexnet_deploy.errors import AlexnetError, InputError
+from alexnet_deploy.progress import ProgressLike, as_progress
+
+RUNTIMES = ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16", "ort", "ort-cuda", "ort-trt", "trt")
+KIND_RUNTIMES = {
+    "checkpoint": ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16"),
+    "onnx": ("ort", "ort-cuda", "ort-trt", "trt"),
+    "engine": ("trt",),
+}
+
+
+@dataclass
+class BenchReport:
+    """Machine description, one result per measured combination, and what was skipped and why."""
+
+    machine: dict[str, Any]
+    results: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+    harness: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"machine": self.machine, "settings": self.settings, "harness": self.harness, "results": self.results, "skipped": self.skipped}
+
+
+def input_kind(path: Path) -> str:
+    """'checkpoint', 'onnx' or 'engine' for a bench input; InputError for anything else."""
+    from alexnet_deploy.onnx_file import check_input_file, looks_like_checkpoint, looks_like_onnx
+
+    path = check_input_file(Path(path), "bench input")
+    if path.suffix.lower() in (".engine", ".plan", ".trt"):
+        return "engine"
+    if looks_like_onnx(path) or path.suffix.lower() == ".onnx":
+        return "onnx"
+    if looks_like_checkpoint(path) or path.suffix.lower() in (".pth", ".pt"):
+        return "checkpoint"
+    raise InputError(f"{path} is not a checkpoint, an ONNX model or a TensorRT engine.", "give .pth/.pt, .onnx or .engine files")
+
+
+def parse_list(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
+    """``"a,b"`` -> ['a', 'b'], checked against ``allowed``."""
+    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    if not items:
+        raise InputError(f"--{what} is empty.", f"e.g. --{what} {','.join((allowed or ('1', '8'))[:2])}")
+    if allowed is not None:
+        unknown = [t for t in items if t not in allowed]
+        if unknown:
+            raise InputError(f"unknown {what} {', '.join(unknown)}.", f"choose from {', '.join(allowed)}")
+    return items
+
+
+def parse_batches(text: str) -> list[int]:
+    """``"1,8,32"`` -> [1, 8, 32]."""
+    try:
+        sizes = [int(t) for t in parse_list(text, "batch")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 1 for s in sizes):
+        raise InputError(f"--batch {text!r} is not a list of positive integers.", "e.g. --batch 1,8,32")
+    return sizes
+
+
+def machine_info(threads: int | None) -> dict[str, Any]:
+    """CPU, cores, threads, library versions, GPU (when torch sees one) and the date."""
+    import importlib.metadata as metadata
+
+    from alexnet_deploy.bench.precision import cpu_name
+
+    versions = {}
+    for package in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return {
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "gpu": gpu, "platform": platform.platform(),
+        "python": platform.python_version(), "versions": versions,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def open_runtime(runtime: str, path: Path, threads: int | None, model_options=None, engine_cache: Path | None = None, progress=None):
+    """Load ``path`` in ``runtime``; DependencyError/InputError say why it cannot run here."""
+    if runtime.startswith("torch"):
+        from alexnet_deploy.exporter.resolve import resolve_model
+        from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        from alexnet_deploy.exporter.options import ModelOptions
+
+        resolved = resolve_model(path, model_options or ModelOptions())
+        device = "cuda" if "cuda" in runtime else "cpu"
+        return TorchRuntime(resolved.reference, resolved.input_size, path.name, device=device, half=runtime.endswith("fp16"), compile=runtime == "torch-compile")
+    if runtime.startswith("ort"):
+        from alexnet_deploy.exporter.metadata import read_record_or_none
+        from alexnet_deploy.onnx_file import load_onnx
+        from alexnet_deploy.runtimes.ort import OrtRuntime
+
+        record = read_record_or_none(load_onnx(path, load_weights=False), str(path))
+        device = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[runtime]
+        return OrtRuntime(path, threads=threads, precision=record.precision if record else None, device=device)
+    from alexnet_deploy.runtimes.tensorrt_engine import TrtRuntime, build_engine
+
+    if input_kind(path) == "onnx":
+        engine = (engine_cache or path.parent) / (path.stem + ".engine")
+        if not engine.exists():
+            build_engine(path, engine, progress=progress)
+        path = engine
+    return TrtRuntime(path)
+
+
+def run_bench(
+    inputs: list[Path],
+    runtimes: list[str],
+    batches: list[int],
+    settings: TimingSettings | None = None,
+    threads: int | None = None,
+    model_options=None,
+    progress: ProgressLike = None,
+) -> BenchReport:
+    """Measure every compatible (runtime, input, batch); speedups are against the first row of the same batch."""
+    progress = as_progress(progress)
+    settings = (settings or TimingSettings()).validated()
+    for runtime in runtimes:
+        if runtime not in RUNTIMES:
+            raise InputError(f"unknown runtime {runtime}.", f"choose from {', '.join(RUNTIMES)}")
+    kinds = [(Path(p), input_kind(Path(p))) for p in inputs]
+    plan = [(rt, path) for rt in runtimes for path, kind in kinds if rt in KIND_RUNTIMES[kind]]
+    report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches})
+    for path, kind in kinds:
+        if not any(p == path for _, p in plan):
+            report.skipped.append({"runtime": ",".join(runtimes), "model": str(path), "reason": f"no requested runtime takes a {kind} (use {', '.join(KIND_RUNTIMES[kind])})"})
+    progress.start(f"benchmarking {len(plan)} runtime/model pair(s) x {len(batches)} batch size(s)", len(plan) * len(batches))
+    for runtime_name, path in plan:
+        progress(f"loading {path.name} in {runtime_name}")
+        try:
+            runtime = open_runtime(runtime_name, path, threads, model_options, progress=progress)
+        except AlexnetError as exc:
+            report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": exc.problem})
+            progress.advance(len(batches))
+            continue
+        with runtime:
+            info = runtime.info()
+            for size in batches:
+                if size < info.min_batch or (info.max_batch is not None and size > info.max_batch):
+                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size} is outside the model's limits {info.min_batch}..{info.max_batch}"})
+                    progress.advance()
+                    continue
+                progress(f"{runtime_name} {path.name} batch {size}")
+                samples = time_runtime(runtime, size, settings)
+                report.results.append({
+                    "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size,
+                    "latency_ms": latency_stats(samples), "throughput_ips": throughput(size, samples), "iterations": len(samples),
+                })
+                progress.advance()
+    firsts: dict[int, float] = {}
+    for row in report.results:
+        firsts.setdefault(row["batch"], row["throughput_ips"])
+        row["speedup"] = row["throughput_ips"] / firsts[row["batch"]]
+    overhead = harness_overhead_ms()
+    fastest = min((r["latency_ms"]["p50"] for r in report.results), default=None)
+    report.harness = {"overhead_ms_per_iteration": overhead, "overhead_pct_of_fastest_p50": 100 * overhead / fastest if fastest else None}
+    if not report.results:
+        reasons = "; ".join(f"{s['runtime']} {Path(s['model']).name}: {s['reason']}" for s in report.skipped[:3])
+        raise InputError(f"nothing could be measured ({reasons}).", "pick runtimes that can run here (torch, ort on a CPU) and matching inputs")
+    return report

@@ -1,0 +1,331 @@
+"""TensorRT engines: build from a verified ONNX file, describe, load and run (TensorRT 10 and 11).
+
+One code path serves both majors: a strongly typed network (precision comes from the ONNX:
+FP32, an FP16 graph, INT8 Q/DQ; no precision builder flags, which TensorRT 11 removed),
+name-based I/O, ``execute_async_v3``. The engine is written atomically next to a sidecar
+JSON (``MODEL.engine.json``) that records what it needs to run (TensorRT version, GPU,
+compute capability, batch profile, labels, preprocessing), so loading it elsewhere fails
+with a clear message instead of a crash inside TensorRT.
+
+TensorRT and CUDA are imported lazily; device memory is handled through torch's CUDA
+tensors (torch is already the toolkit's GPU dependency).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexnet_deploy.errors import CheckFailed, DependencyError, InputError, require
+from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
+
+TRT_INSTALL = "pip install 'alexnet-deploy[tensorrt]' (NVIDIA GPU and driver required)"
+
+
+@dataclass
+class BatchProfile:
+    """The optimization profile over the batch dimension: kernels tuned for ``opt``, valid for min..max."""
+
+    min: int = 1
+    opt: int = 32
+    max: int = 128
+
+    def validated(self, fixed_batch: int | None = None) -> "BatchProfile":
+        """This profile checked against the ONNX input (a fixed batch N forces N/N/N)."""
+        if fixed_batch is not None:
+            if (self.min, self.opt, self.max) not in ((fixed_batch,) * 3, (1, 32, 128)):
+                raise InputError(
+                    f"the ONNX model has a fixed batch of {fixed_batch}, so the profile cannot be {self.min}/{self.opt}/{self.max}.",
+                    "drop --min-batch/--opt-batch/--max-batch, or re-export with --batch dynamic",
+                )
+            return BatchProfile(fixed_batch, fixed_batch, fixed_batch)
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise InputError(f"batch profile {self.min}/{self.opt}/{self.max} must satisfy 1 <= min <= opt <= max.", "e.g. --min-batch 1 --opt-batch 32 --max-batch 128")
+        return self
+
+
+@dataclass
+class EngineSidecar:
+    """What an engine file needs to be used correctly, stored next to it as JSON."""
+
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+    precision: str
+    profile: dict[str, int]
+    input_name: str
+    output_name: str
+    input_shape: list[int]  # C, H, W
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    source_onnx: str = ""
+    source_onnx_sha256: str = ""
+    toolkit_version: str = ""
+    built: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sidecar_path(engine: Path) -> Path:
+    """``model.engine`` -> ``model.engine.json``."""
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def read_sidecar(engine: Path) -> EngineSidecar:
+    """The sidecar of ``engine``; InputError when it is missing or damaged."""
+    path = sidecar_path(engine)
+    if not path.is_file():
+        raise InputError(f"{engine} has no sidecar {path.name} (TensorRT version, GPU, batch profile, labels).", "rebuild it with `alexnet build MODEL.onnx`, which writes both")
+    try:
+        return EngineSidecar(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{path} is damaged ({exc}).", "rebuild the engine with `alexnet build MODEL.onnx`") from None
+
+
+def check_compatible(sidecar: EngineSidecar, tensorrt_version: str, compute_capability: str, gpu_name: str = "") -> None:
+    """InputError unless an engine built as ``sidecar`` says can run with this TensorRT on this GPU.
+
+    Engines are specific to the TensorRT version (major.minor) and to the GPU's compute
+    capability.
+    """
+    def major_minor(version: str) -> tuple[str, ...]:
+        return tuple(version.split(".")[:2])
+
+    if major_minor(sidecar.tensorrt_version) != major_minor(tensorrt_version):
+        raise InputError(
+            f"the engine was built with TensorRT {sidecar.tensorrt_version}; this machine has TensorRT {tensorrt_version}.",
+            "rebuild it here with `alexnet build MODEL.onnx` (engines are not portable across TensorRT versions)",
+        )
+    if sidecar.compute_capability != compute_capability:
+        raise InputError(
+            f"the engine was built for a GPU of compute capability {sidecar.compute_capability} ({sidecar.gpu_name}); this GPU is {compute_capability} ({gpu_name}).",
+            "rebuild it on this GPU with `alexnet build MODEL.onnx`",
+        )
+
+
+def _tensorrt():
+    return require("tensorrt", "tensorrt", "Building or running a TensorRT engine")
+
+
+def _cuda_device() -> tuple[str, str]:
+    """(GPU name, compute capability) of CUDA device 0; DependencyError when there is none."""
+    torch = require("torch", "tensorrt", "Building or running a TensorRT engine")
+    if not torch.cuda.is_available():
+        raise DependencyError("no NVIDIA GPU is visible (torch.cuda.is_available() is False), so TensorRT cannot run here.", "run on a machine with an NVIDIA GPU and driver; the CPU runtimes are --runtime torch,ort")
+    major, minor = torch.cuda.get_device_capability(0)
+    return torch.cuda.get_device_name(0), f"{major}.{minor}"
+
+
+def new_network(trt, builder):
+    """A strongly typed network on TensorRT 10 and 11 (11 is always strongly typed; its flag is deprecated)."""
+    flags = 0
+    if int(trt.__version__.split(".")[0]) < 11:
+        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return builder.create_network(flags)
+
+
+def parser_errors(parser) -> list[str]:
+    """The ONNX parser's errors as lines naming the node and operator."""
+    lines = []
+    for index in range(parser.num_errors):
+        error = parser.get_error(index)
+        node = error.node_name() or f"node #{error.node()}"
+        lines.append(f"{node} ({error.node_operator()}): {error.desc()}")
+    return lines
+
+
+@dataclass
+class BuildResult:
+    """What ``build_engine`` did: the lint findings and, unless only checking, the engine written."""
+
+    onnx: Path
+    findings: list
+    engine: Path | None = None
+    sidecar: EngineSidecar | None = None
+    timing_cache: Path | None = None
+    seconds: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "onnx": str(self.onnx),
+            "lint": [f.to_dict() for f in self.findings],
+            "engine": str(self.engine) if self.engine else None,
+            "sidecar": self.sidecar.to_dict() if self.sidecar else None,
+            "timing_cache": str(self.timing_cache) if self.timing_cache else None,
+            "seconds": self.seconds,
+        }
+
+
+def build_engine(
+    onnx_path: Path,
+    output: Path | None = None,
+    profile: BatchProfile | None = None,
+    timing_cache: Path | None = None,
+    workspace_mb: int | None = None,
+    check_only: bool = False,
+    progress=None,
+) -> BuildResult:
+    """Lint ``onnx_path`` for TensorRT and, unless ``check_only``, build and write an engine.
+
+    Raises CheckFailed when the lint finds problems (nothing is built), DependencyError
+    when TensorRT or a GPU is missing, InputError for bad options or files.
+    """
+    import time
+
+    from alexnet_deploy.exporter.metadata import read_record_or_none
+    from alexnet_deploy.exporter.quantize import fixed_batch
+    from alexnet_deploy.exporter.recipes import graph_precision
+    from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
+    from alexnet_deploy.onnx_file import load_onnx
+    from alexnet_deploy.progress import as_progress
+    from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+
+    progress = as_progress(progress)
+    onnx_path = Path(onnx_path)
+    progress("reading the ONNX model")
+    proto = load_onnx(onnx_path)
+    output = Path(output) if output is not None else onnx_path.with_suffix(".engine")
+    if not check_only:
+        check_writable(output, "engine")
+        if timing_cache is not None:
+            check_writable(Path(timing_cache), "timing cache")
+    if workspace_mb is not None and workspace_mb < 1:
+        raise InputError(f"--workspace-mb {workspace_mb} must be at least 1.", "e.g. --workspace-mb 2048")
+    profile = (profile or BatchProfile()).validated(fixed_batch(proto))
+    progress("checking TensorRT compatibility")
+    findings = lint_onnx(proto)
+    result = BuildResult(onnx_path, findings)
+    if findings:
+        first = findings[0]
+        raise CheckFailed(
+            f"{onnx_path} will not build with TensorRT: {len(findings)} problem(s); first: {first}",
+            "see them all with `alexnet build --check-only`" if not check_only else None,
+        )
+    if check_only:
+        return result
+
+    trt = _tensorrt()
+    gpu_name, capability = _cuda_device()
+    record = read_record_or_none(proto, str(onnx_path))
+    input_info = proto.graph.input[0]
+    chw = [d.dim_value for d in input_info.type.tensor_type.shape.dim[1:]]
+    precision = record.precision if record else (graph_precision(proto) or "fp32")
+    del proto
+
+    started = time.perf_counter()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = new_network(trt, builder)
+    parser = trt.OnnxParser(network, logger)
+    progress("parsing the ONNX model with TensorRT")
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = parser_errors(parser)
+        raise CheckFailed(f"TensorRT's ONNX parser rejected {onnx_path}: {errors[0] if errors else 'no details'}" + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""), "fix the graph (alexnet build --check-only lints it) or report it with --debug")
+    config = builder.create_builder_config()
+    if workspace_mb:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
+    optimization = builder.create_optimization_profile()
+    name = network.get_input(0).name
+    optimization.set_shape(name, (profile.min, *chw), (profile.opt, *chw), (profile.max, *chw))
+    config.add_optimization_profile(optimization)
+    if timing_cache is not None:
+        blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
+        config.set_timing_cache(config.create_timing_cache(blob), False)
+    progress(f"building the engine on {gpu_name} (minutes for a first build)")
+    plan = builder.build_serialized_network(network, config)
+    if plan is None:
+        raise CheckFailed(f"TensorRT could not build an engine from {onnx_path} (see the messages above).", "rerun with --debug, or lower --max-batch / raise --workspace-mb")
+    sidecar = EngineSidecar(
+        tensorrt_version=trt.__version__,
+        gpu_name=gpu_name,
+        compute_capability=capability,
+        precision=precision,
+        profile=asdict(profile),
+        input_name=name,
+        output_name=network.get_output(0).name,
+        input_shape=chw,
+        labels=list(record.labels) if record else [],
+        preprocessing=asdict(record.preprocessing) if record else {},
+        source_onnx=str(onnx_path),
+        source_onnx_sha256=sha256_file(onnx_path),
+        toolkit_version=_toolkit_version(),
+    )
+    atomic_write_bytes(output, bytes(memoryview(plan)))
+    atomic_write_bytes(sidecar_path(output), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode())
+    if timing_cache is not None:
+        atomic_write_bytes(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
+    result.engine, result.sidecar, result.timing_cache = output, sidecar, timing_cache
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _toolkit_version() -> str:
+    from alexnet_deploy import __version__
+
+    return __version__
+
+
+class TrtRuntime(Runtime):
+    """A TensorRT engine on CUDA device 0; float32 NCHW in, float32 logits out (``io='host'``)."""
+
+    name = "trt"
+
+    def __init__(self, engine: Path):
+        super().__init__()
+        engine = Path(engine)
+        from alexnet_deploy.onnx_file import check_input_file
+
+        check_input_file(engine, "engine")
+        self.sidecar = read_sidecar(engine)
+        trt = _tensorrt()
+        gpu_name, capability = _cuda_device()
+        check_compatible(self.sidecar, trt.__version__, capability, gpu_name)
+        import torch
+
+        self.torch = torch
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(engine.read_bytes())
+        if self.engine is None:
+            raise InputError(f"TensorRT could not load {engine} (damaged file or incompatible build).", "rebuild it with `alexnet build MODEL.onnx`")
+        self.context = self.engine.create_execution_context()
+        self.stream = torch.cuda.Stream()
+        self._label = engine.name
+        self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
+        self._trt = trt
+
+    def _info_impl(self) -> RuntimeInfo:
+        profile = self.sidecar.profile
+        return RuntimeInfo(
+            runtime="trt", device="cuda", precision=self.sidecar.precision, input_name=self.sidecar.input_name,
+            input_shape=(None, *self.sidecar.input_shape), min_batch=profile["min"], max_batch=profile["max"],
+            details={"model": self._label, "gpu": self.sidecar.gpu_name, "tensorrt": self.sidecar.tensorrt_version, "opt_batch": profile["opt"]},
+        )
+
+    def run_device(self, batch):
+        """Run a CUDA tensor already on the device; returns a CUDA tensor (for --io device timing)."""
+        torch = self.torch
+        inp, out = self.sidecar.input_name, self.sidecar.output_name
+        self.context.set_input_shape(inp, tuple(batch.shape))
+        dtype = self._dtypes.get(self.engine.get_tensor_dtype(out), torch.float32)
+        result = torch.empty(tuple(self.context.get_tensor_shape(out)), dtype=dtype, device="cuda")
+        self.context.set_tensor_address(inp, batch.data_ptr())
+        self.context.set_tensor_address(out, result.data_ptr())
+        with torch.cuda.stream(self.stream):
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise InputError("TensorRT failed to run the engine.", "check the batch is within the engine's profile")
+        self.stream.synchronize()
+        return result
+
+    def _run_impl(self, batch: np.ndarray) -> np.ndarray:
+        device_batch = self.torch.from_numpy(batch).cuda()
+        return self.run_device(device_batch).float().cpu().numpy()
+
+    def _close_impl(self) -> None:
+        del self.context, self.engine
