@@ -373,7 +373,8 @@ def build(
     if check_only:
         out.print(f"[green]PASS[/green]  {escape(str(model_file))}: no TensorRT compatibility problems found")
         return
-    out.print(f"[green]built[/green] {escape(str(result.engine))} in {result.seconds:.0f} s ({result.sidecar.precision}, batch {min_batch}..{max_batch}, TensorRT {result.sidecar.tensorrt_version}, {escape(result.sidecar.gpu_name)})")
+    profile = result.sidecar.profile
+    out.print(f"[green]built[/green] {escape(str(result.engine))} in {result.seconds:.0f} s ({result.sidecar.precision}, batch {profile['min']}..{profile['max']} tuned for {profile['opt']}, TensorRT {result.sidecar.tensorrt_version}, {escape(result.sidecar.gpu_name)})")
 
 
 def _print_lint(model_file: Path) -> None:
@@ -388,7 +389,7 @@ def _print_lint(model_file: Path) -> None:
 @app.command()
 @handles_errors
 def bench(
-    inputs: list[Path] = typer.Argument(..., metavar="INPUT...", help="Checkpoints (torch runtimes), ONNX files of any precision, TensorRT engines."),
+    inputs: Optional[list[Path]] = typer.Argument(None, metavar="INPUT...", help="Checkpoints (torch runtimes), ONNX files of any precision, TensorRT engines."),
     runtime: str = typer.Option("torch,ort", "--runtime", help="Comma list of: torch, torch-compile, torch-cuda, torch-cuda-fp16, ort, ort-cuda, ort-trt, trt."),
     batch: str = typer.Option("1,8,32", "--batch", help="Batch sizes, comma separated."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and onnxruntime (default: theirs)."),
@@ -404,6 +405,9 @@ def bench(
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
     trust_pickle: bool = TrustPickleOpt,
+    suite: bool = typer.Option(False, "--suite", help="Run the standard suite (torch, torch.compile, onnxruntime FP32/FP16/INT8, plus CUDA/TensorRT where present) and update BENCHMARKS.md."),
+    suite_dir: Path = typer.Option(Path("bench-work"), "--suite-dir", help="Where the suite keeps its generated models."),
+    write: Path = typer.Option(Path("BENCHMARKS.md"), "--write", help="The Markdown file the suite updates."),
 ):
     """Latency (mean/p50/p90/p99/min/max) and throughput of every runtime x model x batch, in one table.
 
@@ -423,8 +427,20 @@ def bench(
                 raise InputError(f"{target} does not end in {suffix}.", f"name it *{suffix}")
             check_writable(target, what)
     settings = TimingSettings(warmup_s=warmup, duration_s=duration, iterations=iterations, io=io)
+    if not suite and not inputs:
+        raise InputError("bench needs at least one INPUT (checkpoint, ONNX or engine), or --suite.", "e.g. alexnet bench alexnet.pth alexnet.onnx --runtime torch,ort")
+    if suite:
+        if inputs or runtime != "torch,ort" or arch or model:
+            raise InputError("--suite picks its own models and runtimes; INPUT, --runtime, --arch and --model do not apply.", "run `alexnet bench --suite` alone (timing options are fine)")
+        check_writable(write, "benchmark report")
     with progress_steps(to_stdout) as progress:
-        report = run_bench(inputs, runtimes, batches, settings, threads, _model_options(arch, model, model_kwargs, input_size, trust_pickle), progress)
+        if suite:
+            from alexnet_deploy.bench.suite import run_suite, write_suite
+
+            report = run_suite(suite_dir, settings, threads, batches=batches if batch != "1,8,32" else (1, 32), progress=progress)
+            write_suite(report, write)
+        else:
+            report = run_bench(inputs, runtimes, batches, settings, threads, _model_options(arch, model, model_kwargs, input_size, trust_pickle), progress)
     data = report.to_dict()
     from alexnet_deploy.bench import report as bench_report
 

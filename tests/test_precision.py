@@ -127,6 +127,11 @@ def test_tensorrt_target_follows_tensorrt_rules(quantized):
         assert producers[node.input[0]].op_type == "DequantizeLinear"  # activations quantized at the input
         if len(node.input) > 2:
             assert node.input[2] in inits and inits[node.input[2]].dtype == np.float32, "bias stays float (no INT32 DequantizeLinear)"
+    from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+
+    assert lint_onnx(proto) == []  # and the toolkit's own TensorRT lint agrees
+    cpu_rules = {f.rule for f in lint_onnx(onnx.load(str(quantized("int8")[0])))}
+    assert {"qdq-int32", "qdq-uint8"} <= cpu_rules  # the cpu recipe is onnxruntime-only
     # Q/DQ only feed Conv/Gemm: nothing else consumes a DequantizeLinear.
     consumers = [n for n in proto.graph.node for i in n.input if i in {d.output[0] for d in qdq if d.op_type == "DequantizeLinear"}]
     assert {n.op_type for n in consumers} <= {"Conv", "Gemm"}

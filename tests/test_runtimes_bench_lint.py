@@ -113,7 +113,9 @@ def test_bench_json_schema_and_runtimes_agree(cli, half_width, half_width_onnx, 
         lat = row["latency_ms"]
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         assert row["throughput_ips"] == pytest.approx(row["batch"] * 1000 / lat["mean"])
-    assert data["results"][0]["speedup"] == 1.0
+    assert data["results"][1]["speedup"] == 1.0 and data["results"][1]["baseline"].startswith("torch ")
+    ort_b1 = data["results"][2]
+    assert ort_b1["speedup"] == pytest.approx(ort_b1["throughput_ips"] / data["results"][0]["throughput_ips"])
     assert len(csv_path.read_text().strip().splitlines()) == 5
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -140,7 +142,7 @@ def _rules(model):
     return sorted({f.rule for f in lint_onnx(model)})
 
 
-def test_lint_passes_a_clean_export_and_the_tensorrt_int8_recipe(half_width_onnx):
+def test_lint_passes_a_clean_export(half_width_onnx):
     assert lint_onnx(onnx.load(str(half_width_onnx))) == []
 
 
@@ -166,6 +168,15 @@ def test_lint_catches_each_broken_graph():
     assert _rules(lrn) == ["lrn-window"] and "size 4" in lint_onnx(lrn)[0].message
     assert _rules(dynamic) == ["dynamic-dims"] and "dimension 2" in lint_onnx(dynamic)[0].message
     assert _rules(old_opset) == ["opset"]
+    weight_qdq = _graph([  # a weight quantized in the graph with per-channel scales, as pytorch-quantization exports it
+        helper.make_node("QuantizeLinear", ["w", "ws", "wz"], ["wq"], axis=0, name="wq"), helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["wd"], axis=0, name="wdq"),
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="xq"), helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="xdq"),
+        helper.make_node("Gemm", ["xd", "wd"], ["y"], transB=1)],
+        {"w": np.ones((3, 4), np.float32), "ws": np.full(3, 0.1, np.float32), "wz": np.zeros(3, np.int8), "s": scale, "z": np.array(0, np.int8)})
+    assert lint_onnx(weight_qdq) == []
+    per_channel_activation = _graph([helper.make_node("QuantizeLinear", ["x", "ws", "wz"], ["q"], axis=1, name="aq"), helper.make_node("DequantizeLinear", ["q", "ws", "wz"], ["y"], axis=1)],
+                                    {"ws": np.full(4, 0.1, np.float32), "wz": np.zeros(4, np.int8)})
+    assert "aq" in {f.node for f in lint_onnx(per_channel_activation) if f.rule == "qdq-scale"}
     good_lrn = _graph([helper.make_node("LRN", ["x"], ["y"], size=5, alpha=1e-4, beta=0.75, bias=2.0)], {}, input_shape=("batch", 8, 5, 5))
     assert lint_onnx(good_lrn) == []
 
@@ -206,9 +217,9 @@ def test_engine_sidecar_compatibility(tmp_path):
     sidecar = EngineSidecar("10.13.0", "NVIDIA H100", "9.0", "int8", {"min": 1, "opt": 32, "max": 128}, "input", "logits", [3, 224, 224], ["a"], {"crop": 224})
     sidecar_path(engine).write_text(json.dumps(sidecar.to_dict()))
     assert read_sidecar(engine) == sidecar
-    check_compatible(sidecar, "10.13.3", "9.0")  # same major.minor, same GPU generation
-    with pytest.raises(InputError, match="TensorRT 10.13.0; this machine has TensorRT 11.1.0"):
-        check_compatible(sidecar, "11.1.0", "9.0")
+    check_compatible(sidecar, "10.13.0", "9.0", "NVIDIA H100 NVL")  # same TensorRT, same GPU generation
+    with pytest.raises(InputError, match="TensorRT 10.13.0; this machine has TensorRT 10.13.3"):
+        check_compatible(sidecar, "10.13.3", "9.0")  # plans need the exact TensorRT version
     with pytest.raises(InputError, match="compute capability 9.0"):
         check_compatible(sidecar, "10.13.0", "8.9", "NVIDIA L4")
     sidecar_path(engine).write_text("{broken")

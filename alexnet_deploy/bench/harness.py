@@ -37,8 +37,8 @@ class TimingSettings:
 
 def _loop(step: Callable[[], float], settings: TimingSettings) -> list[float]:
     """Call ``step`` (returns one sample in ms) for the warm-up, then for the measured budget."""
+    step()  # at least one warm-up call (lazy init, compilation), then the warm-up budget
     end = time.perf_counter() + settings.warmup_s
-    step()  # at least one warm-up call (lazy init, compilation)
     while time.perf_counter() < end:
         step()
     samples: list[float] = []
@@ -52,12 +52,21 @@ def _loop(step: Callable[[], float], settings: TimingSettings) -> list[float]:
     return samples
 
 
+def device_timing_possible(runtime) -> bool:
+    """True when ``runtime`` can be timed with its input already on the GPU."""
+    return hasattr(runtime, "run_device") and runtime.info().device == "cuda"
+
+
 def time_runtime(runtime, batch_size: int, settings: TimingSettings, seed: int = 0) -> list[float]:
-    """Latency samples (ms) of ``runtime`` on a random batch of ``batch_size``."""
+    """Latency samples (ms) of ``runtime`` on a random batch of ``batch_size``.
+
+    ``io='device'`` applies to runtimes that can (see ``device_timing_possible``); others
+    are timed end to end.
+    """
     info = runtime.info()
     shape = (batch_size,) + tuple(info.input_shape[1:])
     batch = np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
-    if settings.io == "device" and hasattr(runtime, "run_device") and info.device == "cuda":
+    if settings.io == "device" and device_timing_possible(runtime):
         return _time_device(runtime, batch, settings)
 
     def step() -> float:

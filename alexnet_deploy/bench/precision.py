@@ -118,7 +118,9 @@ def write_section(target: Path, section: str) -> None:
     sections = [s if not s.startswith(title) else section for s in sections]
     if not any(s.startswith(title) for s in sections):
         sections.append(section)
-    target.write_text(head.rstrip("\n") + "\n\n" + "\n".join(s.rstrip("\n") + "\n" for s in sections))
+    from alexnet_deploy.fileio import atomic_write_bytes
+
+    atomic_write_bytes(target, (head.rstrip("\n") + "\n\n" + "\n".join(s.rstrip("\n") + "\n" for s in sections)).encode())
 
 
 def main(argv: list[str] | None = None) -> None:

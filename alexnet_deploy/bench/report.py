@@ -25,7 +25,7 @@ def to_csv(report: dict[str, Any]) -> str:
     """The results as CSV text with a header row."""
     flat = rows(report)
     buffer = io.StringIO()
-    columns = ["runtime", "model", "precision", "device", "batch", "throughput_ips", "speedup", "iterations"] + [f"latency_ms_{k}" for k in FIELDS]
+    columns = ["runtime", "model", "precision", "device", "io", "batch", "throughput_ips", "speedup", "baseline", "iterations"] + [f"latency_ms_{k}" for k in FIELDS]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(flat)

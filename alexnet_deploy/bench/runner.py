@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet_deploy.bench.harness import TimingSettings, harness_overhead_ms, time_runtime
+from alexnet_deploy.bench.harness import TimingSettings, device_timing_possible, harness_overhead_ms, time_runtime
 from alexnet_deploy.bench.stats import latency_stats, throughput
 from alexnet_deploy.errors import AlexnetError, InputError
 from alexnet_deploy.progress import ProgressLike, as_progress
@@ -57,7 +57,7 @@ def input_kind(path: Path) -> str:
 
 def parse_list(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
     """``"a,b"`` -> ['a', 'b'], checked against ``allowed``."""
-    items = [t.strip() for t in str(text).split(",") if t.strip()]
+    items = list(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))  # duplicates once
     if not items:
         raise InputError(f"--{what} is empty.", f"e.g. --{what} {','.join((allowed or ('1', '8'))[:2])}")
     if allowed is not None:
@@ -132,10 +132,26 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
 
     if input_kind(path) == "onnx":
         engine = (engine_cache or path.parent) / (path.stem + ".engine")
-        if not engine.exists():
+        if not _cached_engine_fits(engine, path):
             build_engine(path, engine, progress=progress)
         path = engine
     return TrtRuntime(path)
+
+
+def _cached_engine_fits(engine: Path, onnx_path: Path) -> bool:
+    """True when ``engine`` exists and was built from this very ONNX file with this TensorRT."""
+    from alexnet_deploy.fileio import sha256_file
+    from alexnet_deploy.runtimes.tensorrt_engine import read_sidecar
+
+    if not engine.exists():
+        return False
+    try:
+        import tensorrt
+
+        sidecar = read_sidecar(engine)
+    except (ImportError, AlexnetError):
+        return False
+    return sidecar.source_onnx_sha256 == sha256_file(onnx_path) and sidecar.tensorrt_version == tensorrt.__version__
 
 
 def run_bench(
@@ -153,7 +169,8 @@ def run_bench(
     for runtime in runtimes:
         if runtime not in RUNTIMES:
             raise InputError(f"unknown runtime {runtime}.", f"choose from {', '.join(RUNTIMES)}")
-    kinds = [(Path(p), input_kind(Path(p))) for p in inputs]
+    unique = list(dict.fromkeys(Path(p).resolve() for p in inputs))
+    kinds = [(p, input_kind(p)) for p in unique]
     plan = [(rt, path) for rt in runtimes for path, kind in kinds if rt in KIND_RUNTIMES[kind]]
     report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches})
     for path, kind in kinds:
@@ -176,16 +193,27 @@ def run_bench(
                     progress.advance()
                     continue
                 progress(f"{runtime_name} {path.name} batch {size}")
-                samples = time_runtime(runtime, size, settings)
+                try:
+                    samples = time_runtime(runtime, size, settings)
+                except AlexnetError as exc:
+                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size}: {exc.problem}"})
+                    progress.advance()
+                    continue
+                except Exception as exc:  # e.g. a torch.compile backend failure or CUDA out of memory: keep the other rows
+                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"})
+                    progress.advance()
+                    continue
+                io = "device" if settings.io == "device" and device_timing_possible(runtime) else "host"
                 report.results.append({
-                    "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size,
+                    "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size, "io": io,
                     "latency_ms": latency_stats(samples), "throughput_ips": throughput(size, samples), "iterations": len(samples),
                 })
                 progress.advance()
-    firsts: dict[int, float] = {}
+    firsts: dict[int, dict] = {}
     for row in report.results:
-        firsts.setdefault(row["batch"], row["throughput_ips"])
-        row["speedup"] = row["throughput_ips"] / firsts[row["batch"]]
+        base = firsts.setdefault(row["batch"], row)
+        row["speedup"] = row["throughput_ips"] / base["throughput_ips"]
+        row["baseline"] = f"{base['runtime']} {Path(base['model']).name}"
     overhead = harness_overhead_ms()
     fastest = min((r["latency_ms"]["p50"] for r in report.results), default=None)
     report.harness = {"overhead_ms_per_iteration": overhead, "overhead_pct_of_fastest_p50": 100 * overhead / fastest if fastest else None}

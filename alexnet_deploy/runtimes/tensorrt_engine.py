@@ -14,6 +14,7 @@ tensors (torch is already the toolkit's GPU dependency).
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,6 +66,7 @@ class EngineSidecar:
     preprocessing: dict[str, Any]
     source_onnx: str = ""
     source_onnx_sha256: str = ""
+    engine_sha256: str = ""
     toolkit_version: str = ""
     built: str = field(default_factory=lambda: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
 
@@ -92,13 +94,9 @@ def read_sidecar(engine: Path) -> EngineSidecar:
 def check_compatible(sidecar: EngineSidecar, tensorrt_version: str, compute_capability: str, gpu_name: str = "") -> None:
     """InputError unless an engine built as ``sidecar`` says can run with this TensorRT on this GPU.
 
-    Engines are specific to the TensorRT version (major.minor) and to the GPU's compute
-    capability.
+    Engines are specific to the exact TensorRT version and to the GPU's compute capability.
     """
-    def major_minor(version: str) -> tuple[str, ...]:
-        return tuple(version.split(".")[:2])
-
-    if major_minor(sidecar.tensorrt_version) != major_minor(tensorrt_version):
+    if sidecar.tensorrt_version != tensorrt_version:
         raise InputError(
             f"the engine was built with TensorRT {sidecar.tensorrt_version}; this machine has TensorRT {tensorrt_version}.",
             "rebuild it here with `alexnet build MODEL.onnx` (engines are not portable across TensorRT versions)",
@@ -237,7 +235,8 @@ def build_engine(
     config.add_optimization_profile(optimization)
     if timing_cache is not None:
         blob = Path(timing_cache).read_bytes() if Path(timing_cache).is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), False)
+        if not config.set_timing_cache(config.create_timing_cache(blob), False):
+            progress(f"{timing_cache} does not fit this TensorRT/GPU; building without it")
     progress(f"building the engine on {gpu_name} (minutes for a first build)")
     plan = builder.build_serialized_network(network, config)
     if plan is None:
@@ -257,7 +256,10 @@ def build_engine(
         source_onnx_sha256=sha256_file(onnx_path),
         toolkit_version=_toolkit_version(),
     )
-    atomic_write_bytes(output, bytes(memoryview(plan)))
+    data = bytes(memoryview(plan))
+    sidecar.engine_sha256 = hashlib.sha256(data).hexdigest()  # pairs this sidecar with exactly this engine
+    sidecar_path(output).unlink(missing_ok=True)
+    atomic_write_bytes(output, data)
     atomic_write_bytes(sidecar_path(output), (json.dumps(sidecar.to_dict(), indent=2) + "\n").encode())
     if timing_cache is not None:
         atomic_write_bytes(Path(timing_cache), bytes(memoryview(config.get_timing_cache().serialize())))
@@ -290,12 +292,14 @@ class TrtRuntime(Runtime):
         import torch
 
         self.torch = torch
+        data = engine.read_bytes()
+        if self.sidecar.engine_sha256 and hashlib.sha256(data).hexdigest() != self.sidecar.engine_sha256:
+            raise InputError(f"{engine} does not match its sidecar {sidecar_path(engine).name} (sha256 differs).", "rebuild it with `alexnet build MODEL.onnx`")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine = runtime.deserialize_cuda_engine(engine.read_bytes())
+        self.engine = runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise InputError(f"TensorRT could not load {engine} (damaged file or incompatible build).", "rebuild it with `alexnet build MODEL.onnx`")
         self.context = self.engine.create_execution_context()
-        self.stream = torch.cuda.Stream()
         self._label = engine.name
         self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
         self._trt = trt
@@ -308,24 +312,33 @@ class TrtRuntime(Runtime):
             details={"model": self._label, "gpu": self.sidecar.gpu_name, "tensorrt": self.sidecar.tensorrt_version, "opt_batch": profile["opt"]},
         )
 
+    def _torch_dtype(self, name: str):
+        dtype = self._dtypes.get(self.engine.get_tensor_dtype(name))
+        if dtype is None:
+            raise InputError(f"the engine's tensor {name} has type {self.engine.get_tensor_dtype(name)}, which this runtime does not handle.", "export with float32 or float16 input and output")
+        return dtype
+
     def run_device(self, batch):
-        """Run a CUDA tensor already on the device; returns a CUDA tensor (for --io device timing)."""
+        """Enqueue a CUDA tensor on torch's current stream; returns the output tensor without waiting.
+
+        The caller synchronizes (``run`` copies to the host; the bench harness records CUDA
+        events on the same stream), so device timing covers exactly the engine's work.
+        """
         torch = self.torch
         inp, out = self.sidecar.input_name, self.sidecar.output_name
-        self.context.set_input_shape(inp, tuple(batch.shape))
-        dtype = self._dtypes.get(self.engine.get_tensor_dtype(out), torch.float32)
-        result = torch.empty(tuple(self.context.get_tensor_shape(out)), dtype=dtype, device="cuda")
+        batch = batch.to(self._torch_dtype(inp)).contiguous()  # e.g. an engine with FP16 input
+        if not self.context.set_input_shape(inp, tuple(batch.shape)):
+            raise InputError(f"batch shape {tuple(batch.shape)} is outside the engine's profile {self.sidecar.profile}.", "split the batch, or rebuild with a larger --max-batch")
+        result = torch.empty(tuple(self.context.get_tensor_shape(out)), dtype=self._torch_dtype(out), device="cuda")
         self.context.set_tensor_address(inp, batch.data_ptr())
         self.context.set_tensor_address(out, result.data_ptr())
-        with torch.cuda.stream(self.stream):
-            if not self.context.execute_async_v3(self.stream.cuda_stream):
-                raise InputError("TensorRT failed to run the engine.", "check the batch is within the engine's profile")
-        self.stream.synchronize()
+        if not self.context.execute_async_v3(torch.cuda.current_stream().cuda_stream):
+            raise InputError("TensorRT failed to run the engine.", "check the batch is within the engine's profile")
         return result
 
     def _run_impl(self, batch: np.ndarray) -> np.ndarray:
         device_batch = self.torch.from_numpy(batch).cuda()
-        return self.run_device(device_batch).float().cpu().numpy()
+        return self.run_device(device_batch).float().cpu().numpy()  # .cpu() waits for the stream
 
     def _close_impl(self) -> None:
         del self.context, self.engine

@@ -2,7 +2,7 @@
 
 Rules, each named so a failure can say which one it broke:
 
-- ``opset``: the default-domain opset is within what TensorRT 10/11 parse (9..25).
+- ``opset``: the default-domain opset is within what TensorRT 10 and 11 both parse (9..24).
 - ``op-supported``: no operator TensorRT's parser lacks (ConvInteger, MatMulInteger,
   DynamicQuantizeLinear, QLinearConv, ...) and no operator from a custom domain.
 - ``lrn-window``: LRN ``size`` is odd and within 1..15; ``beta`` within 0.01..1e5 and
@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-OPSET_RANGE = (9, 25)
+OPSET_RANGE = (9, 24)  # TensorRT 10.x parses 9..24 (11.x: 9..25); the export writes 18..23
 # Operators onnx-tensorrt's support matrix lists as unsupported.
 UNSUPPORTED_OPS = frozenset({
-    "BitShift", "Compress", "ConcatFromSequence", "ConvInteger", "Det", "DynamicQuantizeLinear", "Hardmax",
-    "MatMulInteger", "MaxRoiPool", "MaxUnpool", "Multinomial", "NegativeLogLikelihoodLoss", "QLinearConv",
-    "QLinearMatMul", "RandomNormal", "RandomNormalLike", "SequenceAt", "SequenceConstruct", "SequenceEmpty",
-    "SequenceErase", "SequenceInsert", "SequenceLength", "Shrink", "SoftmaxCrossEntropyLoss", "SplitToSequence",
-    "StringNormalizer", "TfIdfVectorizer", "Unique",
+    "BitShift", "BitwiseAnd", "BitwiseNot", "BitwiseOr", "BitwiseXor", "Col2Im", "Compress", "ConcatFromSequence",
+    "ConvInteger", "Det", "DFT", "DynamicQuantizeLinear", "MatMulInteger", "MaxRoiPool", "MaxUnpool", "Multinomial",
+    "NegativeLogLikelihoodLoss", "Optional", "OptionalGetElement", "OptionalHasElement", "QLinearConv", "QLinearMatMul",
+    "SequenceAt", "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength",
+    "SoftmaxCrossEntropyLoss", "SplitToSequence", "StringNormalizer", "TfIdfVectorizer", "Unique",
 })
 LRN_SIZE = (1, 15)
 LRN_BETA = (0.01, 1e5)
@@ -73,6 +73,12 @@ def _constants(proto) -> dict[str, np.ndarray]:
             value = _attr(node, "value")
             if value is not None:
                 values[node.output[0]] = numpy_helper.to_array(value)
+                continue
+            for name, dtype in (("value_float", np.float32), ("value_floats", np.float32), ("value_int", np.int64), ("value_ints", np.int64)):
+                scalar = _attr(node, name)
+                if scalar is not None:
+                    values[node.output[0]] = np.asarray(scalar, dtype=dtype)
+                    break
     return values
 
 
@@ -108,6 +114,8 @@ def lint_onnx(proto) -> list[LintFinding]:
 
     constants = _constants(proto)
     types = _elem_types(proto)
+    # A weight quantized in the graph (constant -> QuantizeLinear -> DequantizeLinear) counts as a constant.
+    weights = set(constants) | {n.output[0] for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in constants}
     for index, node in enumerate(proto.graph.node):
         name = _name(node, index)
         if node.domain not in ("", "ai.onnx"):
@@ -119,7 +127,7 @@ def lint_onnx(proto) -> list[LintFinding]:
         if node.op_type == "LRN":
             findings += _lint_lrn(node, name)
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            findings += _lint_qdq(node, name, constants, types)
+            findings += _lint_qdq(node, name, constants, types, weights)
     return findings
 
 
@@ -137,7 +145,7 @@ def _lint_lrn(node, name: str) -> list[LintFinding]:
     return out
 
 
-def _lint_qdq(node, name: str, constants: dict[str, np.ndarray], types: dict[str, int]) -> list[LintFinding]:
+def _lint_qdq(node, name: str, constants: dict[str, np.ndarray], types: dict[str, int], weights: set[str]) -> list[LintFinding]:
     import onnx
 
     out = []
@@ -148,7 +156,7 @@ def _lint_qdq(node, name: str, constants: dict[str, np.ndarray], types: dict[str
         out.append(LintFinding("qdq-scale", name, f"scale {scale_name} is not a constant"))
     elif not (np.asarray(scale) > 0).all():
         out.append(LintFinding("qdq-scale", name, "scales must be strictly positive"))
-    elif np.asarray(scale).size > 1 and data not in constants:
+    elif np.asarray(scale).size > 1 and data not in weights:
         out.append(LintFinding("qdq-scale", name, "per-channel scales on an activation; TensorRT quantizes activations per tensor"))
     if zero_name:
         zero = constants.get(zero_name)

@@ -1,0 +1,58 @@
+"""``alexnet bench --suite``: the standard comparison written to BENCHMARKS.md.
+
+torch eager and torch.compile on the seed-000-shaped checkpoint, onnxruntime on its FP32,
+FP16 and INT8 exports, at batch 1 and 32; CUDA and TensorRT rows join where this machine
+can run them (the others are listed as skipped, with the reason).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alexnet_deploy.bench.harness import TimingSettings
+from alexnet_deploy.bench.precision import make_models, write_section
+from alexnet_deploy.bench.report import markdown_table
+from alexnet_deploy.bench.runner import BenchReport, run_bench
+from alexnet_deploy.exporter.options import ModelOptions
+
+SUITE_RUNTIMES = ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16", "ort", "ort-cuda", "trt")
+
+
+def run_suite(workdir: Path, settings: TimingSettings | None = None, threads: int | None = None, batches=(1, 32), progress=None) -> BenchReport:
+    """Make the suite's models under ``workdir`` (cached) and measure them all in one run."""
+    paths = make_models(Path(workdir))
+    inputs = [Path(workdir) / "seed000.pth", paths["fp32"], paths["fp16"], paths["int8"], paths["int8-trt"]]
+    report = run_bench(inputs, list(SUITE_RUNTIMES), list(batches), settings, threads, ModelOptions(arch="caffe-227"), progress)
+    # int8-trt is the TensorRT recipe: on onnxruntime CPU it is not a fair row (BENCHMARKS.md explains), keep it for trt only.
+    report.results = [r for r in report.results if not (r["model"].endswith("int8-trt.onnx") and r["runtime"].startswith("ort"))]
+    return report
+
+
+def suite_markdown(report: BenchReport) -> str:
+    """The suite's BENCHMARKS.md section: machine, settings, table, skipped rows, harness overhead."""
+    data = report.to_dict()
+    machine, settings = data["machine"], data["settings"]
+    versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+    lines = [
+        "## Runtime suite (`alexnet bench --suite`)",
+        "",
+        f"{machine['date']}, {machine['cpu']}, {machine['cores']} cores, threads {machine['threads'] or 'default'}, GPU {machine['gpu'] or 'none'}; {versions}.",
+        f"Seed-000-shaped AlexNet (caffe-227, 227x227, random weights). Warm-up {settings['warmup_s']} s excluded, then "
+        + (f"{settings['iterations']} iterations" if settings["iterations"] else f"{settings['duration_s']} s")
+        + f" per row, I/O {settings['io']} (numpy in, logits out). Speedup: throughput against the first row of the same batch ({data['results'][0]['baseline']}).",
+        "",
+        markdown_table(data),
+        "",
+    ]
+    if data["skipped"]:
+        lines.append("Not measured here:")
+        lines += [f"- {s['runtime']} on {Path(s['model']).name}: {s['reason']}" for s in data["skipped"]]
+        lines.append("")
+    harness = data["harness"]
+    lines.append(f"Harness overhead: {1000 * harness['overhead_ms_per_iteration']:.2f} µs per timed iteration, {harness['overhead_pct_of_fastest_p50']:.4f}% of the fastest p50.")
+    return "\n".join(lines) + "\n"
+
+
+def write_suite(report: BenchReport, target: Path) -> None:
+    """Replace the suite's section of ``target`` (BENCHMARKS.md), keeping the others."""
+    write_section(Path(target), suite_markdown(report))
