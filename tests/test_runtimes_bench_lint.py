@@ -25,6 +25,8 @@ def _runtime(kind, half_width, half_width_onnx):
     path, model, size = half_width
     if kind == "torch":
         return TorchRuntime(model, size, "half")
+    if kind == "torch-compile":
+        return TorchRuntime(model, size, "half", compile=True)
     if kind == "torch-cuda":
         return TorchRuntime(model, size, "half", device="cuda")
     if kind == "ort":
@@ -34,7 +36,7 @@ def _runtime(kind, half_width, half_width_onnx):
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["torch", "ort", pytest.param("torch-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")),
+@pytest.mark.parametrize("kind", ["torch", "ort", pytest.param("torch-compile", marks=pytest.mark.slow), pytest.param("torch-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")),
                                   pytest.param("ort-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and onnxruntime-gpu"))])
 def test_runtime_contract(kind, half_width, half_width_onnx):
     """Every runtime: describes itself, gives the seed class's own logits, enforces its limits, closes."""
@@ -42,6 +44,7 @@ def test_runtime_contract(kind, half_width, half_width_onnx):
     runtime = _runtime(kind, half_width, half_width_onnx)
     info = runtime.info()
     assert info.input_shape[1:] == (3, size, size) and info.precision == "fp32" and info.min_batch == 1
+    assert info.runtime == kind.replace("-cuda", "") and info.device == ("cuda" if "cuda" in kind else "cpu")
     batch = np.random.default_rng(0).standard_normal((3, 3, size, size), dtype=np.float32)
     with torch.no_grad():
         expected = model.eval()(torch.from_numpy(batch)).numpy()
