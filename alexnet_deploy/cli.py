@@ -26,7 +26,7 @@ from alexnet_deploy.progress import Progress
 
 app = typer.Typer(
     name="alexnet",
-    help="Take trained PyTorch AlexNet checkpoints to production: export to ONNX with native LRN, verify parity, quantize to FP16/INT8, evaluate accuracy, inspect.",
+    help="Take trained PyTorch AlexNet checkpoints to production: export to ONNX with native LRN, verify parity, quantize to FP16/INT8, evaluate accuracy, build TensorRT engines, benchmark runtimes, inspect.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -511,7 +511,7 @@ def _version_callback(value: bool):
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, help="Show the version and exit."),
 ):
-    """alexnet: export, verify, quantize, evaluate and inspect AlexNet models. Add --debug anywhere to see tracebacks."""
+    """alexnet: export, verify, quantize, evaluate, build, benchmark and inspect AlexNet models. Add --debug anywhere to see tracebacks."""
 
 
 def main(argv: list[str] | None = None) -> None:
