@@ -341,6 +341,32 @@ def eval_command(
 
 @app.command()
 @handles_errors
+def predict(
+    model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="An exported ONNX model (FP32, FP16 or INT8)."),
+    images: list[Path] = typer.Argument(..., metavar="IMAGE...", help="Image files, or folders of them."),
+    topk: int = typer.Option(5, "--topk", help="How many classes to show per image."),
+    as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+):
+    """Label images: the top classes and their probabilities, with labels and preprocessing from the model file.
+
+    Undecodable files are skipped and listed; no decodable image at all is an error.
+    """
+    from alexnet_deploy.predict import predict_files
+
+    result = predict_files(model_file, images, topk=topk, threads=threads)
+    if as_json:
+        _write_json(result, None)
+    else:
+        for item in result["predictions"]:
+            best = ", ".join(f"{escape(label)} {p:.1%}" for label, p in item["top"])
+            out.print(f"{escape(item['image'])}: {best}")
+    for skipped in result["skipped"]:
+        err.print(f"skipped {skipped['image']}: {skipped['reason']}", markup=False)
+
+
+@app.command()
+@handles_errors
 def build(
     model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="A verified ONNX model: FP32 from export, FP16 or INT8 (--target tensorrt) from quantize."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine path (default: MODEL.engine), written with a MODEL.engine.json sidecar."),

@@ -1,0 +1,99 @@
+"""``Classifier``: an exported model inside another application (onnxruntime only, no torch).
+
+Labels and preprocessing come from the ONNX file's metadata, so the app passes images and
+gets label names back. FP32, FP16 and INT8 files all work. One instance may be shared by
+threads: onnxruntime sessions run concurrently, preprocessing keeps no state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.preprocess import preprocess_image
+
+DEFAULT_CHUNK = 32
+
+
+def _is_single(x) -> bool:
+    """True for one image (a path, a PIL image, an HxWx3 array), False for a list of them."""
+    from PIL import Image
+
+    if isinstance(x, (str, Path, Image.Image)):
+        return True
+    if isinstance(x, np.ndarray):
+        return x.ndim == 3
+    return False
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64 (stable for large logits)."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Classifier:
+    """An exported AlexNet ready to label images.
+
+    ``Classifier(path, providers=None, threads=None)``: ``providers`` is onnxruntime's list
+    (default CPU), ``threads`` its intra-op thread count.
+    """
+
+    def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
+        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.onnx_file import load_onnx
+        from alexnet_deploy.runtimes.ort import OrtRuntime
+
+        path = Path(path)
+        record = read_record(load_onnx(path, load_weights=False), str(path))
+        self.path = path
+        self.labels: tuple[str, ...] = tuple(record.labels)
+        self.preprocessing = record.preprocessing
+        self.precision = record.precision
+        self._runtime = OrtRuntime(path, providers=providers, threads=threads, precision=record.precision)
+        info = self._runtime.info()
+        self.input_size = int(info.input_shape[2])
+        self.min_batch, self.max_batch = info.min_batch, info.max_batch
+
+    def __repr__(self) -> str:
+        return f"Classifier({str(self.path)!r}, {len(self.labels)} classes, {self.precision}, input {self.input_size})"
+
+    def preprocess(self, images: Sequence) -> np.ndarray:
+        """Images (paths, PIL images, HxWx3 uint8 arrays) -> float32 NCHW, as torchvision would make it."""
+        return np.stack([preprocess_image(image, self.preprocessing) for image in images])
+
+    def logits(self, batch: np.ndarray) -> np.ndarray:
+        """Raw logits (N x classes, float32) for a preprocessed float32 NCHW batch of any size."""
+        array = np.asarray(batch)
+        if array.ndim != 4:
+            raise InputError(f"logits() takes an NCHW batch, got shape {list(array.shape)}.", "use predict() for images, or add the batch axis: x[None]")
+        return self._runtime.run_all(array, self.max_batch or DEFAULT_CHUNK)
+
+    def predict(self, x, topk: int = 5):
+        """Best ``topk`` (label, probability) pairs for one image, or one such list per image for a list."""
+        if topk < 1:
+            raise InputError(f"topk must be at least 1, got {topk}.", "e.g. topk=5")
+        single = _is_single(x)
+        images = [x] if single else list(x)
+        if not images:
+            return []
+        probabilities = softmax(self.logits(self.preprocess(images)))
+        k = min(topk, len(self.labels))
+        order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+        results = [[(self.labels[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
+        return results[0] if single else results
+
+    def close(self) -> None:
+        """Release the onnxruntime session."""
+        self._runtime.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

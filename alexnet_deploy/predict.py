@@ -1,0 +1,47 @@
+"""``alexnet predict``: label image files with an exported model (torch-free)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.preprocess import list_images, to_rgb_image
+
+
+def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None) -> dict[str, Any]:
+    """Top-``topk`` (label, probability) per image file; folders are expanded, undecodable files skipped.
+
+    Returns ``{"model", "predictions": [{"image", "top": [[label, p], ...]}], "skipped": [{"image", "reason"}]}``.
+    """
+    from alexnet_deploy.classifier import Classifier
+
+    if topk < 1:
+        raise InputError(f"--topk {topk} must be at least 1.", "e.g. --topk 5")
+    files: list[Path] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            files += list_images(source)
+        elif source.exists():
+            files.append(source)
+        else:
+            raise InputError(f"image {source} does not exist.", "check the path")
+    if not files:
+        raise InputError("no image files found in the given folders.", "give .jpg/.png files or folders that hold them")
+    classifier = Classifier(model, threads=threads)
+    decoded, good, skipped = [], [], []
+    for path in files:
+        try:
+            decoded.append(to_rgb_image(path))
+            good.append(path)
+        except InputError as exc:
+            skipped.append({"image": str(path), "reason": exc.problem})
+    if not decoded:
+        raise InputError(f"none of the {len(files)} image file(s) could be decoded.", "give readable .jpg/.png images")
+    with classifier:
+        tops = classifier.predict(decoded, topk=topk)
+    return {
+        "model": str(model),
+        "predictions": [{"image": str(path), "top": [[label, prob] for label, prob in top]} for path, top in zip(good, tops)],
+        "skipped": skipped,
+    }
