@@ -367,6 +367,29 @@ def predict(
 
 @app.command()
 @handles_errors
+def package(
+    model_file: Path = typer.Argument(..., metavar="MODEL", help="An ONNX model (onnxruntime backend) or a TensorRT engine with its sidecar (tensorrt backend)."),
+    triton: Path = typer.Option(..., "--triton", help="The Triton model repository folder to write into."),
+    name: str = typer.Option("alexnet", "--name", help="Model name in the repository (the folder name)."),
+    max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Triton's max_batch_size (default 64; engines: at most their profile's max)."),
+    instances: int = typer.Option(1, "--instances", help="Model instances (instance_group count)."),
+    no_dynamic_batching: bool = typer.Option(False, "--no-dynamic-batching", help="Do not let Triton batch concurrent requests."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing model of the same name."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+):
+    """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan."""
+    from alexnet_deploy.triton import package_triton
+
+    result = package_triton(model_file, triton, name, max_batch, instances, not no_dynamic_batching, force)
+    if as_json:
+        _write_json(result.to_dict(), None)
+        return
+    out.print(f"[green]wrote[/green] {escape(str(result.path))} ({result.backend} backend, max_batch_size {result.max_batch_size}, {result.labels} labels)")
+    out.print(f"  serve it: tritonserver --model-repository {escape(str(Path(triton).resolve()))}", markup=False)
+
+
+@app.command()
+@handles_errors
 def build(
     model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="A verified ONNX model: FP32 from export, FP16 or INT8 (--target tensorrt) from quantize."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine path (default: MODEL.engine), written with a MODEL.engine.json sidecar."),

@@ -1,0 +1,149 @@
+"""``alexnet package --triton``: a Triton Inference Server model repository for an ONNX model or engine.
+
+Layout (Triton's model repository convention)::
+
+    REPO/NAME/config.pbtxt      backend, max_batch_size, inputs/outputs without the batch dim,
+                                dynamic batching, instance groups
+    REPO/NAME/labels.txt        one label per line, for Triton's classification extension
+    REPO/NAME/1/model.onnx      (onnxruntime backend) or 1/model.plan (tensorrt backend)
+
+The folder is assembled next to its destination and renamed into place, so a failure
+leaves no half-made model behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnet_deploy.errors import InputError
+
+_TYPES = {1: "TYPE_FP32", 10: "TYPE_FP16"}  # onnx.TensorProto element types
+DEFAULT_MAX_BATCH = 64
+
+
+@dataclass
+class TritonModel:
+    """What was written: the model folder, its config text and the figures in it."""
+
+    path: Path
+    config: str
+    backend: str
+    max_batch_size: int
+    labels: int
+
+    def to_dict(self) -> dict:
+        return {"path": str(self.path), "backend": self.backend, "max_batch_size": self.max_batch_size, "labels": self.labels, "config": self.config}
+
+
+def _dims(values) -> str:
+    return "[ " + ", ".join(str(int(v)) for v in values) + " ]"
+
+
+def render_config(name: str, backend: str, input_name: str, input_type: str, input_dims, output_name: str, output_type: str,
+                  output_dims, max_batch_size: int, instances: int, dynamic_batching: bool, gpu: bool) -> str:
+    """config.pbtxt text (Triton's ModelConfig in protobuf text format)."""
+    platform = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}[backend]
+    lines = [
+        f'name: "{name}"',
+        f'platform: "{platform}"',
+        f'backend: "{backend}"',
+        f"max_batch_size: {max_batch_size}",
+        "input [",
+        f'  {{ name: "{input_name}" data_type: {input_type} dims: {_dims(input_dims)} }}',
+        "]",
+        "output [",
+        f'  {{ name: "{output_name}" data_type: {output_type} dims: {_dims(output_dims)} label_filename: "labels.txt" }}',
+        "]",
+    ]
+    if dynamic_batching and max_batch_size > 0:
+        lines.append("dynamic_batching { max_queue_delay_microseconds: 100 }")
+    kind = "KIND_GPU" if gpu else "KIND_AUTO"
+    lines.append(f"instance_group [ {{ count: {instances} kind: {kind} }} ]")
+    return "\n".join(lines) + "\n"
+
+
+def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: int | None = None, instances: int = 1,
+                   dynamic_batching: bool = True, force: bool = False) -> TritonModel:
+    """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar)."""
+    from alexnet_deploy.onnx_file import check_input_file, looks_like_onnx
+
+    model = check_input_file(Path(model), "model")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
+        raise InputError(f"model name {name!r} is not usable as a folder name.", "use letters, digits, '_', '-' or '.', e.g. --name alexnet")
+    if instances < 1:
+        raise InputError(f"--instances {instances} must be at least 1.", "e.g. --instances 2")
+    if max_batch is not None and max_batch < 1:
+        raise InputError(f"--max-batch {max_batch} must be at least 1.", "e.g. --max-batch 64")
+    repo = Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise InputError(f"{repo} exists and is not a folder.", "give a directory for the model repository")
+    target = repo / name
+    if target.exists() and not force:
+        raise InputError(f"{target} already exists.", "choose another --name, or add --force to replace it")
+
+    if model.suffix.lower() in (".engine", ".plan"):
+        from alexnet_deploy.runtimes.tensorrt_engine import read_sidecar
+
+        sidecar = read_sidecar(model)
+        limit = sidecar.profile["max"]
+        size = min(max_batch or DEFAULT_MAX_BATCH, limit)
+        if max_batch is not None and max_batch > limit:
+            raise InputError(f"--max-batch {max_batch} exceeds the engine's profile (max {limit}).", f"use --max-batch {limit} or less, or rebuild with a larger --max-batch")
+        if sidecar.profile["min"] > 1:
+            raise InputError(f"the engine's profile starts at batch {sidecar.profile['min']}; Triton sends batches from 1.", "rebuild it with --min-batch 1")
+        config = render_config(name, "tensorrt", sidecar.input_name, "TYPE_FP32", sidecar.input_shape, sidecar.output_name, "TYPE_FP32",
+                               [len(sidecar.labels)], size, instances, dynamic_batching, gpu=True)
+        labels, filename = sidecar.labels, "model.plan"
+        if not labels:
+            raise InputError(f"{model}'s sidecar has no labels.", "build the engine from an ONNX file made by `alexnet export`")
+    elif looks_like_onnx(model) or model.suffix.lower() == ".onnx":
+        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.onnx_file import load_onnx
+
+        proto = load_onnx(model, load_weights=False)
+        record = read_record(proto, str(model))
+        graph_in, graph_out = proto.graph.input[0], proto.graph.output[0]
+        in_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in graph_in.type.tensor_type.shape.dim]
+        out_dims = [d.dim_value if d.HasField("dim_value") else -1 for d in graph_out.type.tensor_type.shape.dim]
+        in_type = _TYPES.get(graph_in.type.tensor_type.elem_type)
+        out_type = _TYPES.get(graph_out.type.tensor_type.elem_type)
+        if in_type is None or out_type is None:
+            raise InputError(f"{model}'s input/output types are not float32/float16.", "export it with `alexnet export`")
+        if in_dims[0] > 0:  # a fixed batch: Triton must not add a batch dimension
+            if max_batch is not None:
+                raise InputError(f"{model} has a fixed batch of {in_dims[0]}, so Triton cannot batch it (--max-batch).", "re-export with --batch dynamic, or drop --max-batch")
+            size, in_shape, out_shape = 0, in_dims, out_dims
+        else:
+            size, in_shape = max_batch or DEFAULT_MAX_BATCH, in_dims[1:]
+            out_shape = out_dims[1:] if all(d > 0 for d in out_dims[1:]) else [len(record.labels)]
+        config = render_config(name, "onnxruntime", graph_in.name, in_type, in_shape, graph_out.name, out_type, out_shape,
+                               size, instances, dynamic_batching, gpu=False)
+        labels, filename = list(record.labels), "model.onnx"
+    else:
+        raise InputError(f"{model} is neither an ONNX model nor a TensorRT engine.", "package the .onnx from `alexnet export`/`quantize`, or an .engine from `alexnet build`")
+
+    repo.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
+    try:
+        (staging / "1").mkdir()
+        shutil.copyfile(model, staging / "1" / filename)
+        (staging / "config.pbtxt").write_text(config)
+        (staging / "labels.txt").write_text("\n".join(labels) + "\n")
+        os.chmod(staging, 0o755)
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=repo))
+            os.replace(target, old / name)
+            os.replace(staging, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    backend = "tensorrt" if filename == "model.plan" else "onnxruntime"
+    return TritonModel(target, config, backend, size, len(labels))
