@@ -390,6 +390,28 @@ def package(
 
 @app.command()
 @handles_errors
+def serve(
+    model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="An exported ONNX model (FP32, FP16 or INT8)."),
+    name: str = typer.Option("alexnet", "--name", help="The model's name in URLs: /v2/models/NAME/infer."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0 for every interface)."),
+    port: int = typer.Option(8000, "--port", help="TCP port (0: any free port, printed at start)."),
+    max_batch: int = typer.Option(32, "--max-batch", help="Most images the server batches into one model call."),
+    max_delay_ms: float = typer.Option(5.0, "--max-delay-ms", help="How long a request may wait for others to batch with."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+):
+    """Serve the model over the KServe v2 / Triton HTTP protocol, batching concurrent requests; stop with Ctrl-C or SIGTERM."""
+    from alexnet_deploy.serve import serve as run_server
+
+    def ready(url: str) -> None:
+        out.print(f"serving {escape(str(model_file))} as {escape(name)} at {url}/v2/models/{escape(name)}/infer", markup=True)
+        sys.stdout.flush()
+
+    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready)
+    err.print("stopped", markup=False)
+
+
+@app.command()
+@handles_errors
 def build(
     model_file: Path = typer.Argument(..., metavar="MODEL.onnx", help="A verified ONNX model: FP32 from export, FP16 or INT8 (--target tensorrt) from quantize."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Engine path (default: MODEL.engine), written with a MODEL.engine.json sidecar."),
