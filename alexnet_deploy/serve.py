@@ -220,6 +220,7 @@ def make_server(service: ModelService, host: str, port: int) -> ThreadingHTTPSer
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "alexnet-deploy"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes: Nagle + delayed ACK would add ~40 ms
 
         def log_message(self, format, *args):  # quiet: one line per request is noise at load
             pass
@@ -287,6 +288,7 @@ def make_server(service: ModelService, host: str, port: int) -> ThreadingHTTPSer
     class Server(ThreadingHTTPServer):
         daemon_threads = True
         allow_reuse_address = True
+        request_queue_size = 128  # the default listen backlog of 5 resets clients that connect together
 
     return Server((host, port), Handler)
 
