@@ -8,8 +8,6 @@ threads: onnxruntime sessions run concurrently, preprocessing keeps no state.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
 from alexnet_deploy.errors import InputError
@@ -63,8 +61,11 @@ class Classifier:
     def __repr__(self) -> str:
         return f"Classifier({str(self.path)!r}, {len(self.labels)} classes, {self.precision}, input {self.input_size})"
 
-    def preprocess(self, images: Sequence) -> np.ndarray:
-        """Images (paths, PIL images, HxWx3 uint8 arrays) -> float32 NCHW, as torchvision would make it."""
+    def preprocess(self, images) -> np.ndarray:
+        """One image or a list (paths, PIL images, HxWx3 uint8 arrays) -> float32 NCHW, as torchvision would make it."""
+        images = [images] if _is_single(images) else list(images)
+        if not images:
+            return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
         return np.stack([preprocess_image(image, self.preprocessing) for image in images])
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -72,12 +73,16 @@ class Classifier:
         array = np.asarray(batch)
         if array.ndim != 4:
             raise InputError(f"logits() takes an NCHW batch, got shape {list(array.shape)}.", "use predict() for images, or add the batch axis: x[None]")
+        if len(array) == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
         return self._runtime.run_all(array, self.max_batch or DEFAULT_CHUNK)
 
     def predict(self, x, topk: int = 5):
         """Best ``topk`` (label, probability) pairs for one image, or one such list per image for a list."""
         if topk < 1:
             raise InputError(f"topk must be at least 1, got {topk}.", "e.g. topk=5")
+        if isinstance(x, (bytes, bytearray)):
+            raise InputError("predict() got raw bytes.", "pass a path, a PIL image (PIL.Image.open(io.BytesIO(data))) or an HxWx3 uint8 array")
         single = _is_single(x)
         images = [x] if single else list(x)
         if not images:

@@ -8,6 +8,8 @@ from typing import Any, Sequence
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.preprocess import list_images, to_rgb_image
 
+CHUNK = 64  # images decoded and run at a time
+
 
 def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None) -> dict[str, Any]:
     """Top-``topk`` (label, probability) per image file; folders are expanded, undecodable files skipped.
@@ -28,20 +30,19 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
             raise InputError(f"image {source} does not exist.", "check the path")
     if not files:
         raise InputError("no image files found in the given folders.", "give .jpg/.png files or folders that hold them")
-    classifier = Classifier(model, threads=threads)
-    decoded, good, skipped = [], [], []
-    for path in files:
-        try:
-            decoded.append(to_rgb_image(path))
-            good.append(path)
-        except InputError as exc:
-            skipped.append({"image": str(path), "reason": exc.problem})
-    if not decoded:
+    predictions, skipped = [], []
+    with Classifier(model, threads=threads) as classifier:
+        for start in range(0, len(files), CHUNK):  # bounded memory for large folders
+            decoded, good = [], []
+            for path in files[start:start + CHUNK]:
+                try:
+                    decoded.append(to_rgb_image(path))
+                    good.append(path)
+                except InputError as exc:
+                    skipped.append({"image": str(path), "reason": exc.problem})
+            if decoded:
+                tops = classifier.predict(decoded, topk=topk)
+                predictions += [{"image": str(path), "top": [[label, prob] for label, prob in top]} for path, top in zip(good, tops)]
+    if not predictions:
         raise InputError(f"none of the {len(files)} image file(s) could be decoded.", "give readable .jpg/.png images")
-    with classifier:
-        tops = classifier.predict(decoded, topk=topk)
-    return {
-        "model": str(model),
-        "predictions": [{"image": str(path), "top": [[label, prob] for label, prob in top]} for path, top in zip(good, tops)],
-        "skipped": skipped,
-    }
+    return {"model": str(model), "predictions": predictions, "skipped": skipped}

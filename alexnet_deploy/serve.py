@@ -8,13 +8,18 @@ Endpoints: ``GET /v2/health/live``, ``/v2/health/ready``, ``/v2`` (server metada
 Concurrent requests are batched on the server: a worker thread takes whatever is queued (up
 to ``max_batch`` images, waiting at most ``max_delay_ms`` for more), runs one onnxruntime
 call and hands each request its rows. Bad requests get a 4xx with ``{"error": ...}`` and the
-server keeps serving; SIGTERM/SIGINT stop it cleanly (in-flight requests are answered).
+server keeps serving; SIGTERM/SIGINT stop it cleanly: no new connections, requests already
+received are answered (for up to ``DRAIN_S`` seconds), then it exits. Triton's classification
+extension (``"classification": k`` in an output's parameters, ``class_count`` in tritonclient)
+returns ``"score:index:label"`` strings.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import queue
+import struct
 import signal
 import threading
 import time
@@ -27,6 +32,9 @@ import numpy as np
 from alexnet_deploy.errors import InputError
 
 MAX_BODY = 64 << 20  # bytes; a 64-image FP32 224x224 batch is 38 MB
+MAX_DELAY_MS = 10_000
+READ_TIMEOUT_S = 30  # a client that stops sending mid-request is dropped after this
+DRAIN_S = 30
 _DTYPES = {"FP32": np.float32, "FP16": np.float16, "FP64": np.float64}
 
 
@@ -70,24 +78,34 @@ class Batcher:
         return job.result
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
+        while True:
             try:
                 first = self.jobs.get(timeout=0.1)
             except queue.Empty:
+                if self._stop.is_set():
+                    return  # stopped and nothing left queued
                 continue
-            group, rows = [first], len(first.batch)
-            deadline = time.monotonic() + self.max_delay_s
-            while rows < self.max_batch:
-                try:
-                    job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
-                if rows + len(job.batch) > self.max_batch:
-                    self.jobs.put(job)  # next round; order within a round is not promised
-                    break
-                group.append(job)
-                rows += len(job.batch)
-            self._run(group)
+            try:
+                self._collect_and_run(first)
+            except Exception as exc:  # never let the worker die: every later request would hang
+                first.error = first.error or f"batching failed: {type(exc).__name__}"
+                first.done.set()
+
+    def _collect_and_run(self, first: _Job) -> None:
+        """Wait up to max_delay for more jobs (none once stopping), then run them as one batch."""
+        group, rows = [first], len(first.batch)
+        deadline = time.monotonic() + (0.0 if self._stop.is_set() else self.max_delay_s)
+        while rows < self.max_batch:
+            try:
+                job = self.jobs.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if rows + len(job.batch) > self.max_batch:
+                self.jobs.put(job)  # next round; order within a round is not promised
+                break
+            group.append(job)
+            rows += len(job.batch)
+        self._run(group)
 
     def _run(self, group: list[_Job]) -> None:
         try:
@@ -105,8 +123,9 @@ class Batcher:
             job.done.set()
 
     def stop(self) -> None:
+        """Run what is still queued, then end the worker."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=DRAIN_S)
 
 
 class ModelService:
@@ -147,10 +166,15 @@ class ModelService:
             header, binary = body, b""
         try:
             request = json.loads(header)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(f"the request body is not valid JSON ({exc})") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise RequestError(f"the request body is not valid JSON ({str(exc)[:120]})") from None
         if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
             raise RequestError(f"the request needs \"inputs\": a list with one tensor named {self.input_name!r}")
+        for where in [request] + list(request["inputs"]) + list(request.get("outputs") or []):
+            if isinstance(where, dict) and not isinstance(where.get("parameters", {}), dict):
+                raise RequestError("\"parameters\" must be an object")
+        if request.get("outputs") is not None and not isinstance(request["outputs"], list):
+            raise RequestError("\"outputs\" must be a list")
         batch = self._decode_input(request["inputs"][0], binary)
         logits = self.batcher.submit(batch)
         return self._encode(request, logits)
@@ -164,11 +188,13 @@ class ModelService:
         if datatype not in _DTYPES:
             raise RequestError(f"datatype {datatype!r} is not supported; send FP32")
         shape = spec.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(v, int) and v >= 0 for v in shape) or len(shape) != 4 or tuple(shape[1:]) != self.chw:
-            raise RequestError(f"input shape {shape} does not match [N, {', '.join(map(str, self.chw))}]")
+        if not isinstance(shape, list) or not all(type(v) is int and v >= 0 for v in shape) or len(shape) != 4 or tuple(shape[1:]) != self.chw:
+            raise RequestError(f"input shape {str(shape)[:80]} does not match [N, {', '.join(map(str, self.chw))}]")
         if shape[0] < 1:
             raise RequestError("the batch is empty")
-        count = int(np.prod(shape))
+        count = math.prod(shape)
+        if count * 4 > MAX_BODY * 2:
+            raise RequestError(f"input shape {shape} is larger than this server accepts; send smaller batches", 413)
         size = (spec.get("parameters") or {}).get("binary_data_size")
         try:
             if size is not None:
@@ -184,42 +210,87 @@ class ModelService:
         if array.size != count:
             raise RequestError(f"input has {array.size} values; shape {shape} needs {count}")
         array = array.reshape(shape).astype(np.float32)
-        if self.fixed is not None and shape[0] > self.fixed:
-            raise RequestError(f"batch {shape[0]} is larger than this model's fixed batch {self.fixed}")
         if not np.isfinite(array).all():
             raise RequestError("input contains NaN or infinity")
         return array
 
+    def _classes(self, logits: np.ndarray, count) -> list[list[str]]:
+        """Triton's classification extension: the top ``count`` as "score:index:label" (scores are logits)."""
+        if type(count) is not int or count < 1:
+            raise RequestError(f"classification (class_count) must be a positive integer, got {count!r}")
+        k = min(count, logits.shape[1])
+        order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        return [[f"{row[i]:f}:{i}:{self.record.labels[i]}" for i in top] for row, top in zip(logits, order)]
+
     def _encode(self, request: dict, logits: np.ndarray) -> tuple[bytes, dict[str, str]]:
+        if not np.isfinite(logits).all():
+            raise RequestError("the model produced non-finite outputs for this input (values out of range?)", 422)
         wanted = request.get("outputs") or [{"name": self.output_name}]
-        binary_default = bool((request.get("parameters") or {}).get("binary_data_output", False))
+        binary_default = (request.get("parameters") or {}).get("binary_data_output", False) is True
         outputs, blobs = [], []
         for item in wanted:
             if not isinstance(item, dict) or item.get("name") != self.output_name:
                 raise RequestError(f"unknown output {item.get('name') if isinstance(item, dict) else item!r}; this model's output is {self.output_name!r}")
-            entry = {"name": self.output_name, "datatype": "FP32", "shape": list(logits.shape)}
-            if (item.get("parameters") or {}).get("binary_data", binary_default):
-                blob = np.ascontiguousarray(logits, dtype=np.float32).tobytes()
+            parameters = item.get("parameters") or {}
+            binary = parameters.get("binary_data", binary_default) is True
+            if "classification" in parameters:  # what clients send for class_count=k
+                classes = self._classes(logits, parameters["classification"])
+                entry = {"name": self.output_name, "datatype": "BYTES", "shape": [len(classes), len(classes[0])]}
+                if binary:
+                    blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for row in classes for v in row)
+                else:
+                    entry["data"] = [v for row in classes for v in row]
+            else:
+                entry = {"name": self.output_name, "datatype": "FP32", "shape": list(logits.shape)}
+                if binary:
+                    blob = np.ascontiguousarray(logits, dtype=np.float32).tobytes()
+                else:
+                    entry["data"] = logits.astype(float).reshape(-1).tolist()
+            if binary:
                 entry["parameters"] = {"binary_data_size": len(blob)}
                 blobs.append(blob)
-            else:
-                entry["data"] = logits.astype(float).reshape(-1).tolist()
             outputs.append(entry)
         response = {"model_name": self.name, "model_version": "1", "outputs": outputs}
         if "id" in request:
             response["id"] = request["id"]
-        text = json.dumps(response).encode()
+        text = json.dumps(response, allow_nan=False).encode()
         if blobs:
             return text + b"".join(blobs), {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(text))}
         return text, {"Content-Type": "application/json"}
 
 
+class _InFlight:
+    """Counts requests being handled, so shutdown can wait for them."""
+
+    def __init__(self):
+        self.count = 0
+        self.idle = threading.Condition()
+
+    def __enter__(self):
+        with self.idle:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        with self.idle:
+            self.count -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        with self.idle:
+            return self.idle.wait_for(lambda: self.count == 0, timeout)
+
+
 def make_server(service: ModelService, host: str, port: int) -> ThreadingHTTPServer:
-    """An HTTP server answering the v2 protocol for ``service`` (call ``serve_forever``)."""
+    """An HTTP server answering the v2 protocol for ``service`` (call ``serve_forever``).
+
+    ``server.in_flight`` counts requests being handled.
+    """
+    in_flight = _InFlight()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "alexnet-deploy"
+        timeout = READ_TIMEOUT_S
         disable_nagle_algorithm = True  # headers and body go out as separate writes: Nagle + delayed ACK would add ~40 ms
 
         def log_message(self, format, *args):  # quiet: one line per request is noise at load
@@ -237,11 +308,13 @@ def make_server(service: ModelService, host: str, port: int) -> ThreadingHTTPSer
             self._send(status, json.dumps(data).encode())
 
         def _model_path(self) -> str | None:
+            """What follows /v2/models/NAME[/versions/1] ('/' for the model itself), or None for another path."""
             prefix = f"/v2/models/{service.name}"
             path = self.path.split("?", 1)[0].rstrip("/")
-            for version in ("", "/versions/1"):
-                if path.startswith(prefix + version) and (len(path) == len(prefix + version) or path[len(prefix + version)] == "/"):
-                    return path[len(prefix + version):] or "/"
+            for version in ("/versions/1", ""):
+                head = prefix + version
+                if path == head or path.startswith(head + "/"):
+                    return path[len(head):] or "/"
             return None
 
         def do_GET(self):
@@ -251,53 +324,87 @@ def make_server(service: ModelService, host: str, port: int) -> ThreadingHTTPSer
             if path == "/v2":
                 from alexnet_deploy import __version__
 
-                return self._json(200, {"name": "alexnet-deploy", "version": __version__, "extensions": ["binary_tensor_data", "statistics"]})
+                return self._json(200, {"name": "alexnet-deploy", "version": __version__, "extensions": ["binary_tensor_data", "classification", "statistics"]})
             rest = self._model_path()
             if rest == "/":
                 return self._json(200, service.metadata())
             if rest == "/ready":
                 return self._send(200, b"", {})
-            if rest == "/stats":
+            if rest == "/stats" or path == "/v2/models/stats":
                 stats = {"name": service.name, "version": "1", "inference_count": service.batcher.inference_count, "execution_count": service.batcher.execution_count}
                 return self._json(200, {"model_stats": [stats]})
+            if rest == "/infer":
+                return self._json(405, {"error": "infer takes POST"})
             if path.startswith("/v2/models/"):
                 return self._json(404, {"error": f"unknown model; this server serves {service.name!r}"})
             return self._json(404, {"error": f"no such endpoint {path}"})
 
         def do_POST(self):
+            with in_flight:
+                self._post()
+
+        def _post(self):
             try:
                 length = int(self.headers.get("Content-Length", ""))
             except ValueError:
                 self.close_connection = True
-                return self._json(411, {"error": "Content-Length is required"})
+                return self._json(411, {"error": "Content-Length is required (chunked bodies are not accepted)"})
+            if length < 0:
+                self.close_connection = True
+                return self._json(400, {"error": "Content-Length is negative"})
             if length > MAX_BODY:
                 self.close_connection = True  # do not read a body this large
                 return self._json(413, {"error": f"request body of {length} bytes exceeds {MAX_BODY}; send smaller batches"})
             body = self.rfile.read(length)
+            if len(body) != length:
+                self.close_connection = True
+                return self._json(400, {"error": f"the body ended after {len(body)} of {length} bytes"})
             if self._model_path() != "/infer":
                 return self._json(404, {"error": f"no such endpoint {self.path}; infer at /v2/models/{service.name}/infer"})
+            if self.headers.get("Content-Encoding", "identity") != "identity":
+                return self._json(415, {"error": f"Content-Encoding {self.headers['Content-Encoding']} is not supported; send the body uncompressed"})
             header = self.headers.get("Inference-Header-Content-Length")
             try:
-                payload, headers = service.infer(body, int(header) if header is not None else None)
+                header_length = int(header) if header is not None else None
             except ValueError:
                 return self._json(400, {"error": "Inference-Header-Content-Length must be an integer"})
+            try:
+                payload, headers = service.infer(body, header_length)
             except RequestError as exc:
                 return self._json(exc.status, {"error": str(exc)})
+            except Exception as exc:  # a bug: answer it, keep serving
+                return self._json(500, {"error": f"internal error: {type(exc).__name__}"})
             self._send(200, payload, headers)
 
     class Server(ThreadingHTTPServer):
-        daemon_threads = True
+        daemon_threads = True  # idle keep-alive connections must not hold up shutdown; in_flight covers real work
         allow_reuse_address = True
         request_queue_size = 128  # the default listen backlog of 5 resets clients that connect together
 
-    return Server((host, port), Handler)
+        def handle_error(self, request, client_address):
+            import sys
+
+            error = sys.exc_info()[1]
+            if isinstance(error, (ConnectionError, TimeoutError)):
+                return  # the client went away or stalled: nothing to report
+            print(f"alexnet serve: error handling a request from {client_address[0]}: {type(error).__name__}: {error}", file=sys.stderr)
+
+    server = Server((host, port), Handler)
+    server.in_flight = in_flight
+    return server
 
 
 def serve(model: Path, name: str = "alexnet", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32, max_delay_ms: float = 5.0,
           threads: int | None = None, ready=None) -> None:
     """Serve ``model`` until SIGTERM/SIGINT; ``ready(url)`` is called once it accepts requests."""
-    if max_batch < 1 or max_delay_ms < 0:
-        raise InputError("--max-batch must be >= 1 and --max-delay-ms >= 0.", "e.g. --max-batch 32 --max-delay-ms 5")
+    if max_batch < 1 or not 0 <= max_delay_ms <= MAX_DELAY_MS:
+        raise InputError(f"--max-batch must be >= 1 and --max-delay-ms within 0..{MAX_DELAY_MS}.", "e.g. --max-batch 32 --max-delay-ms 5")
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port} is not a TCP port.", "use 1..65535, or 0 for any free port")
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise InputError(f"model name {name!r} cannot appear in a URL path as is.", "use letters, digits, '_', '-' or '.'")
     service = ModelService(Path(model), name, max_batch, max_delay_ms, threads)
     try:
         server = make_server(service, host, port)
@@ -315,9 +422,10 @@ def serve(model: Path, name: str = "alexnet", host: str = "127.0.0.1", port: int
         if ready is not None:
             ready(f"http://{host}:{server.server_address[1]}")
         server.serve_forever(poll_interval=0.2)
+        server.in_flight.wait_idle(DRAIN_S)  # answer what was already received
     finally:
-        server.server_close()
         service.batcher.stop()
+        server.server_close()
         service.runtime.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -13,6 +13,7 @@ leaves no half-made model behind.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -40,6 +41,11 @@ class TritonModel:
         return {"path": str(self.path), "backend": self.backend, "max_batch_size": self.max_batch_size, "labels": self.labels, "config": self.config}
 
 
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal."""
+    return json.dumps(text)
+
+
 def _dims(values) -> str:
     return "[ " + ", ".join(str(int(v)) for v in values) + " ]"
 
@@ -49,15 +55,15 @@ def render_config(name: str, backend: str, input_name: str, input_type: str, inp
     """config.pbtxt text (Triton's ModelConfig in protobuf text format)."""
     platform = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}[backend]
     lines = [
-        f'name: "{name}"',
+        f"name: {_quote(name)}",
         f'platform: "{platform}"',
         f'backend: "{backend}"',
         f"max_batch_size: {max_batch_size}",
         "input [",
-        f'  {{ name: "{input_name}" data_type: {input_type} dims: {_dims(input_dims)} }}',
+        f"  {{ name: {_quote(input_name)} data_type: {input_type} dims: {_dims(input_dims)} }}",
         "]",
         "output [",
-        f'  {{ name: "{output_name}" data_type: {output_type} dims: {_dims(output_dims)} label_filename: "labels.txt" }}',
+        f'  {{ name: {_quote(output_name)} data_type: {output_type} dims: {_dims(output_dims)} label_filename: "labels.txt" }}',
         "]",
     ]
     if dynamic_batching and max_batch_size > 0:
@@ -90,14 +96,19 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         from alexnet_deploy.runtimes.tensorrt_engine import read_sidecar
 
         sidecar = read_sidecar(model)
-        limit = sidecar.profile["max"]
-        size = min(max_batch or DEFAULT_MAX_BATCH, limit)
-        if max_batch is not None and max_batch > limit:
-            raise InputError(f"--max-batch {max_batch} exceeds the engine's profile (max {limit}).", f"use --max-batch {limit} or less, or rebuild with a larger --max-batch")
-        if sidecar.profile["min"] > 1:
-            raise InputError(f"the engine's profile starts at batch {sidecar.profile['min']}; Triton sends batches from 1.", "rebuild it with --min-batch 1")
-        config = render_config(name, "tensorrt", sidecar.input_name, "TYPE_FP32", sidecar.input_shape, sidecar.output_name, "TYPE_FP32",
-                               [len(sidecar.labels)], size, instances, dynamic_batching, gpu=True)
+        low, limit = sidecar.profile["min"], sidecar.profile["max"]
+        if low == limit and low > 1:  # a fixed-batch engine: Triton passes whole tensors, batch included
+            if max_batch is not None:
+                raise InputError(f"{model} has a fixed batch of {low}, so Triton cannot batch it (--max-batch).", "drop --max-batch, or build from a dynamic-batch ONNX")
+            size, in_dims, out_dims = 0, [low, *sidecar.input_shape], [low, len(sidecar.labels)]
+        else:
+            if low > 1:
+                raise InputError(f"the engine's profile starts at batch {low}; Triton sends batches from 1.", "rebuild it with --min-batch 1")
+            if max_batch is not None and max_batch > limit:
+                raise InputError(f"--max-batch {max_batch} exceeds the engine's profile (max {limit}).", f"use --max-batch {limit} or less, or rebuild with a larger --max-batch")
+            size, in_dims, out_dims = min(max_batch or DEFAULT_MAX_BATCH, limit), sidecar.input_shape, [len(sidecar.labels)]
+        config = render_config(name, "tensorrt", sidecar.input_name, "TYPE_FP32", in_dims, sidecar.output_name, "TYPE_FP32",
+                               out_dims, size, instances, dynamic_batching, gpu=True)
         labels, filename = sidecar.labels, "model.plan"
         if not labels:
             raise InputError(f"{model}'s sidecar has no labels.", "build the engine from an ONNX file made by `alexnet export`")
@@ -128,7 +139,8 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         raise InputError(f"{model} is neither an ONNX model nor a TensorRT engine.", "package the .onnx from `alexnet export`/`quantize`, or an .engine from `alexnet build`")
 
     repo.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=repo))
+    # Staged beside the repository (same filesystem, so the rename is atomic) where a polling Triton will not look.
+    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=repo.resolve().parent))
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model, staging / "1" / filename)
@@ -136,7 +148,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         (staging / "labels.txt").write_text("\n".join(labels) + "\n")
         os.chmod(staging, 0o755)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{name}.old.", dir=repo))
+            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.old.", dir=repo.resolve().parent))
             os.replace(target, old / name)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)

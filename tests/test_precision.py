@@ -339,3 +339,15 @@ def test_verify_int8_without_metadata_uses_graph_precision(cli, trained, quantiz
     assert data["precision"] == "int8" and data["passed"]
     mixed = json.loads(cli.ok("verify", quantized("fp16")[0], "--reference", trained.onnx, "--samples", 4, "--json", "-").stdout)
     assert mixed["samples"] == 4 + 32 and mixed["images"] == 32  # --samples adds random tensors to the synthetic images
+
+
+@pytest.mark.parametrize("tag", ["fp16", "int8", "int8-dynamic"])
+def test_classifier_runs_every_precision(quantized, trained, tag):
+    from alexnet_deploy import Classifier
+
+    paths = sorted(trained.val.rglob("*.png"))[::8]
+    with Classifier(trained.onnx) as fp32, Classifier(quantized(tag)[0]) as other:
+        assert other.precision == tag and other.labels == fp32.labels
+        base = [top[0][0] for top in fp32.predict(paths, topk=1)]
+        got = [top[0][0] for top in other.predict(paths, topk=1)]
+    assert np.mean([a == b for a, b in zip(base, got)]) >= 0.95

@@ -18,15 +18,20 @@ import pytest
 http_client = pytest.importorskip("tritonclient.http")
 
 
-@pytest.fixture(scope="module")
-def server(half_width_onnx):
+def start_server(model, *args):
     env = dict(os.environ, COLUMNS="300")
-    process = subprocess.Popen([sys.executable, "-m", "alexnet_deploy", "serve", str(half_width_onnx), "--port", "0", "--max-delay-ms", "50", "--max-batch", "16"],
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_deploy", "serve", str(model), "--port", "0", *map(str, args)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     line = process.stdout.readline()
     assert "serving" in line, process.stderr.read()
     url = urlparse(line.split(" at ", 1)[1].strip())
-    yield process, f"{url.hostname}:{url.port}"
+    return process, f"{url.hostname}:{url.port}"
+
+
+@pytest.fixture(scope="module")
+def server(half_width_onnx):
+    process, address = start_server(half_width_onnx, "--max-delay-ms", 50, "--max-batch", 16)
+    yield process, address
     if process.poll() is None:
         process.kill()
 
@@ -55,6 +60,23 @@ def test_health_metadata_and_logits(server, reference):
     for binary in (True, False):
         result = client.infer("alexnet", _inputs(batch, binary), outputs=[http_client.InferRequestedOutput("logits", binary_data=binary)])
         np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_version_paths_and_classification_extension(server, reference):
+    _, address = server
+    client = http_client.InferenceServerClient(address)
+    assert client.is_model_ready("alexnet", "1") and client.get_model_metadata("alexnet", "1")["name"] == "alexnet"
+    batch = np.random.default_rng(2).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    logits = reference.logits(batch)
+    for binary in (True, False):
+        result = client.infer("alexnet", _inputs(batch), model_version="1", outputs=[http_client.InferRequestedOutput("logits", binary_data=binary, class_count=2)])
+        classes = result.as_numpy("logits")
+        assert classes.shape == (2, 2)
+        for row, scores in zip(classes, logits):
+            fields = [(v.decode() if isinstance(v, bytes) else v).split(":") for v in row]
+            assert [int(f[1]) for f in fields] == list(np.argsort(-scores)[:2])
+            assert [f[2] for f in fields] == [reference.labels[i] for i in np.argsort(-scores)[:2]]
+            assert float(fields[0][0]) == pytest.approx(scores.max(), rel=1e-4, abs=1e-4)
 
 
 def test_concurrent_clients_are_batched_and_answered(server, reference):
@@ -106,12 +128,35 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, reference):
         assert 400 <= status < 500 and word in json.loads(body)["error"], (word, status, body)
     status, body = _post(address, b"{not json")
     assert status == 400 and "not valid JSON" in json.loads(body)["error"]
+    for malformed in ({"inputs": [good], "parameters": [1]}, {"inputs": [dict(good, shape=[True, 3, 224, 224])]}, {"inputs": [dict(good, shape=[2 ** 52, 3, 224, 224])]}):
+        assert 400 <= _post(address, json.dumps(malformed).encode())[0] < 500
+    assert _post(address, b"[" * 100000)[0] == 400
+    assert _post(address, b"{}", {"Content-Length": "-5"})[0] == 400
     status, body = _post(address, b"", {"Content-Length": str(1 << 30)})
     assert status == 413
     assert _post(address, b"{}", path="/v2/models/other/infer")[0] == 404
     status, body = _post(address, json.dumps({"inputs": [good]}).encode())
     assert status == 200
     np.testing.assert_allclose(json.loads(body)["outputs"][0]["data"], reference.logits(np.zeros((1, 3, 224, 224), np.float32))[0], rtol=1e-4, atol=1e-4)
+
+
+def test_sigterm_answers_the_request_in_flight(half_width_onnx):
+    process, address = start_server(half_width_onnx, "--max-delay-ms", 1500)
+    batch = np.zeros((1, 3, 224, 224), np.float32)
+    answer = {}
+
+    def request():
+        answer["logits"] = http_client.InferenceServerClient(address).infer("alexnet", _inputs(batch)).as_numpy("logits")
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    import time
+
+    time.sleep(0.5)  # the request now waits in the batcher for company
+    process.send_signal(signal.SIGTERM)
+    thread.join(timeout=30)
+    assert answer["logits"].shape == (1, 5)
+    assert process.wait(timeout=30) == 0
 
 
 def test_sigterm_stops_cleanly(server):
