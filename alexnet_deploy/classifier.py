@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from alexnet_deploy.errors import InputError
-from alexnet_deploy.preprocess import preprocess_image
+from alexnet_deploy.preprocess import preprocess_batch
 
 DEFAULT_CHUNK = 32
 
@@ -66,7 +66,7 @@ class Classifier:
         images = [images] if _is_single(images) else list(images)
         if not images:
             return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
-        return np.stack([preprocess_image(image, self.preprocessing) for image in images])
+        return preprocess_batch(images, self.preprocessing)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
         """Raw logits (N x classes, float32) for a preprocessed float32 NCHW batch of any size."""

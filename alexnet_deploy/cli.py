@@ -107,6 +107,11 @@ ModelOpt = typer.Option(None, "--model", help="Your own class instead of a built
 ModelKwargsOpt = typer.Option(None, "--model-kwargs", help="Constructor arguments for --model: key=value,... (Python literals).", rich_help_panel="Model")
 InputSizeOpt = typer.Option(None, "--input-size", help="Input height/width in pixels (default: the layout's, e.g. 224 or 227).", rich_help_panel="Model")
 TrustPickleOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole saved nn.Module (runs code from the file: only for files you trust).", rich_help_panel="Model")
+# Preprocessing of a checkpoint's model (export writes it into the ONNX; eval applies it to checkpoints).
+ResizeOpt = typer.Option(None, "--resize", help="Resize size before the center crop.", rich_help_panel="Preprocessing")
+CropOpt = typer.Option(None, "--crop", help="Center-crop size (= the model's input size).", rich_help_panel="Preprocessing")
+MeanOpt = typer.Option(None, "--mean", help="Normalize mean, R,G,B (e.g. 0.485,0.456,0.406).", rich_help_panel="Preprocessing")
+StdOpt = typer.Option(None, "--std", help="Normalize std, R,G,B (e.g. 0.229,0.224,0.225).", rich_help_panel="Preprocessing")
 
 
 def _model_options(arch, model, model_kwargs, input_size, trust_pickle):
@@ -148,10 +153,10 @@ def export(
     input_size: Optional[int] = InputSizeOpt,
     trust_pickle: bool = TrustPickleOpt,
     labels: Optional[Path] = typer.Option(None, "--labels", help="class_indices.json, labels.txt (one per line) or an ImageFolder root.", rich_help_panel="Metadata"),
-    resize: Optional[int] = typer.Option(None, "--resize", help="Resize size before the center crop.", rich_help_panel="Metadata"),
-    crop: Optional[int] = typer.Option(None, "--crop", help="Center-crop size (= the model's input size).", rich_help_panel="Metadata"),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Normalize mean, R,G,B (e.g. 0.485,0.456,0.406).", rich_help_panel="Metadata"),
-    std: Optional[str] = typer.Option(None, "--std", help="Normalize std, R,G,B (e.g. 0.229,0.224,0.225).", rich_help_panel="Metadata"),
+    resize: Optional[int] = ResizeOpt,
+    crop: Optional[int] = CropOpt,
+    mean: Optional[str] = MeanOpt,
+    std: Optional[str] = StdOpt,
     batch: str = typer.Option("dynamic", "--batch", help="'dynamic' or a fixed batch size N."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset (18-23)."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the parity check against PyTorch (not recommended)."),
@@ -302,10 +307,10 @@ def eval_command(
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
     trust_pickle: bool = TrustPickleOpt,
-    resize: Optional[int] = typer.Option(None, "--resize", help="Checkpoints: resize size before the center crop.", rich_help_panel="Model"),
-    crop: Optional[int] = typer.Option(None, "--crop", help="Checkpoints: center-crop size.", rich_help_panel="Model"),
-    mean: Optional[str] = typer.Option(None, "--mean", help="Checkpoints: Normalize mean R,G,B.", rich_help_panel="Model"),
-    std: Optional[str] = typer.Option(None, "--std", help="Checkpoints: Normalize std R,G,B.", rich_help_panel="Model"),
+    resize: Optional[int] = ResizeOpt,
+    crop: Optional[int] = CropOpt,
+    mean: Optional[str] = MeanOpt,
+    std: Optional[str] = StdOpt,
 ):
     """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
 

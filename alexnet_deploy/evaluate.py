@@ -71,10 +71,10 @@ class _Loaded:
 
 
 def _load(model: Path, runtime: str | None, options, preprocessing_overrides, threads) -> _Loaded:
-    from alexnet_deploy.onnx_file import check_input_file, looks_like_onnx
+    from alexnet_deploy.onnx_file import check_input_file, file_kind
 
     model = check_input_file(Path(model), "model")
-    is_onnx = looks_like_onnx(model) or model.suffix.lower() == ".onnx"
+    is_onnx = file_kind(model) == "onnx"
     runtime = runtime or ("ort" if is_onnx else "torch")
     if runtime not in ("ort", "torch"):
         raise InputError(f"unknown runtime {runtime!r} for eval.", "use --runtime ort (ONNX files) or --runtime torch (checkpoints)")

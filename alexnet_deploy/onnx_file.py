@@ -59,3 +59,33 @@ def load_onnx(path: Path, load_weights: bool = True):
         raise InputError(f"{path} is not a readable ONNX model (no graph found).", "re-export it with `alexnet export`")
     return model
 
+
+
+ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
+
+
+def file_kind(path: Path) -> str | None:
+    """'engine', 'onnx' or 'checkpoint' for a model file (by suffix and first bytes), None if unknown."""
+    path = Path(path)
+    if path.suffix.lower() in ENGINE_SUFFIXES:
+        return "engine"
+    if looks_like_onnx(path) or (path.suffix.lower() == ".onnx" and not looks_like_checkpoint(path)):
+        return "onnx"
+    if looks_like_checkpoint(path) or path.suffix.lower() in (".pth", ".pt"):
+        return "checkpoint"
+    return None
+
+
+def fixed_batch(proto) -> int | None:
+    """The ONNX model's fixed batch size, or None when its batch dimension is dynamic."""
+    dim = proto.graph.input[0].type.tensor_type.shape.dim
+    return int(dim[0].dim_value) if dim and dim[0].HasField("dim_value") else None
+
+
+def check_model_name(name: str) -> str:
+    """``name`` if it can be a folder name and a URL path segment as is; InputError otherwise."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
+        raise InputError(f"model name {name!r} is not usable as a folder name or URL path segment.", "use letters, digits, '_', '-' or '.', e.g. --name alexnet")
+    return name

@@ -401,10 +401,9 @@ def serve(model: Path, name: str = "alexnet", host: str = "127.0.0.1", port: int
         raise InputError(f"--max-batch must be >= 1 and --max-delay-ms within 0..{MAX_DELAY_MS}.", "e.g. --max-batch 32 --max-delay-ms 5")
     if not 0 <= port <= 65535:
         raise InputError(f"--port {port} is not a TCP port.", "use 1..65535, or 0 for any free port")
-    import re
+    from alexnet_deploy.onnx_file import check_model_name
 
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-        raise InputError(f"model name {name!r} cannot appear in a URL path as is.", "use letters, digits, '_', '-' or '.'")
+    check_model_name(name)
     service = ModelService(Path(model), name, max_batch, max_delay_ms, threads)
     try:
         server = make_server(service, host, port)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -76,11 +75,11 @@ def render_config(name: str, backend: str, input_name: str, input_type: str, inp
 def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: int | None = None, instances: int = 1,
                    dynamic_batching: bool = True, force: bool = False) -> TritonModel:
     """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar)."""
-    from alexnet_deploy.onnx_file import check_input_file, looks_like_onnx
+    from alexnet_deploy.onnx_file import check_input_file, check_model_name, file_kind
 
     model = check_input_file(Path(model), "model")
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
-        raise InputError(f"model name {name!r} is not usable as a folder name.", "use letters, digits, '_', '-' or '.', e.g. --name alexnet")
+    check_model_name(name)
+    kind = file_kind(model)
     if instances < 1:
         raise InputError(f"--instances {instances} must be at least 1.", "e.g. --instances 2")
     if max_batch is not None and max_batch < 1:
@@ -92,7 +91,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
     if target.exists() and not force:
         raise InputError(f"{target} already exists.", "choose another --name, or add --force to replace it")
 
-    if model.suffix.lower() in (".engine", ".plan"):
+    if kind == "engine":
         from alexnet_deploy.runtimes.tensorrt_engine import read_sidecar
 
         sidecar = read_sidecar(model)
@@ -112,7 +111,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         labels, filename = sidecar.labels, "model.plan"
         if not labels:
             raise InputError(f"{model}'s sidecar has no labels.", "build the engine from an ONNX file made by `alexnet export`")
-    elif looks_like_onnx(model) or model.suffix.lower() == ".onnx":
+    elif kind == "onnx":
         from alexnet_deploy.exporter.metadata import read_record
         from alexnet_deploy.onnx_file import load_onnx
 
@@ -138,9 +137,12 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
     else:
         raise InputError(f"{model} is neither an ONNX model nor a TensorRT engine.", "package the .onnx from `alexnet export`/`quantize`, or an .engine from `alexnet build`")
 
-    repo.mkdir(parents=True, exist_ok=True)
-    # Staged beside the repository (same filesystem, so the rename is atomic) where a polling Triton will not look.
-    staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=repo.resolve().parent))
+    try:
+        repo.mkdir(parents=True, exist_ok=True)
+        # Staged beside the repository (same filesystem, so the rename is atomic) where a polling Triton will not look.
+        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=repo.resolve().parent))
+    except OSError as exc:
+        raise InputError(f"cannot write the model repository {repo} ({exc.strerror or exc}).", "choose a writable --triton folder") from None
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model, staging / "1" / filename)
@@ -154,6 +156,9 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(staging, target)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

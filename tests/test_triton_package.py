@@ -89,3 +89,10 @@ def _engine_without_sidecar(tmp_path):
     path = tmp_path / "lonely.engine"
     path.write_bytes(b"x")
     return path
+
+
+def test_unwritable_repository_is_a_clean_error(cli, half_width_onnx, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = cli.fails(2, "package", half_width_onnx, "--triton", blocker / "repo")
+    assert "cannot write the model repository" in result.stderr

@@ -43,15 +43,11 @@ class BenchReport:
 
 def input_kind(path: Path) -> str:
     """'checkpoint', 'onnx' or 'engine' for a bench input; InputError for anything else."""
-    from alexnet_deploy.onnx_file import check_input_file, looks_like_checkpoint, looks_like_onnx
+    from alexnet_deploy.onnx_file import check_input_file, file_kind
 
-    path = check_input_file(Path(path), "bench input")
-    if path.suffix.lower() in (".engine", ".plan", ".trt"):
-        return "engine"
-    if looks_like_onnx(path) or path.suffix.lower() == ".onnx":
-        return "onnx"
-    if looks_like_checkpoint(path) or path.suffix.lower() in (".pth", ".pt"):
-        return "checkpoint"
+    kind = file_kind(check_input_file(Path(path), "bench input"))
+    if kind is not None:
+        return kind
     raise InputError(f"{path} is not a checkpoint, an ONNX model or a TensorRT engine.", "give .pth/.pt, .onnx or .engine files")
 
 

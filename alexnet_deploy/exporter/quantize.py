@@ -19,7 +19,7 @@ from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, s
 from alexnet_deploy.errors import CheckFailed, InputError
 from alexnet_deploy.exporter.metadata import ModelRecord, read_record, write_record
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
-from alexnet_deploy.onnx_file import load_onnx
+from alexnet_deploy.onnx_file import fixed_batch, load_onnx
 from alexnet_deploy.exporter.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
 from alexnet_deploy.preprocess import load_images, preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
@@ -199,12 +199,6 @@ def _convert(source: Path, proto, precision: str, target: str, method: str, cali
     batch = fixed or (CALIB_BATCH if method == "minmax" else 1)
     reader = _make_reader(calibration.batch, input_name, progress, batch, fixed is not None)
     return recipes.quantize_static_int8(source, reader, target, method)
-
-
-def fixed_batch(proto) -> int | None:
-    """The model's fixed batch size, or None when the batch dimension is dynamic."""
-    dim = proto.graph.input[0].type.tensor_type.shape.dim
-    return int(dim[0].dim_value) if dim and dim[0].HasField("dim_value") else None
 
 
 def _truth(images: _Images, labels, notes: list[str]) -> np.ndarray | None:
