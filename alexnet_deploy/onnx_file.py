@@ -35,10 +35,21 @@ def looks_like_onnx(path: Path) -> bool:
     return _head(path, 1) == b"\x08"
 
 
+def looks_like_safetensors(path: Path) -> bool:
+    """True when the file starts like a safetensors file: a little-endian u64 header length, then '{'."""
+    head = _head(path, 9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    try:
+        return 8 + int.from_bytes(head[:8], "little") <= Path(path).stat().st_size
+    except OSError:
+        return False
+
+
 def looks_like_checkpoint(path: Path) -> bool:
-    """True for torch.save output: a zip archive (since PyTorch 1.6) or a pickle of protocol 2-5."""
+    """True for torch.save output (a zip archive since PyTorch 1.6, or a pickle of protocol 2-5) and safetensors files."""
     head = _head(path, 2)
-    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+    return head == b"PK" or (len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or looks_like_safetensors(path)
 
 
 def load_onnx(path: Path, load_weights: bool = True):
@@ -71,7 +82,7 @@ def file_kind(path: Path) -> str | None:
         return "engine"
     if looks_like_onnx(path) or (path.suffix.lower() == ".onnx" and not looks_like_checkpoint(path)):
         return "onnx"
-    if looks_like_checkpoint(path) or path.suffix.lower() in (".pth", ".pt"):
+    if looks_like_checkpoint(path) or path.suffix.lower() in (".pth", ".pt", ".safetensors"):
         return "checkpoint"
     return None
 

@@ -49,6 +49,56 @@ def test_state_dict_formats(fmt, reference, tmp_path):
     assert ckpt.module is None
 
 
+def test_safetensors_file_exports_with_its_labels(reference, tmp_path, cli):
+    """Weights saved with safetensors (HF-style), labels in its string metadata, DataParallel keys."""
+    import onnxruntime as ort
+    from safetensors.torch import save_file
+
+    classes = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    path = tmp_path / "weights.safetensors"
+    state = {f"module.{k}": v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, str(path), metadata={"classes": json.dumps(classes), "epoch": "12"})
+    ckpt = load_checkpoint(path)
+    assert ckpt.format == "safetensors" and ckpt.labels == classes and ckpt.info["epoch"] == 12
+    _same_weights(ckpt.state_dict, reference)
+
+    out = tmp_path / "weights.onnx"
+    summary = json.loads(cli.ok("export", path, "-o", out, "--json").stdout)
+    assert summary["verification"]["passed"]
+    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224), dtype=np.float32)
+    got = ort.InferenceSession(str(out)).run(None, {"input": x})[0]
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
+    assert json.loads(cli.ok("inspect", out, "--json").stdout)["labels"] == classes
+
+
+def test_truncated_safetensors_is_a_clear_error(reference, tmp_path, cli):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    result = cli.fails(2, "export", path, "-o", tmp_path / "w.onnx")
+    assert "not a readable safetensors file" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "w.onnx").exists()
+
+
+def test_safetensors_without_the_package_says_how_to_install_it(reference, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from alexnet_deploy.errors import DependencyError
+
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
+    for name in ("safetensors", "safetensors.torch"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import safetensors` raise ImportError
+    with pytest.raises(DependencyError) as info:
+        load_checkpoint(path)
+    assert "alexnet-deploy[safetensors]" in info.value.fix
+
+
 def test_legacy_non_zip_format(reference, tmp_path):
     path = tmp_path / "legacy.pth"
     torch.save(reference.state_dict(), path, _use_new_zipfile_serialization=False)

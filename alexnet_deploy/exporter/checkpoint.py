@@ -2,8 +2,9 @@
 
 Handles a bare state_dict; a dict wrapping one beside optimizer/epoch/metrics; the
 ``module.`` (DataParallel/DDP) and ``_orig_mod.`` (torch.compile) prefixes; GPU tensors
-(loaded on the CPU); TorchScript archives; legacy (pre-1.6) files; and a whole pickled
-``nn.Module``, the last only with ``trust_pickle=True`` because unpickling runs code.
+(loaded on the CPU); TorchScript archives; legacy (pre-1.6) files; safetensors files
+(with the optional ``safetensors`` package); and a whole pickled ``nn.Module``, the last
+only with ``trust_pickle=True`` because unpickling runs code.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from alexnet_deploy.errors import CheckpointError
+from alexnet_deploy.errors import CheckpointError, DependencyError
 from alexnet_deploy.fileio import sha256_file
-from alexnet_deploy.onnx_file import check_input_file
+from alexnet_deploy.onnx_file import check_input_file, looks_like_safetensors
 
 # Keys under which training scripts store the weights, most specific first.
 WRAPPER_KEYS = (
@@ -169,6 +170,9 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
     torch = _torch()
     sha = sha256_file(path)
 
+    if looks_like_safetensors(path):
+        return _normalise(path, sha, *_load_safetensors(path))
+
     if _is_torchscript(path):
         try:
             module = torch.jit.load(str(path), map_location="cpu")
@@ -194,6 +198,33 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
     else:
         fmt = None
     return _normalise(path, sha, obj, fmt)
+
+
+def _load_safetensors(path: Path) -> tuple[dict, str]:
+    """The file's tensors as a state_dict, with its string metadata (if any) beside them."""
+    try:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+    except ImportError:
+        raise DependencyError(f"{path} is a safetensors file, and reading it needs the safetensors package.", "pip install 'alexnet-deploy[safetensors]'") from None
+    try:
+        state_dict = load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}).", "check that it was written completely (safetensors.torch.save_file)") from None
+    if metadata:  # read like a torch.save wrapper dict, so labels ("classes": JSON list) and info come through
+        return {"state_dict": state_dict, **{k: _json_or_text(v) for k, v in metadata.items()}}, "safetensors"
+    return state_dict, "safetensors"
+
+
+def _json_or_text(value: str):
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
 
 
 def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
@@ -271,7 +302,8 @@ def _normalise(path: Path, sha: str, obj, fmt: str | None) -> Checkpoint:
                     "save the model with torch.save(model.state_dict(), PATH)",
                 )
         info = {str(k): _summarise(v) for k, v in obj.items() if k != wrapper_key and not isinstance(v, (dict, torch.nn.Module))}
-        fmt = f"wrapped[{wrapper_key}]" if wrapper_key else "state_dict+extras"
+        if fmt != "safetensors":
+            fmt = f"wrapped[{wrapper_key}]" if wrapper_key else "state_dict+extras"
     else:
         raise CheckpointError(
             f"{path} holds a {type(obj).__name__}, not model weights.",
