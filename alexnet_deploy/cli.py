@@ -432,7 +432,7 @@ def build(
 
     First lints the ONNX for TensorRT's parser on the CPU: supported ops (LRN window odd
     1..15), Q/DQ zero points 0, no UINT8 Q/DQ, no INT32 DequantizeLinear, only the batch
-    dimension dynamic, opset 9..25. A problem names the node and the rule and exits 1.
+    dimension dynamic, opset 9..24. A problem names the node and the rule and exits 1.
     """
     from alexnet_deploy.runtimes.tensorrt_engine import BatchProfile, build_engine
 

@@ -49,8 +49,7 @@ class ImageSet:
 
 def _class_files(folder: Path) -> list[Path]:
     files = []
-    for dirpath, dirnames, filenames in sorted(os.walk(folder, followlinks=True)):
-        dirnames.sort()
+    for dirpath, _, filenames in sorted(os.walk(folder, followlinks=True)):
         files += [Path(dirpath) / name for name in sorted(filenames) if name.lower().endswith(IMAGE_SUFFIXES)]
     return files
 

@@ -74,7 +74,10 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
     from alexnet_deploy.onnx_file import check_input_file, file_kind
 
     model = check_input_file(Path(model), "model")
-    is_onnx = file_kind(model) == "onnx"
+    kind = file_kind(model)
+    if kind == "engine":
+        raise InputError(f"{model} is a TensorRT engine; eval runs ONNX models and checkpoints.", "evaluate the .onnx the engine was built from")
+    is_onnx = kind == "onnx"
     runtime = runtime or ("ort" if is_onnx else "torch")
     if runtime not in ("ort", "torch"):
         raise InputError(f"unknown runtime {runtime!r} for eval.", "use --runtime ort (ONNX files) or --runtime torch (checkpoints)")

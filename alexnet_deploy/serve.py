@@ -170,11 +170,11 @@ class ModelService:
             raise RequestError(f"the request body is not valid JSON ({str(exc)[:120]})") from None
         if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
             raise RequestError(f"the request needs \"inputs\": a list with one tensor named {self.input_name!r}")
-        for where in [request] + list(request["inputs"]) + list(request.get("outputs") or []):
-            if isinstance(where, dict) and not isinstance(where.get("parameters", {}), dict):
-                raise RequestError("\"parameters\" must be an object")
         if request.get("outputs") is not None and not isinstance(request["outputs"], list):
             raise RequestError("\"outputs\" must be a list")
+        for where in [request] + request["inputs"] + (request.get("outputs") or []):
+            if isinstance(where, dict) and not isinstance(where.get("parameters", {}), dict):
+                raise RequestError("\"parameters\" must be an object")
         batch = self._decode_input(request["inputs"][0], binary)
         logits = self.batcher.submit(batch)
         return self._encode(request, logits)

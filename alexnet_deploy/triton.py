@@ -139,10 +139,14 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
 
     try:
         repo.mkdir(parents=True, exist_ok=True)
-        # Staged beside the repository (same filesystem, so the rename is atomic) where a polling Triton will not look.
-        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=repo.resolve().parent))
+        # Staged beside the repository, where a polling Triton will not look; inside it (hidden)
+        # when it is a mount point (a rename cannot cross filesystems) or its parent is read-only.
+        parent = repo.resolve().parent
+        stage_dir = parent if os.access(parent, os.W_OK) and os.stat(parent).st_dev == os.stat(repo).st_dev else repo.resolve()
+        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=stage_dir))
     except OSError as exc:
         raise InputError(f"cannot write the model repository {repo} ({exc.strerror or exc}).", "choose a writable --triton folder") from None
+    old = None
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model, staging / "1" / filename)
@@ -150,7 +154,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         (staging / "labels.txt").write_text("\n".join(labels) + "\n")
         os.chmod(staging, 0o755)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.old.", dir=repo.resolve().parent))
+            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.old.", dir=stage_dir))
             os.replace(target, old / name)
             os.replace(staging, target)
             shutil.rmtree(old, ignore_errors=True)
@@ -158,6 +162,10 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             os.replace(staging, target)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if old is not None and (old / name).exists() and not target.exists():
+            os.replace(old / name, target)  # --force must not lose the model it was replacing
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -57,7 +57,7 @@ def test_safetensors_file_exports_with_its_labels(reference, tmp_path, cli):
     classes = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
     path = tmp_path / "weights.safetensors"
     state = {f"module.{k}": v.contiguous() for k, v in reference.state_dict().items()}
-    save_file(state, str(path), metadata={"classes": json.dumps(classes), "epoch": "12"})
+    save_file(state, str(path), metadata={"classes": json.dumps(classes), "epoch": "12", "state_dict": "v2"})
     ckpt = load_checkpoint(path)
     assert ckpt.format == "safetensors" and ckpt.labels == classes and ckpt.info["epoch"] == 12
     _same_weights(ckpt.state_dict, reference)

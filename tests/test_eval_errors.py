@@ -73,3 +73,14 @@ def test_quantize_and_verify_a_fixed_batch_model(cli, half_width, tmp_path):
     assert list(data["latency"]) == ["batch_4"] and data["calibration"]["images"] == 5
     report = json.loads(cli.ok("verify", out, "--reference", fixed, "--json", "-").stdout)
     assert report["batch_sizes"] == [4]
+
+
+def test_eval_of_an_engine_says_to_use_its_onnx(cli, tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"plan bytes")
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "val" / "cat" / "a.png")
+    result = cli.fails(2, "eval", engine, "--data", tmp_path / "val")
+    assert "is a TensorRT engine" in result.stderr and "Traceback" not in result.stderr

@@ -238,3 +238,40 @@ def test_build_without_tensorrt_is_a_clean_error(cli, half_width_onnx, tmp_path)
     result = cli.fails(2, "build", half_width_onnx, "-o", tmp_path / "m.engine")
     assert "tensorrt" in result.stderr and "pip install" in result.stderr
     assert not (tmp_path / "m.engine").exists()
+
+
+class _RowSumRuntime:
+    """A stand-in backend with a TensorRT-like profile (8..16): logits are each row's sum."""
+
+    @staticmethod
+    def make(min_batch, max_batch):
+        from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
+
+        class RowSum(Runtime):
+            def _info_impl(self):
+                return RuntimeInfo("fake", "cpu", "fp32", "input", (None, 3, 2, 2), min_batch, max_batch)
+
+            def _run_impl(self, batch):
+                assert min_batch <= len(batch) <= max_batch
+                return batch.reshape(len(batch), -1).sum(axis=1, keepdims=True)
+
+        return RowSum()
+
+
+def test_run_all_pads_chunks_below_the_minimum_batch():
+    data = np.random.default_rng(0).standard_normal((37, 3, 2, 2)).astype(np.float32)
+    with _RowSumRuntime.make(8, 16) as runtime:
+        got = runtime.run_all(data, batch_size=32)  # chunks of 16, 16, 5 (padded to 8)
+    np.testing.assert_allclose(got[:, 0], data.reshape(37, -1).sum(axis=1), rtol=1e-6)
+
+
+def test_write_section_replaces_only_the_section_with_that_exact_title(tmp_path):
+    from alexnet_deploy.bench.precision import write_section
+
+    target = tmp_path / "BENCHMARKS.md"
+    target.write_text("# Benchmarks\n\n## Runtime suite (alexnet bench --suite)\n\nold suite\n\n## Runtime\n\nold runtime\n\n## Notes\n\nmine\n")
+    write_section(target, "## Runtime\n\nnew runtime\n")
+    text = target.read_text()
+    assert "old suite" in text and "mine" in text and "new runtime" in text and "old runtime" not in text
+    write_section(target, "## Serving\n\nserved\n")
+    assert target.read_text().endswith("## Serving\n\nserved\n") and "new runtime" in target.read_text()

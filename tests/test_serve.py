@@ -128,7 +128,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, reference):
         assert 400 <= status < 500 and word in json.loads(body)["error"], (word, status, body)
     status, body = _post(address, b"{not json")
     assert status == 400 and "not valid JSON" in json.loads(body)["error"]
-    for malformed in ({"inputs": [good], "parameters": [1]}, {"inputs": [dict(good, shape=[True, 3, 224, 224])]}, {"inputs": [dict(good, shape=[2 ** 52, 3, 224, 224])]}):
+    for malformed in ({"inputs": [good], "parameters": [1]}, {"inputs": [good], "outputs": 5}, {"inputs": [good], "outputs": True}, {"inputs": [dict(good, shape=[True, 3, 224, 224])]}, {"inputs": [dict(good, shape=[2 ** 52, 3, 224, 224])]}):
         assert 400 <= _post(address, json.dumps(malformed).encode())[0] < 500
     assert _post(address, b"[" * 100000)[0] == 400
     assert _post(address, b"{}", {"Content-Length": "-5"})[0] == 400

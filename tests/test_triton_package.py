@@ -82,7 +82,28 @@ def test_fixed_batch_onnx_and_bad_input(cli, half_width, half_width_onnx, tmp_pa
     assert parse(tmp_path / "repo" / "alexnet" / "config.pbtxt").max_batch_size == 64
     assert "not usable as a folder name" in cli.fails(2, "package", half_width_onnx, "--triton", tmp_path / "r", "--name", "../x").stderr
     assert "no sidecar" in cli.fails(2, "package", _engine_without_sidecar(tmp_path), "--triton", tmp_path / "r").stderr
-    assert not [p for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")]  # no staging left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo-")]  # staging and the replaced entry are gone
+
+
+def test_a_failed_force_replace_keeps_the_old_model(cli, half_width_onnx, tmp_path, monkeypatch):
+    import os
+
+    cli.ok("package", half_width_onnx, "--triton", tmp_path / "repo", "--max-batch", 8)
+    before = (tmp_path / "repo" / "alexnet" / "config.pbtxt").read_text()
+    real_replace, calls = os.replace, []
+
+    def replace_failing_second(src, dst):  # 1: old entry aside, 2: staging into place (fails)
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_failing_second)
+    assert "cannot write" in cli.fails(2, "package", half_width_onnx, "--triton", tmp_path / "repo", "--force").stderr
+    monkeypatch.undo()
+    assert (tmp_path / "repo" / "alexnet" / "config.pbtxt").read_text() == before
+    assert (tmp_path / "repo" / "alexnet" / "1" / "model.onnx").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo-")]
 
 
 def _engine_without_sidecar(tmp_path):

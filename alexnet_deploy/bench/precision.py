@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet_deploy.fileio import atomic_write
+
 VARIANTS = (("fp32", None, None), ("fp16", "fp16", "cpu"), ("int8", "int8", "cpu"), ("int8-trt", "int8", "tensorrt"), ("int8-dynamic", "int8-dynamic", "cpu"))
 
 
@@ -50,7 +52,7 @@ def make_models(work: Path) -> dict[str, Path]:
             if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
                 torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
                 torch.nn.init.normal_(module.bias, std=0.01)
-        torch.save(model.state_dict(), checkpoint)
+        atomic_write(checkpoint, lambda tmp: torch.save(model.state_dict(), tmp))
     paths = {"fp32": work / "seed000.onnx"}
     if not paths["fp32"].exists():
         export_checkpoint(checkpoint, paths["fp32"], ModelOptions(arch="caffe-227"))
@@ -115,8 +117,9 @@ def write_section(target: Path, section: str) -> None:
     text = target.read_text() if target.exists() else "# Benchmarks\n\nMeasured, not asserted. Each section says how it was measured.\n"
     parts = text.split("\n## ")
     head, sections = parts[0], ["## " + p for p in parts[1:]]
-    sections = [s if not s.startswith(title) else section for s in sections]
-    if not any(s.startswith(title) for s in sections):
+    same = [s.splitlines()[0] == title for s in sections]
+    sections = [section if match else s for s, match in zip(sections, same)]
+    if not any(same):
         sections.append(section)
     from alexnet_deploy.fileio import atomic_write_bytes
 

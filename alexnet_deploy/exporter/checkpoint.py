@@ -13,7 +13,7 @@ import io
 import json
 import pickletools
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +172,7 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
     sha = sha256_file(path)
 
     if looks_like_safetensors(path) or path.suffix.lower() == ".safetensors":  # by name too, so a damaged one says so
-        return _normalise(path, sha, *_load_safetensors(path))
+        return replace(_normalise(path, sha, _load_safetensors(path), None), format="safetensors")
 
     if _is_torchscript(path):
         try:
@@ -201,22 +201,22 @@ def load_checkpoint(path: Path, trust_pickle: bool = False, extra_classes: dict 
     return _normalise(path, sha, obj, fmt)
 
 
-def _load_safetensors(path: Path) -> tuple[dict, str]:
+def _load_safetensors(path: Path) -> dict:
     """The file's tensors as a state_dict, with its string metadata (if any) beside them."""
     try:
         from safetensors import SafetensorError
-        from safetensors.torch import load_file, safe_open
+        from safetensors.torch import safe_open
     except ImportError:
         raise DependencyError(f"{path} is a safetensors file, and reading it needs the safetensors package.", "pip install 'alexnet-deploy[safetensors]'") from None
     try:
-        state_dict = load_file(str(path), device="cpu")
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
+            state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}).", "check that it was written completely (safetensors.torch.save_file)") from None
     if metadata:  # read like a torch.save wrapper dict, so labels ("classes": JSON list) and info come through
-        return {"state_dict": state_dict, **{k: _json_or_text(v) for k, v in metadata.items()}}, "safetensors"
-    return state_dict, "safetensors"
+        return {**{k: _json_or_text(v) for k, v in metadata.items()}, "state_dict": state_dict}
+    return state_dict
 
 
 def _json_or_text(value: str):
@@ -301,8 +301,7 @@ def _normalise(path: Path, sha: str, obj, fmt: str | None) -> Checkpoint:
                     "save the model with torch.save(model.state_dict(), PATH)",
                 )
         info = {str(k): _summarise(v) for k, v in obj.items() if k != wrapper_key and not isinstance(v, (dict, torch.nn.Module))}
-        if fmt != "safetensors":
-            fmt = f"wrapped[{wrapper_key}]" if wrapper_key else "state_dict+extras"
+        fmt = f"wrapped[{wrapper_key}]" if wrapper_key else "state_dict+extras"
     else:
         raise CheckpointError(
             f"{path} holds a {type(obj).__name__}, not model weights.",

@@ -293,7 +293,11 @@ def quantize_model(
         raise CheckFailed(f"the {precision} model fails onnx.checker ({str(exc).splitlines()[0][:160]}); nothing was written.", "run with --debug and report it") from None
 
     progress.start(f"comparing with FP32 on {len(compared.batch)} images", 2 * len(compared.batch))
-    with OrtRuntime(source) as fp32_rt, OrtRuntime(data, precision=precision) as new_rt:
+    try:
+        new_rt = OrtRuntime(data, precision=precision)
+    except InputError as exc:  # the source loaded, so this is a failed result, not bad input
+        raise CheckFailed(f"the {precision} model does not load in onnxruntime ({exc.problem}); nothing was written.", "run with --debug and report it") from None
+    with OrtRuntime(source) as fp32_rt, new_rt:
         reference = fp32_rt.run_all(compared.batch, 32, progress.advance)
         candidate = new_rt.run_all(compared.batch, 32, progress.advance)
         if not np.isfinite(candidate).all():

@@ -57,20 +57,20 @@ class Runtime(abc.ABC):
     def run_all(self, data: np.ndarray, batch_size: int = 32, advance=None) -> np.ndarray:
         """Logits for any number of inputs, run in chunks of ``batch_size`` within the model's limits.
 
-        A fixed-batch model gets its last chunk padded with copies; only real rows are
-        returned. ``advance(n)`` is called after each chunk with its number of inputs.
+        A chunk smaller than the model's minimum batch (a fixed-batch model's last chunk,
+        say) is padded with copies; only real rows are returned. ``advance(n)`` is called
+        after each chunk with its number of inputs.
         """
         info = self.info()
         size = max(1, int(batch_size))
         if info.max_batch is not None:
             size = min(size, info.max_batch)
-        fixed = info.max_batch if info.max_batch is not None and info.max_batch == info.min_batch else None
         outputs = []
         for start in range(0, len(data), size):
             chunk = data[start:start + size]
             real = len(chunk)
-            if fixed and real < fixed:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], fixed - real, axis=0)])
+            if real < info.min_batch:
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], info.min_batch - real, axis=0)])
             outputs.append(self.run(chunk)[:real])
             if advance is not None:
                 advance(real)
