@@ -43,7 +43,7 @@ class Classifier:
     """
 
     def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
-        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
         from alexnet_deploy.runtimes.ort import OrtRuntime
 

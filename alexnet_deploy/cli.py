@@ -115,7 +115,7 @@ StdOpt = typer.Option(None, "--std", help="Normalize std, R,G,B (e.g. 0.229,0.22
 
 
 def _model_options(arch, model, model_kwargs, input_size, trust_pickle):
-    from alexnet_deploy.exporter.options import ModelOptions
+    from alexnet_deploy.checkpoints.options import ModelOptions
 
     return ModelOptions(arch, model, model_kwargs, input_size, trust_pickle)
 
@@ -226,7 +226,7 @@ def verify(
     FP16: top-1 agreement >= 99% and cosine >= 0.999. INT8 and int8-dynamic: top-1
     agreement >= 95% and cosine >= 0.95, judged on --images (else synthetic images).
     """
-    from alexnet_deploy.exporter.verify import parse_batch_sizes
+    from alexnet_deploy.verify.parity import parse_batch_sizes
     from alexnet_deploy.exporter.workflow import verify_against_onnx, verify_checkpoint
 
     if (checkpoint is None) == (reference is None):
@@ -276,7 +276,7 @@ def quantize(
     The comparison reports top-1 agreement with FP32, accuracy when the images are an
     ImageFolder, file sizes and latency, and warns when agreement is under 99%.
     """
-    from alexnet_deploy.exporter.quantize import quantize_model
+    from alexnet_deploy.quantize.pipeline import quantize_model
 
     with progress_steps(as_json) as progress:
         outcome = quantize_model(
@@ -383,7 +383,7 @@ def package(
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ):
     """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan."""
-    from alexnet_deploy.triton import package_triton
+    from alexnet_deploy.deploy.triton import package_triton
 
     result = package_triton(model_file, triton, name, max_batch, instances, not no_dynamic_batching, force)
     if as_json:
@@ -434,7 +434,7 @@ def build(
     1..15), Q/DQ zero points 0, no UINT8 Q/DQ, no INT32 DequantizeLinear, only the batch
     dimension dynamic, opset 9..24. A problem names the node and the rule and exits 1.
     """
-    from alexnet_deploy.runtimes.tensorrt_engine import BatchProfile, build_engine
+    from alexnet_deploy.build.engine import BatchProfile, build_engine
 
     with progress_steps(as_json) as progress:
         try:
@@ -456,7 +456,7 @@ def build(
 def _print_lint(model_file: Path) -> None:
     """Every lint finding, one per line, on stderr (the error line names only the first)."""
     from alexnet_deploy.onnx_file import load_onnx
-    from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+    from alexnet_deploy.build.lint import lint_onnx
 
     for finding in lint_onnx(load_onnx(model_file)):
         err.print(f"  {finding}", markup=False)
@@ -544,7 +544,7 @@ def quickstart(
     force: bool = typer.Option(False, "--force", help="Use DIRECTORY even if it is not empty (its demo files are replaced)."),
 ):
     """Make a seeded AlexNet checkpoint (seed 001's layout, hand-written LRN), export it, verify it, say what next."""
-    from alexnet_deploy.exporter.demo import CIFAR10, make_demo_checkpoint, make_sample_images
+    from alexnet_deploy.checkpoints.demo import CIFAR10, make_demo_checkpoint, make_sample_images
     from alexnet_deploy.exporter.workflow import export_checkpoint
     from alexnet_deploy.fileio import atomic_write_bytes
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices
 from alexnet_deploy.errors import InputError
-from alexnet_deploy.exporter.metadata import Preprocessing
+from alexnet_deploy.record import Preprocessing
 from alexnet_deploy.preprocess import preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
 
@@ -84,7 +84,7 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
     if is_onnx:
         if runtime == "torch":
             raise InputError(f"{model} is an ONNX model; the torch runtime runs checkpoints.", "use --runtime ort, or pass the .pth checkpoint")
-        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
         from alexnet_deploy.runtimes.ort import OrtRuntime
 
@@ -96,9 +96,9 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
     if runtime == "ort":
         raise InputError(f"{model} is a PyTorch checkpoint; onnxruntime needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
     from alexnet_deploy.errors import require
-    from alexnet_deploy.exporter.labels import default_labels
-    from alexnet_deploy.exporter.options import ModelOptions
-    from alexnet_deploy.exporter.resolve import resolve_model
+    from alexnet_deploy.labels import default_labels
+    from alexnet_deploy.checkpoints.options import ModelOptions
+    from alexnet_deploy.checkpoints.resolve import resolve_model
     from alexnet_deploy.exporter.workflow import apply_overrides
     from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from alexnet_deploy.errors import InputError
-from alexnet_deploy.exporter.metadata import Preprocessing
+from alexnet_deploy.record import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 

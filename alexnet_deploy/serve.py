@@ -132,7 +132,7 @@ class ModelService:
     """The served model: metadata and request decoding/encoding around a :class:`Batcher`."""
 
     def __init__(self, path: Path, name: str, max_batch: int, max_delay_ms: float, threads: int | None = None):
-        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
         from alexnet_deploy.runtimes.ort import OrtRuntime
 

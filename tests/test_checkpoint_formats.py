@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from alexnet_deploy.errors import CheckpointError
-from alexnet_deploy.exporter.checkpoint import load_checkpoint
+from alexnet_deploy.checkpoints.load import load_checkpoint
 from seed_models import Seed003AlexNet, alive
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet_deploy.exporter.demo import make_sample_images
+from alexnet_deploy.checkpoints.demo import make_sample_images
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from alexnet_deploy.compare import compare_logits
+from alexnet_deploy.verify.metrics import compare_logits
 from alexnet_deploy.errors import InputError
 
 
@@ -84,7 +84,7 @@ def test_runtime_side_imports_without_torch(half_width_onnx):
         "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
         "from alexnet_deploy.runtimes.ort import OrtRuntime\n"
-        "from alexnet_deploy.exporter.metadata import read_record_from_path\n"
+        "from alexnet_deploy.record import read_record_from_path\n"
         "from alexnet_deploy.preprocess import preprocess_batch\n"
         f"r = OrtRuntime({str(half_width_onnx)!r}); rec = read_record_from_path({str(half_width_onnx)!r})\n"
         "print(r.run(np.zeros((1, 3, 224, 224), np.float32)).shape, rec.labels[0])\n"

@@ -70,7 +70,7 @@ def test_split_is_seeded_disjoint_and_complete():
 
 
 def test_criteria_per_precision():
-    from alexnet_deploy.exporter.verify import THRESHOLDS, failed_criteria
+    from alexnet_deploy.verify.parity import THRESHOLDS, failed_criteria
 
     assert failed_criteria(THRESHOLDS["fp32"], 5e-5, 0.999999, 1.0) == []
     assert len(failed_criteria(THRESHOLDS["fp32"], 2e-4, 0.999999, 1.0)) == 1

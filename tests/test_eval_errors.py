@@ -65,7 +65,7 @@ def test_quantize_and_verify_a_fixed_batch_model(cli, half_width, tmp_path):
     fixed = tmp_path / "fixed4.onnx"
     cli.ok("export", half_width[0], "-o", fixed, "--batch", 4, "--no-verify")
     images = tmp_path / "imgs"
-    from alexnet_deploy.exporter.demo import make_sample_images
+    from alexnet_deploy.checkpoints.demo import make_sample_images
 
     make_sample_images(images, 6)
     out = tmp_path / "fixed4.int8.onnx"

@@ -114,10 +114,10 @@ class SharedLRN(nn.Module):
 
 
 def test_a_module_called_twice_gives_two_nodes():
-    from alexnet_deploy.exporter.checkpoint import Checkpoint
+    from alexnet_deploy.checkpoints.load import Checkpoint
     from alexnet_deploy.exporter.onnx_export import export_model
-    from alexnet_deploy.exporter.metadata import Preprocessing
-    from alexnet_deploy.exporter.resolve import ResolvedModel
+    from alexnet_deploy.record import Preprocessing
+    from alexnet_deploy.checkpoints.resolve import ResolvedModel
 
     torch.manual_seed(0)
     model = SharedLRN().eval()

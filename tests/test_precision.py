@@ -127,7 +127,7 @@ def test_tensorrt_target_follows_tensorrt_rules(quantized):
         assert producers[node.input[0]].op_type == "DequantizeLinear"  # activations quantized at the input
         if len(node.input) > 2:
             assert node.input[2] in inits and inits[node.input[2]].dtype == np.float32, "bias stays float (no INT32 DequantizeLinear)"
-    from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+    from alexnet_deploy.build.lint import lint_onnx
 
     assert lint_onnx(proto) == []  # and the toolkit's own TensorRT lint agrees
     cpu_rules = {f.rule for f in lint_onnx(onnx.load(str(quantized("int8")[0])))}
@@ -155,7 +155,7 @@ def test_dynamic_int8_quantizes_only_gemm(quantized):
 
 
 def test_metadata_records_precision_and_calibration(quantized, trained):
-    from alexnet_deploy.exporter.metadata import read_record
+    from alexnet_deploy.record import read_record
 
     path, summary = quantized("int8-trt")
     record = read_record(onnx.load(str(path), load_external_data=False))
@@ -211,7 +211,7 @@ def test_eval_checkpoint_with_torch_runtime(cli, trained, fp32_logits, val_set):
 def test_eval_preprocessing_equals_torchvision(trained):
     from PIL import Image
 
-    from alexnet_deploy.exporter.metadata import read_record
+    from alexnet_deploy.record import read_record
     from alexnet_deploy.preprocess import preprocess_image
 
     spec = read_record(onnx.load(str(trained.onnx), load_external_data=False)).preprocessing
@@ -318,8 +318,8 @@ def test_histogram_calibration_methods_run(cli, trained, tmp_path):
 
 
 def test_default_holdout_is_drawn_from_every_class(trained):
-    from alexnet_deploy.exporter.metadata import read_record
-    from alexnet_deploy.exporter.quantize import plan_images
+    from alexnet_deploy.record import read_record
+    from alexnet_deploy.quantize.pipeline import plan_images
 
     record = read_record(onnx.load(str(trained.onnx), load_external_data=False))
     calibration, compared, notes = plan_images("int8", trained.calib, None, 120, 500, record)

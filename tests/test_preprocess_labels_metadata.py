@@ -11,8 +11,8 @@ from PIL import Image
 from torchvision import transforms
 
 from alexnet_deploy.errors import InputError
-from alexnet_deploy.exporter.labels import read_labels
-from alexnet_deploy.exporter.metadata import ModelRecord, Preprocessing, read_record, write_record
+from alexnet_deploy.labels import read_labels
+from alexnet_deploy.record import ModelRecord, Preprocessing, read_record, write_record
 from alexnet_deploy.preprocess import preprocess_image
 
 

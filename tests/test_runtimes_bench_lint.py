@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+from alexnet_deploy.build.lint import lint_onnx
 
 HAS_CUDA = torch.cuda.is_available()
 
@@ -199,7 +199,7 @@ def test_build_check_only_cli(cli, half_width_onnx, tmp_path):
 
 def test_batch_profile_rules():
     from alexnet_deploy.errors import InputError
-    from alexnet_deploy.runtimes.tensorrt_engine import BatchProfile
+    from alexnet_deploy.build.engine import BatchProfile
 
     assert BatchProfile(1, 8, 64).validated() == BatchProfile(1, 8, 64)
     assert BatchProfile().validated(fixed_batch=4) == BatchProfile(4, 4, 4)
@@ -211,7 +211,7 @@ def test_batch_profile_rules():
 
 def test_engine_sidecar_compatibility(tmp_path):
     from alexnet_deploy.errors import InputError
-    from alexnet_deploy.runtimes.tensorrt_engine import EngineSidecar, check_compatible, read_sidecar, sidecar_path
+    from alexnet_deploy.build.engine import EngineSidecar, check_compatible, read_sidecar, sidecar_path
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")

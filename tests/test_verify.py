@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx import numpy_helper
 
-from alexnet_deploy.exporter.demo import make_sample_images
+from alexnet_deploy.checkpoints.demo import make_sample_images
 
 FIELDS = {"passed", "max_abs_err", "max_rel_err", "min_cosine", "top1_agreement", "top5_agreement", "samples", "batch_sizes", "first_divergent_layer"}
 
@@ -43,7 +43,7 @@ def test_verify_json_numbers_match_an_independent_computation(half_width, half_w
     import onnxruntime as ort
 
     from alexnet_deploy.exporter.workflow import verify_checkpoint
-    from alexnet_deploy.exporter.verify import build_inputs
+    from alexnet_deploy.verify.parity import build_inputs
 
     report = verify_checkpoint(half_width_onnx, half_width[0], samples=4, batch_sizes=[4])
     x, _, _ = build_inputs(224, 4, None, None)

@@ -38,9 +38,9 @@ def make_models(work: Path) -> dict[str, Path]:
     """Export the seed-000-shaped model and quantize it every way; returns tag -> path."""
     import torch
 
-    from alexnet_deploy.exporter.layouts import LAYOUTS
-    from alexnet_deploy.exporter.options import ModelOptions
-    from alexnet_deploy.exporter.quantize import quantize_model
+    from alexnet_deploy.checkpoints.layouts import LAYOUTS
+    from alexnet_deploy.checkpoints.options import ModelOptions
+    from alexnet_deploy.quantize.pipeline import quantize_model
     from alexnet_deploy.exporter.workflow import export_checkpoint
 
     work.mkdir(parents=True, exist_ok=True)

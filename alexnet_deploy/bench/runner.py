@@ -104,27 +104,27 @@ def machine_info(threads: int | None) -> dict[str, Any]:
 def open_runtime(runtime: str, path: Path, threads: int | None, model_options=None, engine_cache: Path | None = None, progress=None):
     """Load ``path`` in ``runtime``; DependencyError/InputError say why it cannot run here."""
     if runtime.startswith("torch"):
-        from alexnet_deploy.exporter.resolve import resolve_model
+        from alexnet_deploy.checkpoints.resolve import resolve_model
         from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 
         if threads:
             import torch
 
             torch.set_num_threads(int(threads))
-        from alexnet_deploy.exporter.options import ModelOptions
+        from alexnet_deploy.checkpoints.options import ModelOptions
 
         resolved = resolve_model(path, model_options or ModelOptions())
         device = "cuda" if "cuda" in runtime else "cpu"
         return TorchRuntime(resolved.reference, resolved.input_size, path.name, device=device, half=runtime.endswith("fp16"), compile=runtime == "torch-compile")
     if runtime.startswith("ort"):
-        from alexnet_deploy.exporter.metadata import read_record_or_none
+        from alexnet_deploy.record import read_record_or_none
         from alexnet_deploy.onnx_file import load_onnx
         from alexnet_deploy.runtimes.ort import OrtRuntime
 
         record = read_record_or_none(load_onnx(path, load_weights=False), str(path))
         device = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[runtime]
         return OrtRuntime(path, threads=threads, precision=record.precision if record else None, device=device)
-    from alexnet_deploy.runtimes.tensorrt_engine import TrtRuntime, build_engine
+    from alexnet_deploy.build.engine import TrtRuntime, build_engine
 
     if input_kind(path) == "onnx":
         engine = (engine_cache or path.parent) / (path.stem + ".engine")
@@ -137,7 +137,7 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
 def _cached_engine_fits(engine: Path, onnx_path: Path) -> bool:
     """True when ``engine`` exists and was built from this very ONNX file with this TensorRT."""
     from alexnet_deploy.fileio import sha256_file
-    from alexnet_deploy.runtimes.tensorrt_engine import read_sidecar
+    from alexnet_deploy.build.engine import read_sidecar
 
     if not engine.exists():
         return False

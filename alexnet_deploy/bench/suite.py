@@ -13,7 +13,7 @@ from alexnet_deploy.bench.harness import TimingSettings
 from alexnet_deploy.bench.precision import make_models, write_section
 from alexnet_deploy.bench.report import markdown_table
 from alexnet_deploy.bench.runner import BenchReport, run_bench
-from alexnet_deploy.exporter.options import ModelOptions
+from alexnet_deploy.checkpoints.options import ModelOptions
 
 SUITE_RUNTIMES = ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16", "ort", "ort-cuda", "trt")
 

@@ -34,7 +34,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     import numpy as np
     import onnx
 
-    from alexnet_deploy.exporter.metadata import PREFIX, read_props, read_record
+    from alexnet_deploy.record import PREFIX, read_props, read_record
 
     model = load_onnx(path)
     props = read_props(model)
@@ -81,8 +81,8 @@ def inspect_checkpoint(path: Path, trust_pickle: bool = False, arch: str | None 
     from alexnet_deploy.errors import require
 
     torch = require("torch", "torch", "Inspecting PyTorch checkpoints")
-    from alexnet_deploy.exporter.checkpoint import load_checkpoint
-    from alexnet_deploy.exporter.layouts import build_model, detect_layout
+    from alexnet_deploy.checkpoints.load import load_checkpoint
+    from alexnet_deploy.checkpoints.layouts import build_model, detect_layout
     from alexnet_deploy.exporter.lrn import find_lrn_sites
 
     ckpt = load_checkpoint(path, trust_pickle=trust_pickle)

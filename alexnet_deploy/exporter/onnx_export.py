@@ -15,8 +15,8 @@ import torch
 from alexnet_deploy import __version__
 from alexnet_deploy.errors import ExportError, InputError
 from alexnet_deploy.exporter.lrn import LRNSite, find_lrn_sites, lrn_as_onnx_op, lrn_onnx_translation
-from alexnet_deploy.exporter.metadata import ModelRecord, Preprocessing, write_record
-from alexnet_deploy.exporter.resolve import ResolvedModel
+from alexnet_deploy.record import ModelRecord, Preprocessing, write_record
+from alexnet_deploy.checkpoints.resolve import ResolvedModel
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Callable
 
 from alexnet_deploy.errors import CheckFailed, InputError, require
-from alexnet_deploy.exporter.labels import default_labels, read_labels
-from alexnet_deploy.exporter.metadata import Preprocessing
-from alexnet_deploy.exporter.options import ModelOptions
+from alexnet_deploy.labels import default_labels, read_labels
+from alexnet_deploy.record import Preprocessing
+from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable
 from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
 from alexnet_deploy.preprocess import list_images
@@ -103,8 +103,8 @@ def export_checkpoint(
     """
     require("torch", "torch", "Exporting checkpoints")
     from alexnet_deploy.exporter.onnx_export import check_opset, default_output_path, export_model
-    from alexnet_deploy.exporter.resolve import resolve_model
-    from alexnet_deploy.exporter.verify import verify_parity
+    from alexnet_deploy.checkpoints.resolve import resolve_model
+    from alexnet_deploy.verify.parity import verify_parity
 
     step = progress or (lambda message: None)
     model = model or ModelOptions()
@@ -147,8 +147,8 @@ def export_checkpoint(
 
 def model_options_from_record(onnx_path: Path, options: ModelOptions) -> tuple[ModelOptions, object]:
     """Fill unset model options from the ONNX file's record (layout, input size)."""
-    from alexnet_deploy.exporter.layouts import LAYOUTS
-    from alexnet_deploy.exporter.metadata import read_record_or_none
+    from alexnet_deploy.checkpoints.layouts import LAYOUTS
+    from alexnet_deploy.record import read_record_or_none
 
     proto = load_onnx(onnx_path, load_weights=False)
     record = read_record_or_none(proto, str(onnx_path))
@@ -174,8 +174,8 @@ def verify_checkpoint(
     """Parity report of ``onnx_path`` (any precision) against ``checkpoint`` (does not raise on mismatch)."""
     require("torch", "torch", "Verifying against PyTorch")
     from alexnet_deploy.errors import LayoutError
-    from alexnet_deploy.exporter.resolve import resolve_model
-    from alexnet_deploy.exporter.verify import verify_parity
+    from alexnet_deploy.checkpoints.resolve import resolve_model
+    from alexnet_deploy.verify.parity import verify_parity
 
     step = progress or (lambda message: None)
     onnx_path = check_input_file(Path(onnx_path), "ONNX file")
@@ -215,9 +215,9 @@ def verify_against_onnx(
     progress: Progress | None = None,
 ):
     """Agreement report of ``onnx_path`` (e.g. INT8) against the FP32 ONNX ``reference_path`` (torch-free)."""
-    from alexnet_deploy.exporter.metadata import read_record_or_none
-    from alexnet_deploy.exporter.recipes import graph_precision
-    from alexnet_deploy.exporter.verify import verify_parity
+    from alexnet_deploy.record import read_record_or_none
+    from alexnet_deploy.quantize.recipes import graph_precision
+    from alexnet_deploy.verify.parity import verify_parity
     from alexnet_deploy.runtimes.ort import OrtRuntime
 
     step = progress or (lambda message: None)

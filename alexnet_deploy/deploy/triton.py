@@ -92,7 +92,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         raise InputError(f"{target} already exists.", "choose another --name, or add --force to replace it")
 
     if kind == "engine":
-        from alexnet_deploy.runtimes.tensorrt_engine import read_sidecar
+        from alexnet_deploy.build.engine import read_sidecar
 
         sidecar = read_sidecar(model)
         low, limit = sidecar.profile["min"], sidecar.profile["max"]
@@ -112,7 +112,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         if not labels:
             raise InputError(f"{model}'s sidecar has no labels.", "build the engine from an ONNX file made by `alexnet export`")
     elif kind == "onnx":
-        from alexnet_deploy.exporter.metadata import read_record
+        from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
 
         proto = load_onnx(model, load_weights=False)

@@ -24,9 +24,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from alexnet_deploy.compare import compare_logits, tensor_rel_err
+from alexnet_deploy.verify.metrics import compare_logits, tensor_rel_err
 from alexnet_deploy.errors import InputError
-from alexnet_deploy.exporter.metadata import ModelRecord
+from alexnet_deploy.record import ModelRecord
 from alexnet_deploy.preprocess import list_images, load_images
 from alexnet_deploy.runtimes.ort import OrtRuntime
 from alexnet_deploy.runtimes.torch_runtime import TorchRuntime

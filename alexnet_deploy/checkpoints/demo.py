@@ -18,7 +18,7 @@ def make_demo_checkpoint(path: Path, seed: int = 0) -> Path:
     """
     import torch
 
-    from alexnet_deploy.exporter.layouts import LAYOUTS
+    from alexnet_deploy.checkpoints.layouts import LAYOUTS
     from alexnet_deploy.fileio import atomic_write
 
     torch.manual_seed(seed)

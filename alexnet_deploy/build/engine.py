@@ -177,12 +177,12 @@ def build_engine(
     """
     import time
 
-    from alexnet_deploy.exporter.metadata import read_record_or_none
-    from alexnet_deploy.exporter.recipes import graph_precision
+    from alexnet_deploy.record import read_record_or_none
+    from alexnet_deploy.quantize.recipes import graph_precision
     from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
     from alexnet_deploy.onnx_file import fixed_batch, load_onnx
     from alexnet_deploy.progress import as_progress
-    from alexnet_deploy.runtimes.tensorrt_lint import lint_onnx
+    from alexnet_deploy.build.lint import lint_onnx
 
     progress = as_progress(progress)
     onnx_path = Path(onnx_path)

@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from alexnet_deploy.compare import compare_logits
+from alexnet_deploy.verify.metrics import compare_logits
 from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices, synthetic_images
 from alexnet_deploy.errors import CheckFailed, InputError
-from alexnet_deploy.exporter.metadata import ModelRecord, read_record, write_record
+from alexnet_deploy.record import ModelRecord, read_record, write_record
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
 from alexnet_deploy.onnx_file import fixed_batch, load_onnx
-from alexnet_deploy.exporter.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
+from alexnet_deploy.quantize.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
 from alexnet_deploy.preprocess import load_images, preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
 from alexnet_deploy.runtimes.ort import OrtRuntime
@@ -185,7 +185,7 @@ def _make_reader(images: np.ndarray, input_name: str, progress, batch: int, fixe
 
 
 def _convert(source: Path, proto, precision: str, target: str, method: str, calibration: _Images | None, progress):
-    from alexnet_deploy.exporter import recipes
+    from alexnet_deploy.quantize import recipes
 
     if precision == "fp16":
         progress("converting to float16")

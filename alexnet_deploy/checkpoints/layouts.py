@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet_deploy.errors import LayoutError
-from alexnet_deploy.exporter.metadata import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from alexnet_deploy.record import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 
 
 class PaperLRN(nn.Module):

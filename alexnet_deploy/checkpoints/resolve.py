@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from alexnet_deploy.errors import ExportError, LayoutError, ModelFileError
-from alexnet_deploy.exporter.checkpoint import Checkpoint, load_checkpoint
-from alexnet_deploy.exporter.layouts import Layout, build_model, compare_shapes, default_preprocessing, detect_layout, format_diff
-from alexnet_deploy.exporter.metadata import Preprocessing
-from alexnet_deploy.exporter.options import ModelOptions
-from alexnet_deploy.exporter.user_model import (
+from alexnet_deploy.checkpoints.load import Checkpoint, load_checkpoint
+from alexnet_deploy.checkpoints.layouts import Layout, build_model, compare_shapes, default_preprocessing, detect_layout, format_diff
+from alexnet_deploy.record import Preprocessing
+from alexnet_deploy.checkpoints.options import ModelOptions
+from alexnet_deploy.checkpoints.user_model import (
     class_count_param,
     instantiate,
     load_model_class,
