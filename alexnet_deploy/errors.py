@@ -2,8 +2,10 @@
 
 Library code raises these with a message that names the problem and the fix; the CLI
 prints the message on one or two lines and exits with ``exit_code`` (2 for bad input or
-usage, 1 for a check that ran and failed). Anything else escaping is a bug and keeps
-its traceback.
+usage, 1 for a check that ran and failed, 4 for a runtime or environment failure: a
+missing package or device, a runtime that failed while running a model). Anything else
+escaping is a bug: the CLI says "internal error" and exits 3 (with ``--debug``, the
+traceback and still exit 3).
 """
 
 from __future__ import annotations
@@ -40,8 +42,18 @@ class ExportError(InputError):
     """PyTorch could not turn the model into a valid ONNX graph."""
 
 
-class DependencyError(AlexnetError):
+class EnvironmentFailure(AlexnetError):
+    """Not the user's input: this machine or a runtime could not do the work (exit 4)."""
+
+    exit_code = 4
+
+
+class DependencyError(EnvironmentFailure):
     """An optional package or device this feature needs is not available here."""
+
+
+class RuntimeFailure(EnvironmentFailure):
+    """A runtime (onnxruntime, torch, TensorRT) failed while running a model it had loaded."""
 
 
 class CheckFailed(AlexnetError):

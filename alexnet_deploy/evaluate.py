@@ -99,7 +99,7 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
     from alexnet_deploy.labels import default_labels
     from alexnet_deploy.checkpoints.options import ModelOptions
     from alexnet_deploy.checkpoints.resolve import resolve_model
-    from alexnet_deploy.exporter.workflow import apply_overrides
+    from alexnet_deploy.record import apply_overrides
     from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 
     require("torch", "torch", "Evaluating checkpoints")

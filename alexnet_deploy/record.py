@@ -172,3 +172,33 @@ def read_record_from_path(path: Path) -> ModelRecord:
     from alexnet_deploy.onnx_file import load_onnx
 
     return read_record(load_onnx(path, load_weights=False), where=str(path))
+
+
+@dataclass
+class PreprocessingOverrides:
+    """Overrides of the layout's preprocessing; None keeps the default."""
+
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+
+def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None:
+    """``"0.485,0.456,0.406"`` -> a 3-tuple of floats; InputError otherwise."""
+    if text is None:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise InputError(f"--{what} {text!r} is not three numbers.", f"e.g. --{what} 0.485,0.456,0.406")
+    return values  # type: ignore[return-value]
+
+
+def apply_overrides(base: Preprocessing, options: PreprocessingOverrides) -> Preprocessing:
+    """``base`` with the user's overrides applied (resize scales with crop when only crop changes)."""
+    crop = options.crop or base.crop
+    resize = options.resize or (base.resize if crop == base.crop else max(crop, round(base.resize * crop / base.crop)))
+    return Preprocessing(resize, crop, options.mean or base.mean, options.std or base.std, base.interpolation, base.resize_mode)

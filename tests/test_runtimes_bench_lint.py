@@ -211,7 +211,7 @@ def test_batch_profile_rules():
 
 def test_engine_sidecar_compatibility(tmp_path):
     from alexnet_deploy.errors import InputError
-    from alexnet_deploy.build.engine import EngineSidecar, check_compatible, read_sidecar, sidecar_path
+    from alexnet_deploy.runtimes.tensorrt import EngineSidecar, check_compatible, read_sidecar, sidecar_path
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan")
@@ -235,7 +235,7 @@ def test_build_without_tensorrt_is_a_clean_error(cli, half_width_onnx, tmp_path)
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here")
-    result = cli.fails(2, "build", half_width_onnx, "-o", tmp_path / "m.engine")
+    result = cli.fails(4, "build", half_width_onnx, "-o", tmp_path / "m.engine")
     assert "tensorrt" in result.stderr and "pip install" in result.stderr
     assert not (tmp_path / "m.engine").exists()
 

@@ -56,7 +56,7 @@ def test_type_enum_is_fp32(cli, half_width_onnx, tmp_path):
 
 
 def test_engine_repository_respects_the_profile(cli, tmp_path):
-    from alexnet_deploy.build.engine import EngineSidecar, sidecar_path
+    from alexnet_deploy.runtimes.tensorrt import EngineSidecar, sidecar_path
 
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"plan bytes")

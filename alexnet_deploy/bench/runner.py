@@ -124,7 +124,8 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
         record = read_record_or_none(load_onnx(path, load_weights=False), str(path))
         device = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[runtime]
         return OrtRuntime(path, threads=threads, precision=record.precision if record else None, device=device)
-    from alexnet_deploy.build.engine import TrtRuntime, build_engine
+    from alexnet_deploy.build.engine import build_engine
+    from alexnet_deploy.runtimes.tensorrt import TrtRuntime
 
     if input_kind(path) == "onnx":
         engine = (engine_cache or path.parent) / (path.stem + ".engine")
@@ -137,7 +138,7 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
 def _cached_engine_fits(engine: Path, onnx_path: Path) -> bool:
     """True when ``engine`` exists and was built from this very ONNX file with this TensorRT."""
     from alexnet_deploy.fileio import sha256_file
-    from alexnet_deploy.build.engine import read_sidecar
+    from alexnet_deploy.runtimes.tensorrt import read_sidecar
 
     if not engine.exists():
         return False

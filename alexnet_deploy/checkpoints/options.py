@@ -14,3 +14,8 @@ class ModelOptions:
     model_kwargs: str | None = None
     input_size: int | None = None
     trust_pickle: bool = False
+
+
+# The built-in layouts' names, torch-free so the CLI can list them in --help without importing
+# torch; tests assert they equal ``checkpoints.layouts.LAYOUTS``.
+LAYOUT_NAMES = ("torchvision", "caffe-227", "paper-224", "paper-lrn", "paper-hand-lrn", "layers-fc", "half-width")

@@ -92,7 +92,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         raise InputError(f"{target} already exists.", "choose another --name, or add --force to replace it")
 
     if kind == "engine":
-        from alexnet_deploy.build.engine import read_sidecar
+        from alexnet_deploy.runtimes.tensorrt import read_sidecar
 
         sidecar = read_sidecar(model)
         low, limit = sidecar.profile["min"], sidecar.profile["max"]

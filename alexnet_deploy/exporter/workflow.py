@@ -12,23 +12,13 @@ from typing import Callable
 
 from alexnet_deploy.errors import CheckFailed, InputError, require
 from alexnet_deploy.labels import default_labels, read_labels
-from alexnet_deploy.record import Preprocessing
+from alexnet_deploy.record import Preprocessing, PreprocessingOverrides, apply_overrides
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable
 from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
 from alexnet_deploy.preprocess import list_images
 
 Progress = Callable[[str], None]
-
-
-@dataclass
-class PreprocessingOptions:
-    """Overrides of the layout's preprocessing; None keeps the default."""
-
-    resize: int | None = None
-    crop: int | None = None
-    mean: tuple[float, float, float] | None = None
-    std: tuple[float, float, float] | None = None
 
 
 @dataclass
@@ -50,26 +40,6 @@ class ExportOutcome:
         return data
 
 
-def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None:
-    """``"0.485,0.456,0.406"`` -> a 3-tuple of floats; InputError otherwise."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise InputError(f"--{what} {text!r} is not three numbers.", f"e.g. --{what} 0.485,0.456,0.406")
-    return values  # type: ignore[return-value]
-
-
-def apply_overrides(base: Preprocessing, options: PreprocessingOptions) -> Preprocessing:
-    """``base`` with the user's overrides applied (resize scales with crop when only crop changes)."""
-    crop = options.crop or base.crop
-    resize = options.resize or (base.resize if crop == base.crop else max(crop, round(base.resize * crop / base.crop)))
-    return Preprocessing(resize, crop, options.mean or base.mean, options.std or base.std, base.interpolation, base.resize_mode)
-
-
 def choose_labels(labels: list[str] | None, source: Path | None, checkpoint_labels: list[str] | None, num_classes: int) -> list[str]:
     """The given ``labels`` (read from ``source``), else the checkpoint's, else placeholders; count must match."""
     if labels is not None:
@@ -89,7 +59,7 @@ def export_checkpoint(
     output: Path | None = None,
     model: ModelOptions | None = None,
     labels: Path | None = None,
-    preprocessing: PreprocessingOptions | None = None,
+    preprocessing: PreprocessingOverrides | None = None,
     batch: int | None = None,
     opset: int = 18,
     verify: bool = True,
@@ -108,7 +78,7 @@ def export_checkpoint(
 
     step = progress or (lambda message: None)
     model = model or ModelOptions()
-    preprocessing = preprocessing or PreprocessingOptions()
+    preprocessing = preprocessing or PreprocessingOverrides()
     checkpoint = check_input_file(Path(checkpoint), "checkpoint")
     if looks_like_onnx(checkpoint) and not looks_like_checkpoint(checkpoint):
         raise InputError(f"{checkpoint} is already an ONNX model; export takes a PyTorch checkpoint.", f"check it with: alexnet verify {checkpoint} --checkpoint CKPT.pth")

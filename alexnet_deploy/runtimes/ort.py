@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_deploy.errors import DependencyError, InputError
+from alexnet_deploy.errors import DependencyError, InputError, RuntimeFailure
 from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
 
 _DTYPES = {"tensor(float)": "fp32", "tensor(float16)": "fp16"}
@@ -85,7 +85,7 @@ class OrtRuntime(Runtime):
         except InputError:
             raise
         except Exception as exc:  # a graph that loads but cannot run (damaged weights, bad shapes)
-            raise InputError(f"onnxruntime failed to run {self._label} ({str(exc).splitlines()[0][:160]}).", "re-export it with `alexnet export`") from None
+            raise RuntimeFailure(f"onnxruntime failed to run {self._label} ({str(exc).splitlines()[0][:160]}).", "re-export it with `alexnet export`") from None
 
     def _close_impl(self) -> None:
         del self.session

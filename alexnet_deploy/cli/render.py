@@ -26,9 +26,9 @@ def verification_line(report: dict[str, Any]) -> str:
 
     line = (
         f"{verdict}  {report.get('precision', 'fp32')}: max abs err {report['max_abs_err']:.3g}, max rel err {report['max_rel_err']:.3g}"
-        + limit("max_rel_err", f"<= {limits.get('max_rel_err', 0):g}")
-        + f", min cosine {report['min_cosine']:.7f}" + limit("min_cosine", f">= {limits.get('min_cosine')}")
-        + f", top-1 {_pct(report['top1_agreement'])}" + limit("min_top1_agreement", f">= {_pct(limits.get('min_top1_agreement', 0))}")
+        + limit("max_rel_err", f"<={limits.get('max_rel_err', 0):g}")
+        + f", min cosine {report['min_cosine']:.7f}" + limit("min_cosine", f">={limits.get('min_cosine')}")
+        + f", top-1 {_pct(report['top1_agreement'])}" + limit("min_top1_agreement", f">={_pct(limits.get('min_top1_agreement', 0))}")
         + f", top-5 {_pct(report['top5_agreement'])}; {report['samples']} samples at batch {','.join(map(str, report['batch_sizes']))}"
     )
     if report.get("first_divergent_layer"):
@@ -52,8 +52,8 @@ def _lrn_text(sites: list[dict]) -> str:
 def _two_columns() -> Table:
     """A borderless name/value table."""
     table = Table(show_header=False, box=None, padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # a narrow terminal wraps long values; it never cuts them with "…"
     return table
 
 
@@ -201,17 +201,43 @@ def eval_table(report, confusion_png=None):
     return table
 
 
-def bench_table(data: dict[str, Any]) -> Table:
-    """Bench results: one row per runtime x model x batch."""
+BENCH_COLUMNS = (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right"))
+
+
+def _bench_cells(data: dict[str, Any]) -> list[list[str]]:
     from pathlib import Path
 
-    table = Table(box=None, padding=(0, 1), title=f"{escape(str(data['machine']['cpu']))}, {data['machine']['cores']} cores" + (f", {escape(data['machine']['gpu'])}" if data["machine"].get("gpu") else ""))
-    for name, justify in (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right")):
-        table.add_column(name, justify=justify)
+    rows = []
     for row in data["results"]:
         lat = row["latency_ms"]
-        table.add_row(
-            row["runtime"], escape(Path(row["model"]).name), row["precision"], str(row["batch"]),
+        rows.append([
+            row["runtime"], Path(row["model"]).name, row["precision"], str(row["batch"]),
             *(f"{lat[k]:.2f}" for k in ("mean", "p50", "p90", "p99", "min", "max")), f"{row['throughput_ips']:.1f}", f"{row['speedup']:.2f}x",
-        )
+        ])
+    return rows
+
+
+def bench_table(data: dict[str, Any], width: int | None = None):
+    """Bench results: one row per runtime x model x batch.
+
+    When the table is wider than ``width`` (a narrow terminal) each result becomes a block of
+    ``name: value`` lines instead, so no number is ever cut.
+    """
+    machine = data["machine"]
+    title = f"{machine['cpu']}, {machine['cores']} cores" + (f", {machine['gpu']}" if machine.get("gpu") else "")
+    cells = _bench_cells(data)
+    needed = sum(max([len(name)] + [len(row[i]) for row in cells]) + 1 for i, (name, _) in enumerate(BENCH_COLUMNS))
+    if width is not None and needed > width:
+        from rich.text import Text
+
+        lines = [title]
+        for row in cells:
+            lines.append("")
+            lines.extend(f"  {name:>9}: {cell}" for (name, _), cell in zip(BENCH_COLUMNS, row))
+        return Text("\n".join(lines))
+    table = Table(box=None, padding=(0, 1), title=escape(title))
+    for name, justify in BENCH_COLUMNS:
+        table.add_column(name, justify=justify, no_wrap=True)
+    for row in cells:
+        table.add_row(*(escape(cell) for cell in row))
     return table

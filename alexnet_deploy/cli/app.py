@@ -1,0 +1,270 @@
+"""The Typer app, its error mapping, progress display, JSON and table output.
+
+Errors the user can fix print as one or two lines and exit with their kind's code (2 bad
+input, 1 a failed check, 4 a runtime or environment failure); a bug says "internal error"
+and exits 3. ``--debug`` anywhere on the command line shows the traceback (the exit code
+stays the same).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+import traceback
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+from typer.core import TyperCommand, TyperGroup
+
+from alexnet_deploy import __version__
+from alexnet_deploy.errors import AlexnetError
+from alexnet_deploy.progress import Progress
+
+DEBUG_ENV = "ALEXNET_DEBUG"
+INTERNAL_ERROR_EXIT = 3
+# Wide enough that no table or line is cut when stdout is a file or a CI log (rich would
+# otherwise assume 80 columns); a terminal keeps its own width.
+_PIPE_WIDTH = 1000
+
+
+def _console(stderr: bool) -> Console:
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else _PIPE_WIDTH
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+
+class Command(TyperCommand):
+    """Help that does not suggest values for flags: no ``<bool>`` after --help, plain argument names in the usage line."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None:
+            option.metavar = ""
+        return option
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.get_params(ctx) else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or param.name.upper()
+                if param.nargs != 1 and not name.endswith("..."):
+                    name += "..."
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+
+def _json_value_follows(token: str | None) -> bool:
+    return token is not None and (token == "-" or token.lower().endswith(".json"))
+
+
+def normalise_json_flag(args: list[str]) -> list[str]:
+    """``--json`` alone means ``--json -`` (stdout); ``--json FILE.json`` and ``--json -`` keep their value.
+
+    Click has no option with an optional value that leaves a following positional argument
+    alone, so a bare ``--json`` is completed here: the next token is its value only when it
+    is ``-`` or ends in ``.json``.
+    """
+    result: list[str] = []
+    for index, token in enumerate(args):
+        result.append(token)
+        if token == "--json" and not _json_value_follows(args[index + 1] if index + 1 < len(args) else None):
+            result.append("-")
+    return result
+
+
+# Typer may vendor its own copy of click: take its exception base from a public Typer name.
+_ClickException = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
+
+
+class Group(TyperGroup):
+    """The ``alexnet`` group: commands listed in the order they were declared; ``--json`` normalised."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(self.commands)
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, normalise_json_flag(list(args)))
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Usage errors as the toolkit's other errors: one line with the problem, one with the fix, exit 2."""
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _ClickException as exc:
+            if not standalone_mode:
+                raise
+            problem = " ".join(exc.format_message().replace("Value error, ", "").split())
+            err.print(Text("error: ", style="red") + Text(problem))
+            context = getattr(exc, "ctx", None)
+            where = context.command_path if context is not None else "alexnet"
+            err.print(f"  fix: see `{where} --help`", markup=False)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err.print("aborted", markup=False)
+            sys.exit(1)
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+app = typer.Typer(
+    name="alexnet",
+    cls=Group,
+    help="Take trained PyTorch AlexNet checkpoints to production: export to ONNX with native LRN, verify parity, quantize to FP16/INT8, evaluate accuracy, build TensorRT engines, benchmark runtimes, label images, package for Triton, serve over HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def command(name: str | None = None):
+    """Register a CLI command: help without value hints for flags, the toolkit's error mapping."""
+
+    def register(function):
+        return app.command(name=name, cls=Command)(handles_errors(function))
+
+    return register
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV) == "1"
+
+
+def handles_errors(function):
+    """Map the toolkit's errors to a short message and their exit code (tracebacks only with --debug)."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except AlexnetError as exc:
+            if debug_enabled():
+                traceback.print_exc()
+            err.print(Text("error: ", style="red") + Text(exc.problem))
+            if exc.fix:
+                err.print(f"  fix: {exc.fix}", markup=False)
+            raise typer.Exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err.print("interrupted; no partial output file was left behind.")
+            raise typer.Exit(130)
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as exc:  # a bug: say so briefly, keep details for --debug
+            if debug_enabled():
+                traceback.print_exc()
+            detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+            err.print(Text("internal error: ", style="red") + Text(f"{type(exc).__name__}: {detail}"))
+            err.print("  fix: rerun with --debug and report the traceback", markup=False)
+            raise typer.Exit(INTERNAL_ERROR_EXIT)
+
+    return wrapper
+
+
+class _RichProgress(Progress):
+    """Steps as a spinner line, counted work as a bar, on stderr (see alexnet_deploy.progress)."""
+
+    def __init__(self, bar):
+        self.bar = bar
+        self.task = bar.add_task("starting", total=None)
+
+    def __call__(self, message: str) -> None:
+        self.bar.update(self.task, description=escape(f"{message} …"), total=None, completed=0)
+
+    def start(self, description: str, total: int) -> None:
+        self.bar.update(self.task, description=escape(description), total=total, completed=0)
+
+    def advance(self, units: int = 1) -> None:
+        self.bar.advance(self.task, units)
+
+
+@contextmanager
+def progress_steps(quiet: bool = False) -> Iterator[Progress]:
+    """Progress on stderr (spinner for steps, bar for counted work); yields a ``Progress``."""
+    if quiet or not err.is_terminal:
+        yield Progress()
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, SpinnerColumn, TextColumn, TimeRemainingColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Bar(*columns, console=err, transient=True) as bar:
+        yield _RichProgress(bar)
+
+
+def _finite(value):
+    """JSON has no NaN/Infinity: write non-finite numbers as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+class JsonTarget:
+    """Where ``--json [FILE|-]`` sends the report: nowhere, stdout ('-') or a file checked before the work."""
+
+    def __init__(self, value: Optional[Path]):
+        self.value = value
+        self.to_stdout = value is not None and str(value) == "-"
+        self.path = None if value is None or self.to_stdout else Path(value)
+        if self.path is not None:
+            from alexnet_deploy.fileio import check_writable
+
+            check_writable(self.path, "JSON report")
+
+    @property
+    def quiet(self) -> bool:
+        """True when stdout carries the JSON, so nothing else may be printed there."""
+        return self.to_stdout
+
+    def emit(self, data: dict[str, Any], table=None) -> None:
+        """Write the JSON where asked; print ``table`` unless stdout carries the JSON."""
+        if self.value is not None:
+            text = json.dumps(_finite(data), indent=2, default=str, allow_nan=False)
+            if self.to_stdout:
+                out.print(text, markup=False, highlight=False)
+            else:
+                from alexnet_deploy.fileio import atomic_write_bytes
+
+                atomic_write_bytes(self.path, (text + "\n").encode())
+        if table is not None and not self.to_stdout:
+            out.print(table)
+
+
+def _version_callback(value: bool):
+    if value:
+        out.print(f"alexnet-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, metavar="", help="Show the version and exit."),
+):
+    """alexnet: export, verify, quantize, evaluate, build, benchmark, inspect, predict, package and serve AlexNet models. Add --debug anywhere to see tracebacks."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point (``alexnet`` and ``python -m alexnet_deploy``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        args.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"
+    else:
+        os.environ.pop(DEBUG_ENV, None)
+    app(args=args, prog_name="alexnet")

@@ -1,0 +1,156 @@
+"""Commands that turn a checkpoint into a checked ONNX file: export, verify, inspect, quickstart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from alexnet_deploy.cli.app import JsonTarget, command, out, progress_steps
+from alexnet_deploy.cli.options import (
+    ArchOpt, CropOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelKwargsOpt, ModelOpt, ResizeOpt, StdOpt, TrustPickleOpt,
+    flag, model_options, preprocessing_overrides, value,
+)
+from alexnet_deploy.errors import CheckFailed, InputError
+
+
+@command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The .pth/.pt/.safetensors checkpoint (state_dict, wrapped dict, TorchScript, or pickled model with --trust-pickle).")],
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .onnx path (default: the checkpoint path with .onnx).")] = None,
+    arch: ArchOpt = None,
+    model: ModelOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    input_size: InputSizeOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="class_indices.json, labels.txt (one per line) or an ImageFolder root.", rich_help_panel="Metadata")] = None,
+    resize: ResizeOpt = None,
+    crop: CropOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+    batch: Annotated[Optional[str], typer.Option("--batch", metavar="dynamic|N", help="'dynamic' (default) or a fixed batch size N.")] = None,
+    opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset, 18-23 (default 18).")] = None,
+    no_verify: Annotated[bool, flag("--no-verify", help="Skip the parity check against PyTorch (not recommended).")] = False,
+    json_target: JsonOpt = None,
+):
+    """Export a checkpoint to ONNX (LRN as one native node, labels and preprocessing inside) and verify it against PyTorch."""
+    from alexnet_deploy.exporter.onnx_export import parse_batch
+    from alexnet_deploy.exporter.workflow import export_checkpoint
+
+    fixed_batch = parse_batch(batch or "dynamic")
+    overrides = preprocessing_overrides(resize, crop, mean, std)
+    report = JsonTarget(json_target)
+    with progress_steps(report.quiet) as step:
+        outcome = export_checkpoint(
+            checkpoint, output, model_options(arch, model, model_kwargs, input_size, trust_pickle),
+            labels=labels, preprocessing=overrides, batch=fixed_batch, opset=opset or 18, verify=not no_verify, progress=step,
+        )
+    from alexnet_deploy.cli.render import export_table
+
+    data = outcome.to_dict()
+    report.emit(data, export_table(data))
+
+
+@command()
+def verify(
+    model_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="The ONNX model: FP32 from export, or FP16/INT8 from quantize.")],
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="The checkpoint it was exported from (compared with PyTorch).")] = None,
+    reference: Annotated[Optional[Path], typer.Option("--reference", "-r", help="Instead of a checkpoint: the FP32 ONNX it was quantized from (no torch needed).")] = None,
+    arch: ArchOpt = None,
+    model: ModelOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    input_size: InputSizeOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    images: Annotated[Optional[Path], typer.Option("--images", help="Also compare on these images, preprocessed from the model's metadata.")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="Number of seeded random inputs (default 8 for FP32; 0 for FP16/INT8, which are judged on images).")] = None,
+    batch_sizes: Annotated[Optional[str], typer.Option("--batch-sizes", metavar="N,N,...", help="Batch sizes to run at (default 1,7).")] = None,
+    json_target: JsonOpt = None,
+):
+    """Check that an ONNX model computes what its checkpoint (or FP32 ONNX) computes; exit 1 if not.
+
+    Criteria follow the model's precision. FP32: on every sample max |onnx - ref| / max |ref|
+    <= 1e-4 and cosine >= 0.99999; on failure the first divergent layer is named.
+    FP16: top-1 agreement >= 99% and cosine >= 0.999. INT8 and int8-dynamic: top-1
+    agreement >= 95% and cosine >= 0.95, judged on --images (else synthetic images).
+    """
+    from alexnet_deploy.exporter.workflow import verify_against_onnx, verify_checkpoint
+    from alexnet_deploy.verify.parity import parse_batch_sizes
+
+    if (checkpoint is None) == (reference is None):
+        raise InputError("verify needs exactly one reference: --checkpoint CKPT.pth or --reference FP32.onnx.", f"e.g. alexnet verify {model_file} --checkpoint model.pth")
+    sizes = parse_batch_sizes(batch_sizes or "1,7")
+    report_target = JsonTarget(json_target)
+    with progress_steps(report_target.quiet) as step:
+        if reference is not None:
+            report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step)
+        else:
+            report = verify_checkpoint(
+                model_file, checkpoint, model_options(arch, model, model_kwargs, input_size, trust_pickle),
+                images=images, samples=samples, batch_sizes=sizes, progress=step,
+            )
+    from alexnet_deploy.cli.render import verify_table
+
+    data = report.to_dict()
+    report_target.emit(data, verify_table(data))
+    if not report.passed:
+        raise typer.Exit(CheckFailed.exit_code)
+
+
+@command()
+def inspect(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="A checkpoint (.pth/.pt/.safetensors) or an ONNX model.")],
+    arch: ArchOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    json_target: JsonOpt = None,
+):
+    """Show what a checkpoint or ONNX file holds: layout, classes, input size, parameters, LRN, metadata, ops."""
+    from alexnet_deploy.exporter.inspect import inspect_path
+
+    report = JsonTarget(json_target)
+    with progress_steps(report.quiet) as step:
+        step(f"reading {path}")
+        data = inspect_path(path, trust_pickle=trust_pickle, arch=value(arch))
+    from alexnet_deploy.cli.render import inspect_table
+
+    report.emit(data, inspect_table(data))
+
+
+@command()
+def quickstart(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to put the demo files (default alexnet-quickstart).")] = Path("alexnet-quickstart"),
+    force: Annotated[bool, flag("--force", help="Use DIR even if it is not empty (its demo files are replaced).")] = False,
+):
+    """Make a seeded AlexNet checkpoint (seed 001's layout, hand-written LRN), export it, verify it, say what next."""
+    from alexnet_deploy.checkpoints.demo import CIFAR10, make_demo_checkpoint, make_sample_images
+    from alexnet_deploy.exporter.workflow import export_checkpoint
+    from alexnet_deploy.fileio import atomic_write_bytes
+
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} exists and is not a directory.", "choose another DIR")
+    if directory.is_dir() and any(directory.iterdir()) and not force:
+        raise InputError(f"{directory} is not empty.", "choose an empty or new DIR, or add --force")
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = directory / "alexnet.pth"
+    labels = directory / "labels.txt"
+    with progress_steps() as step:
+        step("making a seeded checkpoint (seed 001 layout, 10 CIFAR-10 classes)")
+        make_demo_checkpoint(checkpoint)
+        atomic_write_bytes(labels, ("\n".join(CIFAR10) + "\n").encode())
+        samples = directory / "samples"
+        make_sample_images(samples)
+        outcome = export_checkpoint(checkpoint, directory / "alexnet.onnx", labels=labels, images=samples, progress=step)
+    from alexnet_deploy.cli.render import export_table
+
+    out.print(f"[bold]alexnet quickstart[/bold]: made {escape(str(checkpoint))}, {escape(str(labels))} and {escape(str(samples))}/, then exported and verified:\n")
+    out.print(export_table(outcome.to_dict()))
+    onnx_path = outcome.path
+    out.print("\n[bold]Try next[/bold]")
+    for line in (
+        f"alexnet inspect {checkpoint}",
+        f"alexnet inspect {onnx_path}",
+        f"alexnet verify {onnx_path} --checkpoint {checkpoint} --images {samples}",
+        "alexnet export YOUR.pth --labels YOUR_LABELS   # your own checkpoint",
+    ):
+        out.print("  " + line, markup=False)

@@ -1,0 +1,95 @@
+"""Commands that make and judge precision variants: quantize, eval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from alexnet_deploy.cli.app import JsonTarget, command, progress_steps
+from alexnet_deploy.cli.options import (
+    ArchOpt, CropOpt, EvalRuntime, InputSizeOpt, JsonOpt, MeanOpt, Method, ModelKwargsOpt, ModelOpt, Precision, ResizeOpt,
+    StdOpt, Target, ThreadsOpt, TrustPickleOpt, flag, model_options, preprocessing_overrides, value,
+)
+from alexnet_deploy.errors import InputError
+
+
+@command()
+def quantize(
+    model_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="The FP32 ONNX model from `alexnet export`.")],
+    precision: Annotated[Precision, typer.Option("--precision", "-p", help="fp16, int8 (static, calibrated) or int8-dynamic (Gemm/MatMul weights only).")],
+    calib: Annotated[Optional[str], typer.Option("--calib", metavar="DIR|synthetic", help="int8: a folder of representative images (an ImageFolder gives accuracy too), or 'synthetic'.")] = None,
+    calib_samples: Annotated[Optional[int], typer.Option("--calib-samples", help="int8: images used for calibration (default 256; the rest are held out).")] = None,
+    method: Annotated[Optional[Method], typer.Option("--method", help="int8 calibration method (default minmax).")] = None,
+    target: Annotated[Optional[Target], typer.Option("--target", help="cpu (default): fastest accurate recipe on onnxruntime CPU. tensorrt: Q/DQ that TensorRT's parser accepts.")] = None,
+    holdout: Annotated[Optional[Path], typer.Option("--holdout", help="Images for the FP32 comparison (default: calibration images held back).")] = None,
+    holdout_samples: Annotated[Optional[int], typer.Option("--holdout-samples", help="At most this many comparison images (default 500).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output path (default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-trt.onnx, MODEL.int8-dynamic.onnx).")] = None,
+    no_latency: Annotated[bool, flag("--no-latency", help="Skip the short latency comparison.")] = False,
+    json_target: JsonOpt = None,
+):
+    """Make an FP16 or INT8 variant of an FP32 ONNX model and compare it with FP32 on held-out images.
+
+    The comparison reports top-1 agreement with FP32, accuracy when the images are an
+    ImageFolder, file sizes and latency, and warns when agreement is under 99%.
+    """
+    from alexnet_deploy.quantize.pipeline import quantize_model
+
+    report = JsonTarget(json_target)
+    with progress_steps(report.quiet) as progress:
+        outcome = quantize_model(
+            model_file, value(precision), output=output, calib=calib, calib_samples=calib_samples, method=value(method),
+            target=value(target) or "cpu", holdout=holdout, holdout_samples=500 if holdout_samples is None else holdout_samples,
+            measure_latency=not no_latency, progress=progress,
+        )
+    from alexnet_deploy.cli.render import quantize_table
+
+    data = outcome.to_dict()
+    report.emit(data, quantize_table(data))
+
+
+@command(name="eval")
+def eval_command(
+    model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (any precision) or a checkpoint (with --runtime torch).")],
+    data: Annotated[Path, typer.Option("--data", "-d", help="An ImageFolder: one sub-folder of images per class, named by the model's labels.")],
+    runtime: Annotated[Optional[EvalRuntime], typer.Option("--runtime", help="ort (ONNX files) or torch (checkpoints); default from the file.")] = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size (default 32).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate a seeded random subset of this many images.")] = None,
+    json_target: JsonOpt = None,
+    confusion: Annotated[Optional[Path], typer.Option("--confusion", metavar="FILE.png", help="Also draw the confusion matrix to this PNG.")] = None,
+    threads: ThreadsOpt = None,
+    arch: ArchOpt = None,
+    model: ModelOpt = None,
+    model_kwargs: ModelKwargsOpt = None,
+    input_size: InputSizeOpt = None,
+    trust_pickle: TrustPickleOpt = False,
+    resize: ResizeOpt = None,
+    crop: CropOpt = None,
+    mean: MeanOpt = None,
+    std: StdOpt = None,
+):
+    """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
+
+    Preprocessing comes from the ONNX metadata (checkpoints: the layout's defaults or
+    --resize/--crop/--mean/--std) and equals torchvision's transforms.
+    """
+    from alexnet_deploy.evaluate import evaluate, write_confusion_png
+    from alexnet_deploy.fileio import check_writable
+
+    report_target = JsonTarget(json_target)
+    if confusion is not None:
+        if confusion.suffix.lower() != ".png":
+            raise InputError(f"--confusion {confusion} does not end in .png.", "name it *.png")
+        check_writable(confusion, "confusion PNG")
+    overrides = preprocessing_overrides(resize, crop, mean, std)
+    with progress_steps(report_target.quiet) as progress:
+        report = evaluate(
+            model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
+            model_options=model_options(arch, model, model_kwargs, input_size, trust_pickle), preprocessing=overrides,
+        )
+    if confusion is not None:
+        write_confusion_png(report, confusion)
+    from alexnet_deploy.cli.render import eval_table
+
+    report_target.emit(report.to_dict(), eval_table(report, confusion))
