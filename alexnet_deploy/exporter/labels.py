@@ -30,7 +30,7 @@ def read_labels(source: Path) -> list[str]:
     except (UnicodeDecodeError, OSError) as exc:
         raise InputError(f"labels file {path} cannot be read as text ({type(exc).__name__}).", "give a UTF-8 JSON or text file") from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
-        return check_labels(_labels_from_json(path, text), f"labels file {path}", "fix that label in the file")
+        return check_labels(_labels_from_json(path, text), f"labels file {path}", "edit that label in the file")
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise InputError(f"labels file {path} is empty.", "write one label per line")
