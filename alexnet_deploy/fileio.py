@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import tempfile
@@ -10,10 +11,35 @@ from typing import Callable
 
 from alexnet_deploy.errors import InputError
 
+# The disk, not the program, refused the bytes: the user can fix these, so they are input errors.
+_DISK_ERRORS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EFBIG: "the file is larger than that disk allows",
+    errno.EIO: "the disk reported an I/O error",
+}
+
 
 def check_writable(path: Path, what: str = "output") -> Path:
-    """Fail early, with a clear message, if ``path`` cannot be written as a file."""
+    """Fail early, with a clear message, if ``path`` cannot be written as a file.
+
+    Called before slow work, so an unusable name (too long, refused by the filesystem)
+    is reported in a second instead of after a long export or build.
+    """
     path = Path(path)
+    try:
+        return _check_writable(path, what)
+    except OSError as exc:  # e.g. ENAMETOOLONG from stat() on a parent folder component
+        raise InputError(f"{what} path {_short(path)} cannot be used ({exc.strerror or exc}).", "choose a shorter or simpler path") from None
+
+
+def _check_writable(path: Path, what: str) -> Path:
+    name_max = _name_max(path.parent if str(path.parent) else Path("."))
+    if len(os.fsencode(path.name)) > name_max:
+        raise InputError(
+            f"{what} file name is {len(os.fsencode(path.name))} bytes; this filesystem allows {name_max}.",
+            f"choose a shorter file name (at most {name_max} bytes)",
+        )
     if path.is_dir():
         raise InputError(f"{what} path {path} is a directory.", "give a file name, e.g. -o model.onnx")
     parent = path.parent if str(path.parent) else Path(".")
@@ -21,29 +47,82 @@ def check_writable(path: Path, what: str = "output") -> Path:
         raise InputError(f"{what} directory {parent} does not exist.", f"create it first: mkdir -p {parent}")
     if not os.access(parent, os.W_OK):
         raise InputError(f"{what} directory {parent} is not writable.", "choose another -o path")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(f"{what} file {path} exists and is not writable.", "choose another -o path")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise InputError(f"{what} file {path} exists and is not writable.", "choose another -o path")
+        return path
+    _probe(path, what)
     return path
+
+
+def _name_max(folder: Path) -> int:
+    """NAME_MAX of ``folder``'s filesystem (255 on ext4, xfs, tmpfs...)."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or the folder is missing: checked later
+        limit = 255
+    return limit if limit and limit > 0 else 255
+
+
+def _probe(path: Path, what: str) -> None:
+    """Create and remove an empty file with exactly this name: the filesystem's own verdict on it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # appeared meanwhile: the later atomic replace handles it
+        return
+    except OSError as exc:
+        raise InputError(f"{what} file {_short(path)} cannot be created ({exc.strerror or exc}).", "choose another -o name or folder") from None
+    try:
+        os.close(fd)
+    finally:
+        os.unlink(path)
+
+
+def _short(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else text[:60] + "…" + text[-40:]
+
+
+def disk_error(exc: OSError, path: Path) -> InputError | None:
+    """The one-line error for a write to ``path`` that the disk refused; None for other OSErrors."""
+    reason = _DISK_ERRORS.get(exc.errno)
+    if reason is None:
+        return None
+    folder = Path(path).parent if str(Path(path).parent) else Path(".")
+    folder = folder.resolve()
+    return InputError(
+        f"cannot write {_short(path)}: {reason} ({errno.errorcode.get(exc.errno, exc.errno)} on the disk holding {folder}); {_short(path)} was left as it was.",
+        f"free space on that disk (df -h {folder}) or write to another disk with -o",
+    )
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Create ``path`` through ``write(tmp_path)``: either the whole new file appears or nothing changes.
 
     ``write`` gets a temporary path in the same directory; if it raises, the temporary
-    file is removed and an existing ``path`` is left untouched.
+    file is removed and an existing ``path`` is left untouched. A full disk (and the like)
+    becomes an InputError naming that disk.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = None
     try:
+        # The name is cut short in the prefix so a name near NAME_MAX still gets a temporary file.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent or ".")
+        os.close(fd)
+        tmp_path = Path(tmp)
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+            os.fsync(fh.fileno())  # ENOSPC/EIO of delayed allocation surface here, before the rename
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        mapped = disk_error(exc, path) if isinstance(exc, OSError) else None
+        if mapped is not None:
+            raise mapped from None
+        if isinstance(exc, OSError) and exc.errno == errno.ENAMETOOLONG:
+            raise InputError(f"cannot write {_short(path)}: the name is too long for its filesystem.", "choose a shorter file name") from None
         raise
     return path
 

@@ -24,13 +24,13 @@ def read_labels(source: Path) -> list[str]:
         classes = sorted(entry.name for entry in path.iterdir() if entry.is_dir())
         if not classes:
             raise InputError(f"{path} has no class sub-folders, so it is not an ImageFolder root.", "give the folder that holds one sub-folder per class")
-        return classes
+        return check_labels(classes, f"folder {path}", "rename that class sub-folder")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (UnicodeDecodeError, OSError) as exc:
         raise InputError(f"labels file {path} cannot be read as text ({type(exc).__name__}).", "give a UTF-8 JSON or text file") from None
     if path.suffix.lower() == ".json" or text.lstrip().startswith(("{", "[")):
-        return _labels_from_json(path, text)
+        return check_labels(_labels_from_json(path, text), f"labels file {path}", "edit that label in the file")
     labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise InputError(f"labels file {path} is empty.", "write one label per line")
@@ -58,6 +58,22 @@ def _labels_from_json(path: Path, text: str) -> list[str]:
         f"labels file {path} is not a label map.",
         'use {"0": "cat", "1": "dog"}, {"cat": 0, "dog": 1} or ["cat", "dog"] with indices 0..N-1',
     )
+
+
+def check_labels(labels: list[str], source: str, fix: str) -> list[str]:
+    """``labels`` unchanged, or InputError if one is empty or spans lines.
+
+    Triton's labels.txt (and this toolkit's own reader) take one label per line, so a
+    line break inside a label would shift every later class onto the wrong index, and
+    an empty one would vanish from the file.
+    """
+    for index, label in enumerate(labels):
+        shown = repr(label) if len(label) <= 60 else repr(label[:57]) + "..."
+        if not label.strip():
+            raise InputError(f"{source}: label {index} is empty.", f"{fix}; every class needs a visible name")
+        if label.splitlines() != [label]:  # \n, \r and the other breaks str.splitlines knows
+            raise InputError(f"{source}: label {index} {shown} contains a line break.", f"{fix}; a label must fit on one line")
+    return labels
 
 
 def default_labels(num_classes: int) -> list[str]:

@@ -112,6 +112,7 @@ def build_engine(
     output = Path(output) if output is not None else onnx_path.with_suffix(".engine")
     if not check_only:
         check_writable(output, "engine")
+        check_writable(sidecar_path(output), "engine sidecar")  # its name is longer: it must not fail after minutes of building
         if timing_cache is not None:
             check_writable(Path(timing_cache), "timing cache")
     if workspace_mb is not None and workspace_mb < 1:

@@ -8,14 +8,19 @@ Layout (Triton's model repository convention)::
     REPO/NAME/1/model.onnx      (onnxruntime backend) or 1/model.plan (tensorrt backend)
 
 The folder is assembled next to its destination and renamed into place, so a failure
-leaves no half-made model behind.
+leaves no half-made model behind; ``--force`` swaps it with the old entry in one atomic
+step where the OS allows, so the repository always holds a complete model.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +80,7 @@ def render_config(name: str, backend: str, input_name: str, input_type: str, inp
 def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: int | None = None, instances: int = 1,
                    dynamic_batching: bool = True, force: bool = False) -> TritonModel:
     """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar)."""
+    from alexnet_deploy.labels import check_labels
     from alexnet_deploy.onnx_file import check_input_file, check_model_name, file_kind
 
     model = check_input_file(Path(model), "model")
@@ -111,6 +117,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         labels, filename = sidecar.labels, "model.plan"
         if not labels:
             raise InputError(f"{model}'s sidecar has no labels.", "build the engine from an ONNX file made by `alexnet export`")
+        check_labels(labels, f"{model}'s sidecar labels", "rebuild the engine from an ONNX file exported with clean --labels")
     elif kind == "onnx":
         from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
@@ -134,6 +141,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         config = render_config(name, "onnxruntime", graph_in.name, in_type, in_shape, graph_out.name, out_type, out_shape,
                                size, instances, dynamic_batching, gpu=False)
         labels, filename = list(record.labels), "model.onnx"
+        check_labels(labels, f"{model}'s labels", "re-export it with `alexnet export --labels FILE` (one label per line)")
     else:
         raise InputError(f"{model} is neither an ONNX model nor a TensorRT engine.", "package the .onnx from `alexnet export`/`quantize`, or an .engine from `alexnet build`")
 
@@ -146,7 +154,6 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=stage_dir))
     except OSError as exc:
         raise InputError(f"cannot write the model repository {repo} ({exc.strerror or exc}).", "choose a writable --triton folder") from None
-    old = None
     try:
         (staging / "1").mkdir()
         shutil.copyfile(model, staging / "1" / filename)
@@ -154,21 +161,65 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         (staging / "labels.txt").write_text("\n".join(labels) + "\n")
         os.chmod(staging, 0o755)
         if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.old.", dir=stage_dir))
-            os.replace(target, old / name)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
+            _replace_entry(staging, target, stage_dir, f".{repo.name}-{name}.old.")
         else:
             os.replace(staging, target)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
-        if old is not None and (old / name).exists() and not target.exists():
-            os.replace(old / name, target)  # --force must not lose the model it was replacing
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
         raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already on success; holds the old model after an exchange
     backend = "tensorrt" if filename == "model.plan" else "onnxruntime"
     return TritonModel(target, config, backend, size, len(labels))
+
+
+_RENAME_EXCHANGE = 2  # linux/fs.h
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported.
+
+    Unsupported means: not Linux, a libc without renameat2 (glibc < 2.28, some musl), a
+    kernel before 3.15 (ENOSYS) or a filesystem without exchange support (EINVAL).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)  # the running process's libc; find_library would spawn ldconfig
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    renameat2.restype = ctypes.c_int
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _replace_entry(staging: Path, target: Path, stage_dir: Path, prefix: str) -> None:
+    """Put the folder ``staging`` at ``target`` (which exists) so that ``target`` is never missing.
+
+    With an exchange the old model lands in ``staging`` (the caller removes it). Without
+    one, two renames leave a moment with no ``target``; Ctrl-C is held off across it and
+    any failure moves the old model back, so only a crash of the machine can lose it.
+    """
+    if _exchange(staging, target):
+        return
+    aside = Path(tempfile.mkdtemp(prefix=prefix, dir=stage_dir))
+    blocked = hasattr(signal, "pthread_sigmask")
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM}) if blocked else None
+    try:
+        try:
+            os.replace(target, aside / target.name)
+            os.replace(staging, target)
+        except BaseException:
+            if (aside / target.name).exists() and not target.exists():
+                os.replace(aside / target.name, target)  # --force must not lose the model it was replacing
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl-C held off is delivered now

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from alexnet_deploy.errors import CheckFailed, InputError, require
-from alexnet_deploy.labels import default_labels, read_labels
+from alexnet_deploy.labels import check_labels, default_labels, read_labels
 from alexnet_deploy.record import Preprocessing, PreprocessingOverrides, apply_overrides
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable
@@ -50,7 +50,7 @@ def choose_labels(labels: list[str] | None, source: Path | None, checkpoint_labe
             )
         return labels
     if checkpoint_labels and len(checkpoint_labels) == num_classes:
-        return list(checkpoint_labels)
+        return check_labels(list(checkpoint_labels), "the checkpoint's labels", "pass --labels FILE to use other labels")
     return default_labels(num_classes)
 
 

@@ -1,0 +1,142 @@
+"""Output paths checked before slow work; a full disk is a one-line error; labels that would break labels.txt refused."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pathlib
+
+import pytest
+
+from alexnet_deploy.errors import InputError
+from alexnet_deploy.fileio import atomic_write_bytes
+
+LONG = "a" * 300 + ".onnx"  # over NAME_MAX (255) on every common Linux filesystem
+
+
+def one_error(result) -> str:
+    """The error line: exactly one, and no traceback."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+def no_slow_work(monkeypatch):
+    """Make loading a checkpoint or quantizing fail loudly: the check must come first."""
+    import alexnet_deploy.quantize.pipeline as quantize
+    import alexnet_deploy.checkpoints.resolve as resolve
+
+    def never(*args, **kwargs):
+        raise AssertionError("slow work started before the output path was checked")
+
+    monkeypatch.setattr(resolve, "resolve_model", never)
+    monkeypatch.setattr(quantize, "_convert", never)
+
+
+def test_export_over_long_name_fails_before_loading_the_checkpoint(cli, half_width, tmp_path, monkeypatch):
+    no_slow_work(monkeypatch)
+    line = one_error(cli.fails(2, "export", half_width[0], "-o", tmp_path / LONG))
+    assert "305 bytes" in line and "255" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_over_long_folder_name_is_a_clean_error(cli, half_width, tmp_path, monkeypatch):
+    no_slow_work(monkeypatch)
+    assert "File name too long" in one_error(cli.fails(2, "export", half_width[0], "-o", tmp_path / ("d" * 300) / "m.onnx"))
+
+
+def test_quantize_over_long_name_fails_before_quantizing(cli, half_width_onnx, tmp_path, monkeypatch):
+    no_slow_work(monkeypatch)
+    one_error(cli.fails(2, "quantize", half_width_onnx, "-p", "fp16", "-o", tmp_path / LONG))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_checks_the_sidecar_name_before_building(cli, half_width_onnx, tmp_path):
+    engine = tmp_path / ("e" * 246 + ".engine")  # 253 bytes: fine; its .json sidecar (258) is not
+    assert "engine sidecar" in one_error(cli.fails(2, "build", half_width_onnx, "-o", engine))
+
+
+def _half_written(errno_code):
+    def write_bytes(self, data):  # the disk fills up half-way through
+        with open(self, "wb") as fh:
+            fh.write(data[: len(data) // 2])
+        raise OSError(errno_code, "simulated: " + errno.errorcode[errno_code])
+
+    return write_bytes
+
+
+def test_export_onto_a_full_disk_is_a_one_line_error_and_keeps_the_old_file(cli, half_width, tmp_path, monkeypatch):
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"the good model from yesterday")
+    monkeypatch.setattr(pathlib.Path, "write_bytes", _half_written(errno.ENOSPC))
+    line = one_error(cli.fails(2, "export", half_width[0], "-o", out, "--no-verify"))
+    monkeypatch.undo()
+    assert "disk is full" in line and str(tmp_path) in line
+    assert out.read_bytes() == b"the good model from yesterday"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO])
+def test_disk_errors_in_the_shared_writer(tmp_path, monkeypatch, code):
+    target = tmp_path / "report.json"
+    monkeypatch.setattr(pathlib.Path, "write_bytes", _half_written(code))
+    with pytest.raises(InputError) as caught:
+        atomic_write_bytes(target, b"{}" * 1000)
+    monkeypatch.undo()
+    assert errno.errorcode[code] in caught.value.problem and str(tmp_path) in caught.value.problem
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_disk_full_at_fsync_leaves_nothing(tmp_path, monkeypatch):
+    import os
+
+    def fsync(fd):  # delayed allocation: the error appears only when flushing
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    target = tmp_path / "x.onnx"
+    target.write_bytes(b"old")
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(InputError):
+        atomic_write_bytes(target, b"new")
+    monkeypatch.undo()
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.onnx"]
+
+
+def test_a_name_near_the_limit_still_gets_a_temporary_file(tmp_path):
+    target = tmp_path / ("n" * 250 + ".onnx")  # 255 bytes: legal, but ".NAME.XXXXXXXX.tmp" would not be
+    atomic_write_bytes(target, b"ok")
+    assert target.read_bytes() == b"ok"
+
+
+# Labels: one per line in Triton's labels.txt, so a line break or an empty label shifts the classes.
+
+BAD_LABELS = [["daisy", "dande\nlion", "roses", "sunflowers", "tulips"], ["daisy", "dande\rlion", "roses", "sunflowers", "tulips"],
+              ["daisy", "", "roses", "sunflowers", "tulips"], ["daisy", "  ", "roses", "sunflowers", "tulips"]]
+
+
+@pytest.mark.parametrize("labels", BAD_LABELS, ids=["newline", "carriage-return", "empty", "blank"])
+def test_export_refuses_bad_labels_from_json(cli, half_width, tmp_path, labels):
+    source = tmp_path / "labels.json"
+    source.write_text(json.dumps(labels))
+    line = one_error(cli.fails(2, "export", half_width[0], "-o", tmp_path / "m.onnx", "--labels", source))
+    assert "label 1" in line and ("line break" in line or "empty" in line)
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_refuses_an_image_folder_with_a_line_break_in_a_class_name(cli, half_width, tmp_path):
+    root = tmp_path / "train"
+    for name in ("daisy", "dande\nlion", "roses", "sunflowers", "tulips"):
+        (root / name).mkdir(parents=True)
+    assert "line break" in one_error(cli.fails(2, "export", half_width[0], "-o", tmp_path / "m.onnx", "--labels", root))
+
+
+def test_export_refuses_bad_labels_carried_by_the_checkpoint(cli, half_width, tmp_path):
+    import torch
+
+    _, model, _ = half_width
+    checkpoint = tmp_path / "with_labels.pth"
+    torch.save({"model_state_dict": model.state_dict(), "classes": BAD_LABELS[0]}, checkpoint)
+    line = one_error(cli.fails(2, "export", checkpoint, "-o", tmp_path / "m.onnx", "--no-verify"))
+    assert "checkpoint" in line and "line break" in line
+    assert not (tmp_path / "m.onnx").exists()
