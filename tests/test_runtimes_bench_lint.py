@@ -266,7 +266,7 @@ def test_run_all_pads_chunks_below_the_minimum_batch():
 
 
 def test_write_section_replaces_only_the_section_with_that_exact_title(tmp_path):
-    from alexnet_deploy.bench.precision import write_section
+    from alexnet_deploy.bench.report import write_section
 
     target = tmp_path / "BENCHMARKS.md"
     target.write_text("# Benchmarks\n\n## Runtime suite (alexnet bench --suite)\n\nold suite\n\n## Runtime\n\nold runtime\n\n## Notes\n\nmine\n")

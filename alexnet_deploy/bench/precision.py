@@ -13,56 +13,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 from pathlib import Path
 
 import numpy as np
 
-from alexnet_deploy.fileio import atomic_write
-
-VARIANTS = (("fp32", None, None), ("fp16", "fp16", "cpu"), ("int8", "int8", "cpu"), ("int8-trt", "int8", "tensorrt"), ("int8-dynamic", "int8-dynamic", "cpu"))
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (or platform's guess)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def make_models(work: Path) -> dict[str, Path]:
-    """Export the seed-000-shaped model and quantize it every way; returns tag -> path."""
-    import torch
-
-    from alexnet_deploy.checkpoints.layouts import LAYOUTS
-    from alexnet_deploy.checkpoints.options import ModelOptions
-    from alexnet_deploy.quantize.pipeline import quantize_model
-    from alexnet_deploy.exporter.workflow import export_checkpoint
-
-    work.mkdir(parents=True, exist_ok=True)
-    checkpoint = work / "seed000.pth"
-    if not checkpoint.exists():
-        torch.manual_seed(0)
-        model = LAYOUTS["caffe-227"].build(10)
-        for module in model.modules():
-            if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-                torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
-                torch.nn.init.normal_(module.bias, std=0.01)
-        atomic_write(checkpoint, lambda tmp: torch.save(model.state_dict(), tmp))
-    paths = {"fp32": work / "seed000.onnx"}
-    if not paths["fp32"].exists():
-        export_checkpoint(checkpoint, paths["fp32"], ModelOptions(arch="caffe-227"))
-    for tag, precision, target in VARIANTS[1:]:
-        paths[tag] = work / f"seed000.{tag}.onnx"
-        if not paths[tag].exists():
-            calib = "synthetic" if precision == "int8" else None
-            quantize_model(paths["fp32"], precision, paths[tag], calib=calib, calib_samples=64 if calib else None, target=target, measure_latency=False)
-    return paths
-
+from alexnet_deploy.bench.host import cpu_name
+from alexnet_deploy.bench.models import make_models
+from alexnet_deploy.bench.report import write_section
 
 def measure(paths: dict[str, Path], batches=(1, 32), rounds: int = 7, seconds_per_round: float = 1.0, threads: int | None = None) -> list[dict]:
     """Median latency of every model at every batch, measured round-robin; one dict per (model, batch)."""
@@ -109,21 +66,6 @@ def markdown(rows: list[dict], rounds: int, threads: int | None) -> str:
             f"{100 * row['size_ratio']:.0f}% | {row['spread_pct']:.0f}% |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_section(target: Path, section: str) -> None:
-    """Replace (or append) this benchmark's section in ``target``, keeping the others."""
-    title = section.splitlines()[0]
-    text = target.read_text() if target.exists() else "# Benchmarks\n\nMeasured, not asserted. Each section says how it was measured.\n"
-    parts = text.split("\n## ")
-    head, sections = parts[0], ["## " + p for p in parts[1:]]
-    same = [s.splitlines()[0] == title for s in sections]
-    sections = [section if match else s for s, match in zip(sections, same)]
-    if not any(same):
-        sections.append(section)
-    from alexnet_deploy.fileio import atomic_write_bytes
-
-    atomic_write_bytes(target, (head.rstrip("\n") + "\n\n" + "\n".join(s.rstrip("\n") + "\n" for s in sections)).encode())
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,3 +69,18 @@ def plot_png(report: dict[str, Any], path: Path) -> Path:
         draw.rectangle((left, y + 2, left + max(width, 1), y + row_h - 4), fill=(70, 130, 200))
         draw.text((left + width + 6, y + 4), f"{row['throughput_ips']:.1f}", fill="black", font=font)
     return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+
+def write_section(target: Path, section: str) -> None:
+    """Replace (or append) this benchmark's section in ``target``, keeping the others."""
+    title = section.splitlines()[0]
+    text = target.read_text() if target.exists() else "# Benchmarks\n\nMeasured, not asserted. Each section says how it was measured.\n"
+    parts = text.split("\n## ")
+    head, sections = parts[0], ["## " + p for p in parts[1:]]
+    same = [s.splitlines()[0] == title for s in sections]
+    sections = [section if match else s for s, match in zip(sections, same)]
+    if not any(same):
+        sections.append(section)
+    from alexnet_deploy.fileio import atomic_write_bytes
+
+    atomic_write_bytes(target, (head.rstrip("\n") + "\n\n" + "\n".join(s.rstrip("\n") + "\n" for s in sections)).encode())

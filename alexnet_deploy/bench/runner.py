@@ -78,7 +78,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
     """CPU, cores, threads, library versions, GPU (when torch sees one) and the date."""
     import importlib.metadata as metadata
 
-    from alexnet_deploy.bench.precision import cpu_name
+    from alexnet_deploy.bench.host import cpu_name
 
     versions = {}
     for package in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt"):

@@ -84,7 +84,7 @@ def measure(model: Path, requests: int = 96, concurrency=(1, 8, 32), max_delay_m
 
 
 def markdown(rows: list[dict], model: Path, max_delay_ms: float) -> str:
-    from alexnet_deploy.bench.precision import cpu_name
+    from alexnet_deploy.bench.host import cpu_name
 
     lines = [
         "## Serving load (`python -m alexnet_deploy.bench.serve_load`)",
@@ -112,7 +112,7 @@ def main(argv=None) -> None:
     section = markdown(rows, args.model, args.max_delay_ms)
     print(section)
     if args.write:
-        from alexnet_deploy.bench.precision import write_section
+        from alexnet_deploy.bench.report import write_section
 
         write_section(args.write, section)
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from alexnet_deploy.bench.harness import TimingSettings
-from alexnet_deploy.bench.precision import make_models, write_section
+from alexnet_deploy.bench.models import make_models
+from alexnet_deploy.bench.report import write_section
 from alexnet_deploy.bench.report import markdown_table
 from alexnet_deploy.bench.runner import BenchReport, run_bench
 from alexnet_deploy.checkpoints.options import ModelOptions

@@ -12,7 +12,7 @@ from typing import Callable
 
 from alexnet_deploy.errors import CheckFailed, InputError, require
 from alexnet_deploy.labels import check_labels, default_labels, read_labels
-from alexnet_deploy.record import Preprocessing, PreprocessingOverrides, apply_overrides
+from alexnet_deploy.record import PreprocessingOverrides, apply_overrides
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable
 from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
