@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from alexnet_deploy.errors import InputError
-from alexnet_deploy.labels import default_labels
+from alexnet_deploy.record import default_labels
 from alexnet_deploy.preprocess import IMAGE_SUFFIXES, list_images
 
 

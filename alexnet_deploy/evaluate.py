@@ -96,7 +96,7 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
     if runtime == "ort":
         raise InputError(f"{model} is a PyTorch checkpoint; onnxruntime needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
     from alexnet_deploy.errors import require
-    from alexnet_deploy.labels import default_labels
+    from alexnet_deploy.record import default_labels
     from alexnet_deploy.checkpoints.options import ModelOptions
     from alexnet_deploy.checkpoints.resolve import resolve_model
     from alexnet_deploy.record import apply_overrides

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from alexnet_deploy.errors import InputError
+from alexnet_deploy.record import check_labels
 
 
 def read_labels(source: Path) -> list[str]:
@@ -58,24 +59,3 @@ def _labels_from_json(path: Path, text: str) -> list[str]:
         f"labels file {path} is not a label map.",
         'use {"0": "cat", "1": "dog"}, {"cat": 0, "dog": 1} or ["cat", "dog"] with indices 0..N-1',
     )
-
-
-def check_labels(labels: list[str], source: str, fix: str) -> list[str]:
-    """``labels`` unchanged, or InputError if one is empty or spans lines.
-
-    Triton's labels.txt (and this toolkit's own reader) take one label per line, so a
-    line break inside a label would shift every later class onto the wrong index, and
-    an empty one would vanish from the file.
-    """
-    for index, label in enumerate(labels):
-        shown = repr(label) if len(label) <= 60 else repr(label[:57]) + "..."
-        if not label.strip():
-            raise InputError(f"{source}: label {index} is empty.", f"{fix}; every class needs a visible name")
-        if label.splitlines() != [label]:  # \n, \r and the other breaks str.splitlines knows
-            raise InputError(f"{source}: label {index} {shown} contains a line break.", f"{fix}; a label must fit on one line")
-    return labels
-
-
-def default_labels(num_classes: int) -> list[str]:
-    """Placeholder labels ``class_0 ... class_{N-1}`` when none were given."""
-    return [f"class_{i}" for i in range(num_classes)]

@@ -202,3 +202,45 @@ def apply_overrides(base: Preprocessing, options: PreprocessingOverrides) -> Pre
     crop = options.crop or base.crop
     resize = options.resize or (base.resize if crop == base.crop else max(crop, round(base.resize * crop / base.crop)))
     return Preprocessing(resize, crop, options.mean or base.mean, options.std or base.std, base.interpolation, base.resize_mode)
+
+
+# Operators that only a lower-precision graph has (how a file with stripped metadata is judged).
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "MatMulIntegerToFloat",
+})
+
+
+def graph_precision(proto) -> str | None:
+    """'fp16', 'int8' or 'int8-dynamic' when the graph is already lower precision, else None."""
+    import onnx
+
+    ops = {node.op_type for node in proto.graph.node}
+    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}:
+        return "int8-dynamic"
+    if ops & QUANTIZED_OPS:
+        return "int8"
+    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer):
+        return "fp16"
+    return None
+
+
+def check_labels(labels: list[str], source: str, fix: str) -> list[str]:
+    """``labels`` unchanged, or InputError if one is empty or spans lines.
+
+    Triton's labels.txt (and this toolkit's own reader) take one label per line, so a
+    line break inside a label would shift every later class onto the wrong index, and
+    an empty one would vanish from the file.
+    """
+    for index, label in enumerate(labels):
+        shown = repr(label) if len(label) <= 60 else repr(label[:57]) + "..."
+        if not label.strip():
+            raise InputError(f"{source}: label {index} is empty.", f"{fix}; every class needs a visible name")
+        if label.splitlines() != [label]:  # \n, \r and the other breaks str.splitlines knows
+            raise InputError(f"{source}: label {index} {shown} contains a line break.", f"{fix}; a label must fit on one line")
+    return labels
+
+
+def default_labels(num_classes: int) -> list[str]:
+    """Placeholder labels ``class_0 ... class_{N-1}`` when none were given."""
+    return [f"class_{i}" for i in range(num_classes)]

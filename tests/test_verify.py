@@ -42,7 +42,7 @@ def test_verify_json_numbers_match_an_independent_computation(half_width, half_w
     """The reported max abs error equals one computed here from torch and onnxruntime directly."""
     import onnxruntime as ort
 
-    from alexnet_deploy.exporter.workflow import verify_checkpoint
+    from alexnet_deploy.verify.jobs import verify_checkpoint
     from alexnet_deploy.verify.parity import build_inputs
 
     report = verify_checkpoint(half_width_onnx, half_width[0], samples=4, batch_sizes=[4])

@@ -99,7 +99,7 @@ def build_engine(
     import time
 
     from alexnet_deploy.record import read_record_or_none
-    from alexnet_deploy.quantize.recipes import graph_precision
+    from alexnet_deploy.record import graph_precision
     from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
     from alexnet_deploy.onnx_file import fixed_batch, load_onnx
     from alexnet_deploy.progress import as_progress

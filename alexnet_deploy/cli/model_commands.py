@@ -75,7 +75,7 @@ def verify(
     FP16: top-1 agreement >= 99% and cosine >= 0.999. INT8 and int8-dynamic: top-1
     agreement >= 95% and cosine >= 0.95, judged on --images (else synthetic images).
     """
-    from alexnet_deploy.exporter.workflow import verify_against_onnx, verify_checkpoint
+    from alexnet_deploy.verify.jobs import verify_against_onnx, verify_checkpoint
     from alexnet_deploy.verify.parity import parse_batch_sizes
 
     if (checkpoint is None) == (reference is None):

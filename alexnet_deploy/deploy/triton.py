@@ -80,7 +80,7 @@ def render_config(name: str, backend: str, input_name: str, input_type: str, inp
 def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: int | None = None, instances: int = 1,
                    dynamic_batching: bool = True, force: bool = False) -> TritonModel:
     """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar)."""
-    from alexnet_deploy.labels import check_labels
+    from alexnet_deploy.record import check_labels
     from alexnet_deploy.onnx_file import check_input_file, check_model_name, file_kind
 
     model = check_input_file(Path(model), "model")

@@ -1,5 +1,15 @@
-"""Checkpoints, layouts, LRN, torch -> ONNX export, the metadata record, FP16/INT8 variants.
+"""PyTorch -> ONNX: LRN as one native node, the record inside, parity checked before writing.  [torch]
 
-Submodules import torch lazily where they need it; ``metadata`` and ``labels`` are
-torch-free so the runtime side can read what export wrote.
+Public API: ``export_checkpoint`` / ``ExportOutcome`` (the whole export job),
+``export_model`` (a resolved model to an ONNX proto), ``inspect_path`` (what a file holds).
 """
+
+from alexnet_deploy._lazy import lazy_exports
+
+_NAMES = {
+    "export_checkpoint": "workflow", "ExportOutcome": "workflow",
+    "export_model": "onnx_export", "ExportResult": "onnx_export",
+    "inspect_path": "inspect",
+}
+__all__ = sorted(_NAMES)
+__getattr__, __dir__ = lazy_exports(__name__, _NAMES)

@@ -20,7 +20,8 @@ from alexnet_deploy.errors import CheckFailed, InputError
 from alexnet_deploy.record import ModelRecord, read_record, write_record
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
 from alexnet_deploy.onnx_file import fixed_batch, load_onnx
-from alexnet_deploy.quantize.recipes import METHODS, PRECISIONS, RECIPES, TARGETS, graph_precision
+from alexnet_deploy.quantize.recipes import METHODS, PRECISIONS, RECIPES, TARGETS
+from alexnet_deploy.record import graph_precision
 from alexnet_deploy.preprocess import load_images, preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
 from alexnet_deploy.runtimes.ort import OrtRuntime

@@ -29,11 +29,6 @@ PRECISIONS = ("fp16", "int8", "int8-dynamic")
 TARGETS = ("cpu", "tensorrt")
 METHODS = ("minmax", "entropy", "percentile")
 FP16_BLOCKED_OPS = ("LRN",)
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul", "MatMulIntegerToFloat",
-})
-
 _FP16 = "fp16: float16 weights and compute, float32 inputs/outputs, LRN kept float32"
 _DYNAMIC = "int8 dynamic: per-channel s8 weights of Gemm/MatMul, activations quantized at run time"
 RECIPES = {
@@ -43,20 +38,6 @@ RECIPES = {
     ("int8", "tensorrt"): "int8 static QDQ for TensorRT: symmetric s8 activations and per-channel s8 weights (zero points 0), float bias, Q/DQ on Conv/Gemm inputs only",
     ("int8-dynamic", "cpu"): _DYNAMIC,
 }
-
-
-def graph_precision(proto) -> str | None:
-    """'fp16', 'int8' or 'int8-dynamic' when the graph is already lower precision, else None."""
-    import onnx
-
-    ops = {node.op_type for node in proto.graph.node}
-    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}:
-        return "int8-dynamic"
-    if ops & QUANTIZED_OPS:
-        return "int8"
-    if any(init.data_type == onnx.TensorProto.FLOAT16 for init in proto.graph.initializer):
-        return "fp16"
-    return None
 
 
 def to_fp16(proto):
