@@ -23,7 +23,7 @@ from alexnet_deploy.bench.report import write_section
 
 def measure(paths: dict[str, Path], batches=(1, 32), rounds: int = 7, seconds_per_round: float = 1.0, threads: int | None = None) -> list[dict]:
     """Median latency of every model at every batch, measured round-robin; one dict per (model, batch)."""
-    from alexnet_deploy.bench.timing import round_robin_medians
+    from alexnet_deploy.timing import round_robin_medians
     from alexnet_deploy.runtimes.ort import OrtRuntime
 
     runtimes = {tag: OrtRuntime(path, threads=threads) for tag, path in paths.items()}

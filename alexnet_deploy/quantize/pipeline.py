@@ -220,7 +220,7 @@ def _accuracy(logits: np.ndarray, truth: np.ndarray | None) -> float | None:
 
 def latency_comparison(fp32: OrtRuntime, other: OrtRuntime, sample: np.ndarray, batches=(1, 32), rounds: int = 3) -> dict[str, Any]:
     """Median latency of both models at each batch they accept, measured round-robin so drift hits both."""
-    from alexnet_deploy.bench.timing import round_robin_medians
+    from alexnet_deploy.timing import round_robin_medians
 
     info = fp32.info()
     if info.max_batch is not None:
