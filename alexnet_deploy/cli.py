@@ -106,7 +106,17 @@ ArchOpt = typer.Option(None, "--arch", help="Force a built-in layout: torchvisio
 ModelOpt = typer.Option(None, "--model", help="Your own class instead of a built-in layout: FILE.py:ClassName.", rich_help_panel="Model")
 ModelKwargsOpt = typer.Option(None, "--model-kwargs", help="Constructor arguments for --model: key=value,... (Python literals).", rich_help_panel="Model")
 InputSizeOpt = typer.Option(None, "--input-size", help="Input height/width in pixels (default: the layout's, e.g. 224 or 227).", rich_help_panel="Model")
-TrustPickleOpt = typer.Option(False, "--trust-pickle", help="Allow unpickling a whole saved nn.Module (runs code from the file: only for files you trust).", rich_help_panel="Model")
+TrustCodeOpt = typer.Option(False, "--trust-code", help="Run code from this file: TorchScript programs and pickled classes; only for files you trust (classes only from torch, torchvision or --model).", rich_help_panel="Model")
+
+
+def _deprecated_trust_pickle(value: bool) -> bool:
+    if value:
+        err.print("note: --trust-pickle is deprecated; use --trust-code")
+    return value
+
+
+# The old name of --trust-code, kept so existing commands keep working.
+TrustPickleOpt = typer.Option(False, "--trust-pickle", hidden=True, callback=_deprecated_trust_pickle)
 # Preprocessing of a checkpoint's model (export writes it into the ONNX; eval applies it to checkpoints).
 ResizeOpt = typer.Option(None, "--resize", help="Resize size before the center crop.", rich_help_panel="Preprocessing")
 CropOpt = typer.Option(None, "--crop", help="Center-crop size (= the model's input size).", rich_help_panel="Preprocessing")
@@ -114,10 +124,10 @@ MeanOpt = typer.Option(None, "--mean", help="Normalize mean, R,G,B (e.g. 0.485,0
 StdOpt = typer.Option(None, "--std", help="Normalize std, R,G,B (e.g. 0.229,0.224,0.225).", rich_help_panel="Preprocessing")
 
 
-def _model_options(arch, model, model_kwargs, input_size, trust_pickle):
+def _model_options(arch, model, model_kwargs, input_size, trust_code):
     from alexnet_deploy.exporter.options import ModelOptions
 
-    return ModelOptions(arch, model, model_kwargs, input_size, trust_pickle)
+    return ModelOptions(arch, model, model_kwargs, input_size, trust_code)
 
 
 def _finite(value):
@@ -145,12 +155,13 @@ def _write_json(data: dict, target: Optional[Path]) -> None:
 @app.command()
 @handles_errors
 def export(
-    checkpoint: Path = typer.Argument(..., help="The .pth/.pt checkpoint (state_dict, wrapped dict, TorchScript, or pickled model with --trust-pickle)."),
+    checkpoint: Path = typer.Argument(..., help="The .pth/.pt checkpoint (state_dict, wrapped dict, safetensors, TorchScript, or pickled model with --trust-code)."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output .onnx path (default: the checkpoint path with .onnx)."),
     arch: Optional[str] = ArchOpt,
     model: Optional[str] = ModelOpt,
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
+    trust_code: bool = TrustCodeOpt,
     trust_pickle: bool = TrustPickleOpt,
     labels: Optional[Path] = typer.Option(None, "--labels", help="class_indices.json, labels.txt (one per line) or an ImageFolder root.", rich_help_panel="Metadata"),
     resize: Optional[int] = ResizeOpt,
@@ -170,7 +181,7 @@ def export(
     overrides = PreprocessingOptions(resize, crop, parse_triple(mean, "mean"), parse_triple(std, "std"))
     with progress_steps(as_json) as step:
         outcome = export_checkpoint(
-            checkpoint, output, _model_options(arch, model, model_kwargs, input_size, trust_pickle),
+            checkpoint, output, _model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle),
             labels=labels, preprocessing=overrides, batch=fixed_batch, opset=opset, verify=not no_verify, progress=step,
         )
     if as_json:
@@ -186,6 +197,7 @@ def export(
 def inspect(
     path: Path = typer.Argument(..., help="A checkpoint (.pth/.pt) or an ONNX model."),
     arch: Optional[str] = ArchOpt,
+    trust_code: bool = TrustCodeOpt,
     trust_pickle: bool = TrustPickleOpt,
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ):
@@ -194,7 +206,7 @@ def inspect(
 
     with progress_steps(as_json) as step:
         step(f"reading {path}")
-        data = inspect_path(path, trust_pickle=trust_pickle, arch=arch)
+        data = inspect_path(path, trust_code=trust_code or trust_pickle, arch=arch)
     if as_json:
         _write_json(data, None)
         return
@@ -213,6 +225,7 @@ def verify(
     model: Optional[str] = ModelOpt,
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
+    trust_code: bool = TrustCodeOpt,
     trust_pickle: bool = TrustPickleOpt,
     images: Optional[Path] = typer.Option(None, "--images", help="Also compare on these images, preprocessed from the model's metadata."),
     samples: Optional[int] = typer.Option(None, "--samples", help="Number of seeded random inputs (default 8 for FP32; 0 for FP16/INT8, which are judged on images)."),
@@ -242,7 +255,7 @@ def verify(
             report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step)
         else:
             report = verify_checkpoint(
-                model_file, checkpoint, _model_options(arch, model, model_kwargs, input_size, trust_pickle),
+                model_file, checkpoint, _model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle),
                 images=images, samples=samples, batch_sizes=sizes, progress=step,
             )
     data = report.to_dict()
@@ -306,6 +319,7 @@ def eval_command(
     model: Optional[str] = ModelOpt,
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
+    trust_code: bool = TrustCodeOpt,
     trust_pickle: bool = TrustPickleOpt,
     resize: Optional[int] = ResizeOpt,
     crop: Optional[int] = CropOpt,
@@ -332,7 +346,7 @@ def eval_command(
     with progress_steps(to_stdout) as progress:
         report = evaluate(
             model_file, data, runtime=runtime, batch=batch, limit=limit, threads=threads, progress=progress,
-            model_options=_model_options(arch, model, model_kwargs, input_size, trust_pickle), preprocessing=overrides,
+            model_options=_model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), preprocessing=overrides,
         )
     if confusion is not None:
         write_confusion_png(report, confusion)
@@ -480,6 +494,7 @@ def bench(
     model: Optional[str] = ModelOpt,
     model_kwargs: Optional[str] = ModelKwargsOpt,
     input_size: Optional[int] = InputSizeOpt,
+    trust_code: bool = TrustCodeOpt,
     trust_pickle: bool = TrustPickleOpt,
     suite: bool = typer.Option(False, "--suite", help="Run the standard suite (torch, torch.compile, onnxruntime FP32/FP16/INT8, plus CUDA/TensorRT where present) and update BENCHMARKS.md."),
     suite_dir: Path = typer.Option(Path("bench-work"), "--suite-dir", help="Where the suite keeps its generated models."),
@@ -516,7 +531,7 @@ def bench(
             report = run_suite(suite_dir, settings, threads, batches=batches if batch != "1,8,32" else (1, 32), progress=progress)
             write_suite(report, write)
         else:
-            report = run_bench(inputs, runtimes, batches, settings, threads, _model_options(arch, model, model_kwargs, input_size, trust_pickle), progress)
+            report = run_bench(inputs, runtimes, batches, settings, threads, _model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), progress)
     data = report.to_dict()
     from alexnet_deploy.bench import report as bench_report
 

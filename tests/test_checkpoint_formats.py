@@ -152,7 +152,7 @@ def pickled_from_main(tmp_path_factory):
 def test_pickled_module_needs_opt_in(pickled_from_main, cli, tmp_path):
     path, _ = pickled_from_main
     result = cli.fails(2, "export", path, "-o", tmp_path / "out.onnx")
-    assert "--trust-pickle" in result.stderr
+    assert "--trust-code" in result.stderr
     assert not (tmp_path / "out.onnx").exists()
 
 
