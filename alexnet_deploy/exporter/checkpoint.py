@@ -143,12 +143,10 @@ def load_checkpoint(
         needed = _needed_globals(data, archive)
         if not needed:  # no class references at all: not a pickled model, just bytes
             raise _not_a_checkpoint(path, exc) from None
-        classes = {}
-        for name in needed:
-            cls = _allowed_class(name, allowed)
-            if cls is None:
-                raise _refusal(path, name) from None
-            classes[name] = cls
+        classes = {name: _allowed_class(name, allowed) for name in needed}
+        refused = [name for name, cls in classes.items() if cls is None]
+        if refused:  # by name, with or without trust: no model checkpoint needs these
+            raise _refusal(path, *refused) from None
         if not trust_code:
             shown = ", ".join(n for n in needed if not n.startswith(TRUSTED_PACKAGES))[:200] or ", ".join(needed[:3])
             raise CheckpointError(
@@ -285,15 +283,19 @@ def _allowed_class(name: str, allowed: dict):
     return None
 
 
-def _refusal(path: Path, name: str) -> CheckpointError:
-    module, _, attr = name.rpartition(".")
-    root = module.split(".")[0]
-    user_class = attr[:1].isupper() and (root == "__main__" or (root not in sys.stdlib_module_names and root not in TRUSTED_PACKAGES and not root.startswith("_")))
-    fix = (
-        f"if {name} is your model's class and you trust the file, pass --trust-code --model FILE.py:{attr}"
-        if user_class else "this file may be malicious: do not load it; get the weights as a state_dict from a trusted source"
-    )
-    return CheckpointError(f"{path}: refusing {name}: {REFUSED_HOW}.", fix)
+def _refusal(path: Path, *names: str) -> CheckpointError:
+    def user_class(name: str) -> bool:  # looks like the user's own model class rather than a library function
+        module, _, attr = name.rpartition(".")
+        root = module.split(".")[0]
+        return attr[:1].isupper() and (root == "__main__" or (root not in sys.stdlib_module_names and root not in TRUSTED_PACKAGES and not root.startswith("_")))
+
+    malicious = [n for n in names if not user_class(n)]
+    if malicious:
+        fix = "this file may be malicious: do not load it; get the weights as a state_dict from a trusted source"
+    else:
+        fix = f"if {names[0]} is your model's class and you trust the file, pass --trust-code --model FILE.py:{names[0].rpartition('.')[2]}"
+    shown = ", ".join((malicious or list(names))[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return CheckpointError(f"{path}: refusing {shown}: {REFUSED_HOW}.", fix)
 
 
 def _restricted_pickle_module(path: Path, classes: dict):
