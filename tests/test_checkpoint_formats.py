@@ -429,3 +429,31 @@ def test_the_hashed_bytes_are_the_loaded_bytes(reference, tmp_path, monkeypatch)
     ckpt = load_checkpoint(path)
     assert ckpt.sha256 == digest
     _same_weights(ckpt.state_dict, reference)
+
+
+def test_numpy_metrics_beside_the_weights_load_without_trust(reference, tmp_path):
+    """Training scripts store metrics as numpy scalars; those are data, not code."""
+    path = tmp_path / "ckpt.pth"
+    torch.save({"state_dict": reference.state_dict(), "best_acc": np.float64(0.91), "history": np.arange(3.0), "epoch": 7}, path)
+    ckpt = load_checkpoint(path)
+    _same_weights(ckpt.state_dict, reference)
+    assert ckpt.info["epoch"] == 7 and ckpt.module is None
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pre-1.6"])
+def test_whole_torchvision_module_loads_only_with_trust(tmp_path, legacy):
+    """torch and torchvision nn.Module classes need no --model; they still need --trust-code."""
+    from torchvision.ops import MLP
+
+    torch.manual_seed(0)
+    model = MLP(4, [8, 3]).eval()
+    path = tmp_path / "mlp.pth"
+    torch.save(model, path, _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "--trust-code" in info.value.fix
+    ckpt = load_checkpoint(path, trust_code=True)
+    assert type(ckpt.module) is MLP and ckpt.format == "pickled-module"
+    x = torch.randn(2, 4)
+    with torch.no_grad():
+        assert torch.equal(ckpt.module(x), model(x))

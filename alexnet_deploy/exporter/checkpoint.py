@@ -143,18 +143,18 @@ def load_checkpoint(
         needed = _needed_globals(data, archive)
         if not needed:  # no class references at all: not a pickled model, just bytes
             raise _not_a_checkpoint(path, exc) from None
-        classes = {name: _allowed_class(name, allowed) for name in needed}
+        classes = {name: _numpy_data(name) or _allowed_class(name, allowed) for name in needed}
         refused = [name for name, cls in classes.items() if cls is None]
         if refused:  # by name, with or without trust: no model checkpoint needs these
             raise _refusal(path, *refused) from None
-        if not trust_code:
+        if not trust_code and any(not _numpy_data(name) for name in needed):
             shown = ", ".join(n for n in needed if not n.startswith(TRUSTED_PACKAGES))[:200] or ", ".join(needed[:3])
             raise CheckpointError(
                 f"{path} holds a whole pickled model ({shown}); loading it runs those classes' code on data from the file.",
                 "if you trust the file, add --trust-code (and --model FILE.py:Class if its class is your own)",
             )
         obj = _load_allowlisted(path, data, archive, classes, allowed)
-        fmt = "pickled"
+        fmt = "pickled" if trust_code else None
     else:
         fmt = None
     return _normalise(path, sha, obj, fmt)
@@ -258,6 +258,30 @@ def _user_classes(extra_classes: dict | None, extra_modules: dict | None) -> dic
     return allowed
 
 
+# numpy arrays and scalars (metrics beside the weights: "best_acc": np.float64(...)) are data:
+# rebuilding them calls no code named by the file.
+NUMPY_DATA = (
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct", "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar", "numpy.ndarray", "numpy.dtype",
+)
+
+
+def _numpy_data(name: str):
+    """The numpy data constructor or dtype class ``name`` stands for, else None."""
+    if name not in NUMPY_DATA and not name.startswith("numpy.dtypes."):
+        return None
+    try:
+        import numpy as np
+    except ImportError:
+        return None
+    if name.startswith("numpy.dtypes."):
+        value = getattr(np.dtypes, name.rpartition(".")[2], None)
+        # dtype classes of plain numbers only: an object dtype would hold arbitrary objects
+        return value if inspect.isclass(value) and issubclass(value, np.dtype) and value is not getattr(np.dtypes, "ObjectDType", None) else None
+    core = getattr(np, "_core", None) or np.core
+    return {"_reconstruct": core.multiarray._reconstruct, "scalar": core.multiarray.scalar, "ndarray": np.ndarray, "dtype": np.dtype}[name.rpartition(".")[2]]
+
+
 def _allowed_class(name: str, allowed: dict):
     """The class ``name`` stands for if it is an nn.Module class from torch, torchvision or --model; else None."""
     import importlib
@@ -329,9 +353,15 @@ def _load_allowlisted(path: Path, data: bytes, archive, classes: dict, allowed: 
 
     import torch
 
+    admitted = [(cls, name) for name, cls in classes.items()]
+    if any(name.startswith("numpy.") for name in classes):
+        # np.dtype(...) returns an instance of a per-type class (Float64DType) that the scan cannot see.
+        import numpy as np
+
+        admitted += [(v, f"numpy.dtypes.{k}") for k, v in vars(np.dtypes).items() if _numpy_data(f"numpy.dtypes.{k}")]
     try:
         if archive is not None:
-            with torch.serialization.safe_globals([(cls, name) for name, cls in classes.items()]):
+            with torch.serialization.safe_globals(admitted):
                 return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         # weights_only=False only hands the file to the restricted unpickler above.
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module(path, classes))
