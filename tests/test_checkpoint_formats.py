@@ -457,3 +457,21 @@ def test_whole_torchvision_module_loads_only_with_trust(tmp_path, legacy):
     x = torch.randn(2, 4)
     with torch.no_grad():
         assert torch.equal(ckpt.module(x), model(x))
+
+
+def test_hostile_torchscript_archive_is_a_clear_error_without_trust(reference, tmp_path, cli):
+    """The restricted reader treats the archive as untrusted: foreign globals and out-of-range tensors."""
+    marker = tmp_path / "pwned"
+    scripted = tmp_path / "ok.pt"
+    torch.jit.save(torch.jit.script(reference), str(scripted))
+    source = zipfile.ZipFile(scripted)
+    out_of_range = _global("torch._utils", "_rebuild_tensor_v2") + b"(" + b"(" + _text("storage") + _global("torch", "FloatStorage") + _text("0") + _text("cpu") + b"K\x01tQ" + b"K\x00" + b"(J\x00\x00\x00\x10t(K\x01t\x89" + _global("collections", "OrderedDict") + b")RtR"
+    for name, data_pkl in {"global": _pickle(_system(marker)), "bounds": _pickle(out_of_range)}.items():
+        path = tmp_path / f"{name}.pt"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+            for info in source.infolist():
+                archive.writestr(info.filename, data_pkl if info.filename.endswith("/data.pkl") and "constants" not in info.filename else source.read(info))
+        result = cli.fails(2, "export", path, "-o", tmp_path / "x.onnx")
+        assert "TorchScript archive whose weights cannot be read without running its code" in result.stderr, result.stderr
+        assert ("refusing os.system" if name == "global" else "storage size") in result.stderr
+        assert "--trust-code" in result.stderr and not marker.exists()

@@ -171,7 +171,9 @@ def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> Reso
         decided_by_forward = False
         try:
             match = detect_layout(ckpt.state_dict, arch)
-        except LayoutError:
+        except LayoutError as exc:
+            if ckpt.format == "torchscript" and ckpt.module is None and not arch and "layouts with identical weight shapes" in exc.problem:
+                raise LayoutError(exc.problem, f"{exc.fix}; or, if you trust the file, --trust-code lets the archive's own output decide") from None
             if ckpt.module is None or arch:
                 raise
             match = layout_by_forward(ckpt)
