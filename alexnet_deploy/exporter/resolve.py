@@ -195,6 +195,8 @@ def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> Reso
             module = ckpt.module
             name = f"custom:{type(module).__name__}"
         reference = ckpt.module if ckpt.module is not None else module
+        if ckpt.format == "torchscript" and ckpt.module is None:
+            notes.append("the archive's TorchScript program was not run: its weights were read without it (--trust-code also checks parity against it)")
         if ckpt.module is not None and match is not None:
             notes.append(f"the file held a {ckpt.format}; exporting the {layout.name} layout with its weights and checking parity against the file's own module")
 
