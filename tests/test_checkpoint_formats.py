@@ -309,7 +309,7 @@ def test_code_running_pickles_are_refused_by_name(payload, trust, tmp_path, cli)
     for command in (["inspect", path], ["export", path, "-o", tmp_path / "x.onnx"]):
         result = cli.fails(2, *command, *(["--trust-code"] if trust else []))
         assert not marker.exists(), f"{payload} ran code during {command[0]}"
-        assert f"refusing" in result.stderr and name in result.stderr, result.stderr
+        assert "refusing" in result.stderr and name in result.stderr, result.stderr
         assert "not an nn.Module class from torch, torchvision or --model" in result.stderr
     assert not (tmp_path / "x.onnx").exists()
     result = cli.fails(2, "inspect", path, "--trust-pickle")  # the old flag name still works, with the same refusal

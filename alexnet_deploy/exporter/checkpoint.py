@@ -147,13 +147,14 @@ def load_checkpoint(
         refused = [name for name, cls in classes.items() if cls is None]
         if refused:  # by name, with or without trust: no model checkpoint needs these
             raise _refusal(path, *refused) from None
-        if not trust_code and any(not _numpy_data(name) for name in needed):
-            shown = ", ".join(n for n in needed if not n.startswith(TRUSTED_PACKAGES))[:200] or ", ".join(needed[:3])
+        model_classes = [name for name in needed if not _numpy_data(name)]
+        if model_classes and not trust_code:
+            shown = ", ".join([n for n in model_classes if not n.startswith(TRUSTED_PACKAGES)][:3] or model_classes[:3])
             raise CheckpointError(
                 f"{path} holds a whole pickled model ({shown}); loading it runs those classes' code on data from the file.",
                 "if you trust the file, add --trust-code (and --model FILE.py:Class if its class is your own)",
             )
-        obj = _load_allowlisted(path, data, archive, classes, allowed)
+        obj = _load_allowlisted(path, data, archive, classes)
         fmt = "pickled" if trust_code else None
     else:
         fmt = None
@@ -347,7 +348,7 @@ def _restricted_pickle_module(path: Path, classes: dict):
     return SimpleNamespace(Unpickler=Unpickler, load=load, __name__="alexnet_restricted_pickle")
 
 
-def _load_allowlisted(path: Path, data: bytes, archive, classes: dict, allowed: dict):
+def _load_allowlisted(path: Path, data: bytes, archive, classes: dict):
     """Load a trusted whole model, admitting only the allowlisted classes."""
     import re
 
