@@ -7,13 +7,21 @@ from dataclasses import dataclass
 
 @dataclass
 class ModelOptions:
-    """``--arch``, ``--model``, ``--model-kwargs``, ``--input-size`` and ``--trust-pickle``; None keeps defaults."""
+    """``--arch``, ``--model``, ``--model-kwargs``, ``--input-size`` and ``--trust-code``; None keeps defaults.
+
+    ``trust_pickle`` is the old name of ``trust_code`` (either one trusts the file).
+    """
 
     arch: str | None = None
     model: str | None = None
     model_kwargs: str | None = None
     input_size: int | None = None
+    trust_code: bool = False
     trust_pickle: bool = False
+
+    @property
+    def trusted(self) -> bool:
+        return bool(self.trust_code or self.trust_pickle)
 
 
 # The built-in layouts' names, torch-free so the CLI can list them in --help without importing

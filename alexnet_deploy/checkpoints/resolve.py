@@ -16,7 +16,17 @@ from torch import nn
 
 from alexnet_deploy.errors import ExportError, LayoutError, ModelFileError
 from alexnet_deploy.checkpoints.load import Checkpoint, load_checkpoint
-from alexnet_deploy.checkpoints.layouts import Layout, build_model, compare_shapes, default_preprocessing, detect_layout, format_diff
+from alexnet_deploy.checkpoints.layouts import (
+    LAYOUTS,
+    Layout,
+    LayoutMatch,
+    build_model,
+    compare_shapes,
+    default_preprocessing,
+    detect_layout,
+    format_diff,
+    match_layout,
+)
 from alexnet_deploy.record import Preprocessing
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.checkpoints.user_model import (
@@ -111,11 +121,36 @@ def _fit_input_size(module: nn.Module, requested: int | None, default: int | Non
     raise ExportError(f"cannot find an input size the model accepts ({'; '.join(failures)}).", "pass --input-size N")
 
 
+def layout_by_forward(ckpt: Checkpoint) -> LayoutMatch | None:
+    """The one layout whose network computes what the file's own module computes, if exactly one does.
+
+    Weight shapes alone cannot tell seed 000 (pad 0 at 227) from paper-224 (pad 2 at 224);
+    a trusted TorchScript or pickled module can: run each candidate and the module on the
+    same probe input and keep the candidate whose logits match.
+    """
+    exact = [m for m in (match_layout(layout, ckpt.state_dict) for layout in LAYOUTS.values()) if m.exact]
+    if len(exact) < 2 or ckpt.module is None:
+        return exact[0] if len(exact) == 1 else None
+    agreeing = []
+    for found in exact:
+        size = found.layout.input_size
+        probe = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+        try:
+            with torch.no_grad():
+                want = ckpt.module(probe)
+                got = build_model(found.layout, ckpt.state_dict, found.num_classes)(probe)
+        except Exception:  # the file's module does not take this layout's input size: not this layout
+            continue
+        if isinstance(want, torch.Tensor) and want.shape == got.shape and torch.allclose(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()) + 1e-6):
+            agreeing.append(found)
+    return agreeing[0] if len(agreeing) == 1 else None
+
+
 def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> ResolvedModel:
     """Load ``checkpoint`` and build the module it belongs to, strictly; errors name the fix."""
     options = options or ModelOptions()
     arch, model_spec, model_kwargs = options.arch, options.model, options.model_kwargs
-    input_size, trust_pickle = options.input_size, options.trust_pickle
+    input_size, trust_code = options.input_size, options.trusted
     if arch and model_spec:
         raise ModelFileError("--arch and --model both choose the network.", "pass only one of them")
     if input_size is not None and not 16 <= input_size <= 2048:
@@ -124,7 +159,7 @@ def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> Reso
     extra_classes = {cls.__name__: cls} if cls else {}
     # A pickled model saved after ``from model import Net`` refers to module "model".
     extra_modules = {Path(model_spec.rpartition(":")[0]).stem: sys.modules[cls.__module__]} if cls else {}
-    ckpt = load_checkpoint(Path(checkpoint), trust_pickle=trust_pickle, extra_classes=extra_classes, extra_modules=extra_modules)
+    ckpt = load_checkpoint(Path(checkpoint), trust_code=trust_code, extra_classes=extra_classes, extra_modules=extra_modules)
     notes: list[str] = []
     layout: Layout | None = None
 
@@ -133,17 +168,25 @@ def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> Reso
         reference = ckpt.module if ckpt.module is not None else module
         name = f"custom:{type(module).__name__}"
     else:
+        decided_by_forward = False
         try:
             match = detect_layout(ckpt.state_dict, arch)
-        except LayoutError:
+        except LayoutError as exc:
+            if ckpt.format == "torchscript" and ckpt.module is None and not arch and "layouts with identical weight shapes" in exc.problem:
+                raise LayoutError(exc.problem, f"{exc.fix}; or, if you trust the file, --trust-code lets the archive's own output decide") from None
             if ckpt.module is None or arch:
                 raise
-            match = None
+            match = layout_by_forward(ckpt)
+            decided_by_forward = match is not None
+            if match is None and ckpt.format == "torchscript":
+                raise
+        if decided_by_forward:
+            notes.append(f"the weights fit several layouts; {match.layout.name} is the one whose output matches the file's own module")
         if match is not None:
             layout = match.layout
             module = build_model(layout, ckpt.state_dict, match.num_classes)
             name = layout.name
-        elif ckpt.format == "torchscript":
+        elif ckpt.format == "torchscript":  # only reached with a module, i.e. with --trust-code
             raise LayoutError(
                 "this TorchScript archive is not a built-in AlexNet layout, and TorchScript cannot be exported directly.",
                 "pass --model FILE.py:ClassName with the eager class it was scripted from",
@@ -152,6 +195,8 @@ def resolve_model(checkpoint: Path, options: ModelOptions | None = None) -> Reso
             module = ckpt.module
             name = f"custom:{type(module).__name__}"
         reference = ckpt.module if ckpt.module is not None else module
+        if ckpt.format == "torchscript" and ckpt.module is None:
+            notes.append("the archive's TorchScript program was not run: its weights were read without it (--trust-code also checks parity against it)")
         if ckpt.module is not None and match is not None:
             notes.append(f"the file held a {ckpt.format}; exporting the {layout.name} layout with its weights and checking parity against the file's own module")
 

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, out, progress_steps
 from alexnet_deploy.cli.options import (
-    ArchOpt, CropOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelKwargsOpt, ModelOpt, ResizeOpt, StdOpt, TrustPickleOpt,
+    ArchOpt, CropOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelKwargsOpt, ModelOpt, ResizeOpt, StdOpt, TrustCodeOpt, TrustPickleOpt,
     flag, model_options, preprocessing_overrides, value,
 )
 from alexnet_deploy.errors import CheckFailed, InputError
@@ -18,12 +18,13 @@ from alexnet_deploy.errors import CheckFailed, InputError
 
 @command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The .pth/.pt/.safetensors checkpoint (state_dict, wrapped dict, TorchScript, or pickled model with --trust-pickle).")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The .pth/.pt/.safetensors checkpoint (state_dict, wrapped dict, TorchScript, or pickled model with --trust-code).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .onnx path (default: the checkpoint path with .onnx).")] = None,
     arch: ArchOpt = None,
     model: ModelOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     input_size: InputSizeOpt = None,
+    trust_code: TrustCodeOpt = False,
     trust_pickle: TrustPickleOpt = False,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="class_indices.json, labels.txt (one per line) or an ImageFolder root.", rich_help_panel="Metadata")] = None,
     resize: ResizeOpt = None,
@@ -44,7 +45,7 @@ def export(
     report = JsonTarget(json_target)
     with progress_steps(report.quiet) as step:
         outcome = export_checkpoint(
-            checkpoint, output, model_options(arch, model, model_kwargs, input_size, trust_pickle),
+            checkpoint, output, model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle),
             labels=labels, preprocessing=overrides, batch=fixed_batch, opset=opset or 18, verify=not no_verify, progress=step,
         )
     from alexnet_deploy.cli.render import export_table
@@ -62,6 +63,7 @@ def verify(
     model: ModelOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     input_size: InputSizeOpt = None,
+    trust_code: TrustCodeOpt = False,
     trust_pickle: TrustPickleOpt = False,
     images: Annotated[Optional[Path], typer.Option("--images", help="Also compare on these images, preprocessed from the model's metadata.")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Number of seeded random inputs (default 8 for FP32; 0 for FP16/INT8, which are judged on images).")] = None,
@@ -87,7 +89,7 @@ def verify(
             report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step)
         else:
             report = verify_checkpoint(
-                model_file, checkpoint, model_options(arch, model, model_kwargs, input_size, trust_pickle),
+                model_file, checkpoint, model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle),
                 images=images, samples=samples, batch_sizes=sizes, progress=step,
             )
     from alexnet_deploy.cli.render import verify_table
@@ -102,6 +104,7 @@ def verify(
 def inspect(
     path: Annotated[Path, typer.Argument(metavar="FILE", help="A checkpoint (.pth/.pt/.safetensors) or an ONNX model.")],
     arch: ArchOpt = None,
+    trust_code: TrustCodeOpt = False,
     trust_pickle: TrustPickleOpt = False,
     json_target: JsonOpt = None,
 ):
@@ -111,7 +114,7 @@ def inspect(
     report = JsonTarget(json_target)
     with progress_steps(report.quiet) as step:
         step(f"reading {path}")
-        data = inspect_path(path, trust_pickle=trust_pickle, arch=value(arch))
+        data = inspect_path(path, trust_code=trust_code or trust_pickle, arch=value(arch))
     from alexnet_deploy.cli.render import inspect_table
 
     report.emit(data, inspect_table(data))

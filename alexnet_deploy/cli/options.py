@@ -45,7 +45,22 @@ ArchOpt = Annotated[Optional[Arch], typer.Option("--arch", help="Force a built-i
 ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="FILE.py:CLASS", help="Your own class instead of a built-in layout.", rich_help_panel="Model")]
 ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", metavar="K=V,...", help="Constructor arguments for --model (Python literals).", rich_help_panel="Model")]
 InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", help="Input height/width in pixels (default: the layout's, e.g. 224 or 227).", rich_help_panel="Model")]
-TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", metavar=FlagMetavar, help="Allow unpickling a whole saved nn.Module (runs code from the file: only for files you trust).", rich_help_panel="Model")]
+TrustCodeOpt = Annotated[bool, typer.Option(
+    "--trust-code", metavar=FlagMetavar, rich_help_panel="Model",
+    help="Run code from this file: TorchScript programs and pickled classes; only for files you trust (classes only from torch, torchvision or --model).",
+)]
+
+
+def _deprecated_trust_pickle(given: bool) -> bool:
+    if given:
+        from alexnet_deploy.cli.app import err
+
+        err.print("note: --trust-pickle is deprecated; use --trust-code", markup=False)
+    return given
+
+
+# The old name of --trust-code, kept so existing commands keep working.
+TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", hidden=True, callback=_deprecated_trust_pickle)]
 
 # Preprocessing of a checkpoint's model (export writes it into the ONNX; eval applies it to checkpoints).
 ResizeOpt = Annotated[Optional[int], typer.Option("--resize", help="Resize size before the center crop.", rich_help_panel="Preprocessing")]
@@ -61,9 +76,9 @@ def flag(*names: str, help: str, panel: str | None = None):
     return typer.Option(*names, metavar=FlagMetavar, help=help, rich_help_panel=panel)
 
 
-def model_options(arch, model, model_kwargs, input_size, trust_pickle) -> ModelOptions:
+def model_options(arch, model, model_kwargs, input_size, trust_code: bool) -> ModelOptions:
     """The model flags as the library's ModelOptions."""
-    return ModelOptions(value(arch), model, model_kwargs, input_size, trust_pickle)
+    return ModelOptions(value(arch), model, model_kwargs, input_size, trust_code)
 
 
 def preprocessing_overrides(resize, crop, mean, std):

@@ -10,7 +10,7 @@ import typer
 from alexnet_deploy.cli.app import JsonTarget, command, progress_steps
 from alexnet_deploy.cli.options import (
     ArchOpt, CropOpt, EvalRuntime, InputSizeOpt, JsonOpt, MeanOpt, Method, ModelKwargsOpt, ModelOpt, Precision, ResizeOpt,
-    StdOpt, Target, ThreadsOpt, TrustPickleOpt, flag, model_options, preprocessing_overrides, value,
+    StdOpt, Target, ThreadsOpt, TrustCodeOpt, TrustPickleOpt, flag, model_options, preprocessing_overrides, value,
 )
 from alexnet_deploy.errors import InputError
 
@@ -63,6 +63,7 @@ def eval_command(
     model: ModelOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     input_size: InputSizeOpt = None,
+    trust_code: TrustCodeOpt = False,
     trust_pickle: TrustPickleOpt = False,
     resize: ResizeOpt = None,
     crop: CropOpt = None,
@@ -86,7 +87,7 @@ def eval_command(
     with progress_steps(report_target.quiet) as progress:
         report = evaluate(
             model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
-            model_options=model_options(arch, model, model_kwargs, input_size, trust_pickle), preprocessing=overrides,
+            model_options=model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), preprocessing=overrides,
         )
     if confusion is not None:
         write_confusion_png(report, confusion)

@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out, progress_steps
 from alexnet_deploy.cli.options import (
-    ArchOpt, InputSizeOpt, IoMode, JsonOpt, ModelKwargsOpt, ModelOpt, ThreadsOpt, TrustPickleOpt, flag, model_options, value,
+    ArchOpt, InputSizeOpt, IoMode, JsonOpt, ModelKwargsOpt, ModelOpt, ThreadsOpt, TrustCodeOpt, TrustPickleOpt, flag, model_options, value,
 )
 from alexnet_deploy.errors import CheckFailed, InputError
 
@@ -83,6 +83,7 @@ def bench(
     model: ModelOpt = None,
     model_kwargs: ModelKwargsOpt = None,
     input_size: InputSizeOpt = None,
+    trust_code: TrustCodeOpt = False,
     trust_pickle: TrustPickleOpt = False,
     suite: Annotated[bool, flag("--suite", help="Run the standard suite (torch, torch.compile, onnxruntime FP32/FP16/INT8, plus CUDA/TensorRT where present) and update BENCHMARKS.md.")] = False,
     suite_dir: Annotated[Optional[Path], typer.Option("--suite-dir", help="Where the suite keeps its generated models (default bench-work).")] = None,
@@ -126,7 +127,7 @@ def bench(
             report = run_suite(suite_dir or Path("bench-work"), settings, threads, batches=batches, progress=progress)
             write_suite(report, write)
         else:
-            report = run_bench(inputs, runtimes, parse_batches(batch or "1,8,32"), settings, threads, model_options(arch, model, model_kwargs, input_size, trust_pickle), progress)
+            report = run_bench(inputs, runtimes, parse_batches(batch or "1,8,32"), settings, threads, model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), progress)
     data = report.to_dict()
     if csv_file is not None:
         atomic_write_bytes(csv_file, bench_report.to_csv(data).encode())

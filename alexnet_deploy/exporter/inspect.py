@@ -10,12 +10,12 @@ from alexnet_deploy.errors import LayoutError
 from alexnet_deploy.onnx_file import check_input_file, load_onnx, looks_like_checkpoint, looks_like_onnx
 
 
-def inspect_path(path: Path, trust_pickle: bool = False, arch: str | None = None) -> dict[str, Any]:
-    """Describe ``path``: a PyTorch checkpoint or an ONNX model."""
+def inspect_path(path: Path, trust_code: bool = False, arch: str | None = None, *, trust_pickle: bool = False) -> dict[str, Any]:
+    """Describe ``path``: a PyTorch checkpoint or an ONNX model (``trust_pickle``: old name of ``trust_code``)."""
     path = check_input_file(Path(path), "file")
     if looks_like_onnx(path) or (path.suffix.lower() == ".onnx" and not looks_like_checkpoint(path)):
         return inspect_onnx(path)
-    return inspect_checkpoint(path, trust_pickle, arch)
+    return inspect_checkpoint(path, trust_code or trust_pickle, arch)
 
 
 def _shape(value_info) -> list:
@@ -76,7 +76,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
     }
 
 
-def inspect_checkpoint(path: Path, trust_pickle: bool = False, arch: str | None = None) -> dict[str, Any]:
+def inspect_checkpoint(path: Path, trust_code: bool = False, arch: str | None = None) -> dict[str, Any]:
     """Format, layout (or why none), classes, input size, parameters and LRN placement of a checkpoint."""
     from alexnet_deploy.errors import require
 
@@ -85,7 +85,7 @@ def inspect_checkpoint(path: Path, trust_pickle: bool = False, arch: str | None 
     from alexnet_deploy.checkpoints.layouts import build_model, detect_layout
     from alexnet_deploy.exporter.lrn import find_lrn_sites
 
-    ckpt = load_checkpoint(path, trust_pickle=trust_pickle)
+    ckpt = load_checkpoint(path, trust_code=trust_code)
     report: dict[str, Any] = {
         "kind": "checkpoint",
         "path": str(path),
@@ -106,9 +106,13 @@ def inspect_checkpoint(path: Path, trust_pickle: bool = False, arch: str | None 
     try:
         match = detect_layout(ckpt.state_dict, arch)
     except LayoutError as exc:
-        report["layout_problem"] = exc.problem
-        report["layout_fix"] = exc.fix
-        match = None
+        from alexnet_deploy.checkpoints.resolve import layout_by_forward
+
+        # A trusted TorchScript archive can settle an ambiguity by its own forward.
+        match = layout_by_forward(ckpt) if ckpt.module is not None and not arch else None
+        if match is None:
+            report["layout_problem"] = exc.problem
+            report["layout_fix"] = exc.fix
     if match is not None:
         layout = match.layout
         report.update(
