@@ -323,8 +323,8 @@ def test_default_holdout_is_drawn_from_every_class(trained):
 
     record = read_record(onnx.load(str(trained.onnx), load_external_data=False))
     calibration, compared, notes = plan_images("int8", trained.calib, None, 120, 500, record)
-    assert len(calibration.batch) == 120 and len(compared.batch) == 30
-    assert set(calibration.used.paths).isdisjoint(compared.used.paths)
+    assert len(calibration) == 120 and len(compared.batch) == 30
+    assert set(calibration.images.paths).isdisjoint(compared.used.paths)
     assert len(set(compared.targets)) == 5  # a random draw, not the first classes in folder order
     _, small, _ = plan_images("int8", trained.calib, None, 64, 20, record)
     assert len(small.batch) == 20 and len(set(small.targets)) >= 4
