@@ -99,8 +99,10 @@ def half_width_onnx(store, half_width, cli):
 def trained(request, tmp_path_factory):
     """A torchvision AlexNet trained here on procedural images, its FP32 export, and image folders.
 
-    Cached in pytest's cache directory (keyed by the generator/training code and torch
-    version) because training takes a minute or two on a 2-core machine.
+    The image folders and trained weights are cached in pytest's cache directory (keyed
+    by the generator/training code and torch version) because training takes a minute or
+    two on a 2-core machine. The ONNX export is made fresh in every session by the code
+    under test: a cached export would hide an exporter regression.
     """
     import hashlib
     import json
@@ -109,20 +111,21 @@ def trained(request, tmp_path_factory):
 
     key = hashlib.sha256((Path(tm.__file__).read_bytes() + torch.__version__.encode())).hexdigest()[:16]
     cache = getattr(request.config, "cache", None)
-    root = Path(cache.mkdir(f"alexnet-trained-{key}")) if cache is not None else tmp_path_factory.mktemp("trained")
+    root = Path(cache.mkdir(f"alexnet-trained-weights-{key}")) if cache is not None else tmp_path_factory.mktemp("trained")
     stamp = root / "stamp.json"
     if not stamp.exists():
         for name, per_class, seed in (("train", 200, 1), ("calib", 30, 2), ("val", 80, 3)):
             tm.write_image_folder(root / name, per_class, seed)
         model, seconds, train_acc = tm.train(root / "train")
         torch.save({"model_state_dict": model.state_dict(), "classes": list(tm.CLASSES)}, root / "model.pth")
-        Cli().ok(
-            "export", root / "model.pth", "-o", root / "model.onnx", "--arch", "torchvision", "--input-size", tm.CROP,
-            "--resize", tm.RESIZE, "--crop", tm.CROP, "--mean", ",".join(map(str, tm.MEAN)), "--std", ",".join(map(str, tm.STD)),
-        )
-        stamp.write_text(json.dumps({"train_seconds": seconds, "train_accuracy": train_acc}))
+        stamp.write_text(json.dumps({"train_seconds": seconds, "train_accuracy": train_acc}))  # last: marks the cache complete
+    onnx_path = tmp_path_factory.mktemp("trained-export") / "model.onnx"
+    Cli().ok(
+        "export", root / "model.pth", "-o", onnx_path, "--arch", "torchvision", "--input-size", tm.CROP,
+        "--resize", tm.RESIZE, "--crop", tm.CROP, "--mean", ",".join(map(str, tm.MEAN)), "--std", ",".join(map(str, tm.STD)),
+    )
     info = json.loads(stamp.read_text())
     return SimpleNamespace(
-        root=root, checkpoint=root / "model.pth", onnx=root / "model.onnx",
+        root=root, checkpoint=root / "model.pth", onnx=onnx_path,
         train=root / "train", calib=root / "calib", val=root / "val", **info,
     )

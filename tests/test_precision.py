@@ -92,10 +92,12 @@ def test_int8_accuracy_within_one_point(quantized, val_set, fp32_logits, trained
     truth = val_set[1]
     fp32_acc = (fp32_logits.argmax(1) == truth).mean()
     int8_acc = (ort_logits(path, val_set[0]).argmax(1) == truth).mean()
-    assert abs(int8_acc - fp32_acc) <= 0.01, f"{tag}: {int8_acc:.3f} vs FP32 {fp32_acc:.3f}"
     # The tool's own report says the same thing (preprocessing differences would show here).
     assert summary["comparison"]["accuracy"] == pytest.approx(int8_acc, abs=1.5 / len(truth))
-    assert summary["comparison"]["accuracy_fp32"] == pytest.approx(fp32_acc, abs=1.5 / len(truth))
+    # FP32 accuracy of the FP32 file, from a bare session: exact, so INT8 logits passed off as FP32 would show.
+    assert summary["comparison"]["images"] == len(truth)
+    assert summary["comparison"]["accuracy_fp32"] == (ort_logits(trained.onnx, val_set[0]).argmax(1) == truth).mean()
+    assert abs(int8_acc - fp32_acc) <= 0.01, f"{tag}: {int8_acc:.3f} vs FP32 {fp32_acc:.3f}"
     limit = 0.30 if tag != "int8-dynamic" else 0.35
     assert path.stat().st_size <= limit * trained.onnx.stat().st_size
 
@@ -235,6 +237,78 @@ def test_verify_quantized_against_checkpoint_and_reference(cli, trained, quantiz
         cli.ok("verify", path, "--checkpoint", trained.checkpoint, "--images", trained.calib)
 
 
+def test_verify_images_use_the_models_preprocessing(cli, trained, quantized, tmp_path):
+    """verify --images figures equal a bare onnxruntime comparison on torchvision-preprocessed images."""
+    from PIL import Image
+
+    from alexnet_deploy.verify.metrics import compare_logits
+
+    path, _ = quantized("int8")
+    data = json.loads(cli.ok("verify", path, "--reference", trained.onnx, "--images", trained.calib, "--batch-sizes", "1", "--json", "-").stdout)
+    files = sorted(trained.calib.rglob("*.png"))
+    transform = tm.transforms()  # the record's resize/crop/mean/std, through torchvision
+
+    def load(file):
+        with Image.open(file) as image:
+            return transform(image.convert("RGB")).numpy()
+
+    images = np.stack([load(f) for f in files])
+    candidate = np.concatenate([ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": images[i:i + 1]})[0] for i in range(len(images))])
+    reference = ort_logits(trained.onnx, images)
+    assert data["images"] == len(files) == 150
+    top1 = (candidate.argmax(1) == reference.argmax(1)).mean()
+    cosine = (candidate * reference).sum(1) / np.linalg.norm(candidate, axis=1) / np.linalg.norm(reference, axis=1)
+    assert data["top1_agreement"] == pytest.approx(top1, abs=1.5 / len(files))
+    # Inputs agree with torchvision to 1e-6, so only an INT8 rounding flip may move these a little;
+    # another mean/std/crop moves them by far more.
+    assert data["min_cosine"] == pytest.approx(cosine.min(), abs=2e-3)
+    assert data["max_abs_err"] == pytest.approx(np.abs(candidate - reference).max(), rel=0.02)
+    assert data["worst_sample"]["rel_err"] == pytest.approx(compare_logits(candidate, reference).rel_err.max(), rel=0.02)
+
+
+def test_trained_export_is_made_by_this_sessions_code(trained):
+    """Only the trained weights are cached; the ONNX export comes from the exporter under test, every session."""
+    assert not trained.onnx.resolve().is_relative_to(trained.root.resolve())
+    assert trained.onnx.stat().st_mtime >= trained.checkpoint.stat().st_mtime
+
+
+def test_int8_ranges_cover_every_calibration_image(quantized, trained):
+    """Input and MaxPool-output scales equal an independent min/max over all 150 calibration images (19 batches)."""
+    from onnx import helper
+
+    path, summary = quantized("int8")
+    assert summary["calibration"]["images"] == 150
+    fp32 = onnx.load(str(trained.onnx))
+    watched = ["input"] + [n.output[0] for n in fp32.graph.node if n.op_type == "MaxPool"]
+    assert len(watched) == 4
+    del fp32.graph.output[:]
+    fp32.graph.output.extend(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None) for name in watched)
+    session = ort.InferenceSession(fp32.SerializeToString(), providers=["CPUExecutionProvider"])
+    import torchvision
+
+    dataset = torchvision.datasets.ImageFolder(str(trained.calib), transform=tm.transforms())
+    low, high = np.full(len(watched), np.inf), np.full(len(watched), -np.inf)
+    for image, _ in dataset:
+        outputs = session.run(None, {"input": image.numpy()[None]})
+        low, high = np.minimum(low, [o.min() for o in outputs]), np.maximum(high, [o.max() for o in outputs])
+    proto = onnx.load(str(path))
+    inits = _initializers(proto)
+    scales = {n.input[0]: float(inits[n.input[1]]) for n in proto.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in watched}
+    assert set(scales) == set(watched)
+    for name, lo, hi in zip(watched, low, high):
+        assert scales[name] == pytest.approx((max(hi, 0) - min(lo, 0)) / 255, rel=1e-5), f"{name}: the calibration images span [{lo}, {hi}]"
+
+
+def test_default_256_calibration_images_on_the_trained_model(cli, trained, tmp_path):
+    out = tmp_path / "d.int8.onnx"
+    data = json.loads(cli.ok("quantize", trained.onnx, "-p", "int8", "--calib", trained.train, "--holdout", trained.val, "--holdout-samples", 50,
+                             "-o", out, "--json", "--no-latency").stdout)
+    assert data["calibration"]["images"] == 256  # 32 batches of 8: onnxruntime 1.32 alone kept none of them
+    from alexnet_deploy.record import read_record
+
+    assert read_record(onnx.load(str(out), load_external_data=False)).details["quantization"]["calibration"] == data["calibration"]
+
+
 def test_verify_fails_a_broken_int8_model(cli, trained, quantized, tmp_path):
     proto = onnx.load(str(quantized("int8")[0]))
     producers = {out: node for node in proto.graph.node for out in node.output}
@@ -323,8 +397,8 @@ def test_default_holdout_is_drawn_from_every_class(trained):
 
     record = read_record(onnx.load(str(trained.onnx), load_external_data=False))
     calibration, compared, notes = plan_images("int8", trained.calib, None, 120, 500, record)
-    assert len(calibration.batch) == 120 and len(compared.batch) == 30
-    assert set(calibration.used.paths).isdisjoint(compared.used.paths)
+    assert len(calibration) == 120 and len(compared.batch) == 30
+    assert set(calibration.images.paths).isdisjoint(compared.used.paths)
     assert len(set(compared.targets)) == 5  # a random draw, not the first classes in folder order
     _, small, _ = plan_images("int8", trained.calib, None, 64, 20, record)
     assert len(small.batch) == 20 and len(set(small.targets)) >= 4

@@ -112,8 +112,59 @@ def _synthetic(count: int, record: ModelRecord, seed: int, what: str) -> _Images
     return _Images(batch, f"{count} synthetic {what} images")
 
 
-def plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress=None, seed=0) -> tuple[_Images | None, _Images, list[str]]:
-    """(calibration images or None, comparison images, notes) for a quantize run.
+class CalibrationImages:
+    """The planned calibration images, decoded and preprocessed only as they are fed.
+
+    Holding every preprocessed image at once would grow with the image count (0.6 MB each
+    at 224 px); this keeps one batch at a time. It counts what it actually decodes, so the
+    report says how many images the ranges came from, not how many were asked for.
+    """
+
+    def __init__(self, spec, images: ImageSet | None = None, synthetic: tuple[int, int] | None = None):
+        self.spec, self.images = spec, images
+        self._synthetic = synthetic_images(*synthetic) if synthetic is not None else None  # small PIL images
+        self.count = len(images.paths) if images is not None else len(self._synthetic)
+        self.undecodable: set[int] = set()
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _load(self, index: int):
+        if self._synthetic is not None:
+            return preprocess_image(self._synthetic[index], self.spec)
+        try:
+            return preprocess_image(self.images.paths[index], self.spec)
+        except InputError:
+            self.undecodable.add(index)
+            return None
+
+    def batches(self, batch: int, order=None):
+        """Lists of at most ``batch`` (index, CHW float32 array) pairs, undecodable files left out."""
+        rows = []
+        for index in range(self.count) if order is None else order:
+            array = self._load(index)
+            if array is None:
+                continue
+            rows.append((index, array))
+            if len(rows) == batch:
+                yield rows
+                rows = []
+        if rows:
+            yield rows
+
+    def describe(self, used: list[int]) -> dict[str, Any]:
+        """The report's calibration entry for the images the ranges came from (``used``: their indices)."""
+        folder = self.images.subset(sorted(set(used))) if self.images is not None else None
+        return {
+            "images": len(set(used)),  # counted as fed to the calibrator
+            "skipped": len(self.undecodable),
+            "source": "synthetic" if folder is None else "folder",
+            "files_sha256": folder.digest() if folder is not None else None,
+        }
+
+
+def plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress=None, seed=0) -> tuple[CalibrationImages | None, _Images, list[str]]:
+    """(calibration images (not yet decoded) or None, comparison images, notes) for a quantize run.
 
     Held-out images are a seeded random draw from the images not used for calibration,
     so every class keeps its share.
@@ -127,8 +178,7 @@ def plan_images(precision, calib, holdout, calib_samples, holdout_samples, recor
 
     if precision == "int8":
         if synthetic:
-            progress("drawing synthetic calibration images")
-            calibration = _synthetic(calib_samples, record, seed, "calibration")
+            calibration = CalibrationImages(record.preprocessing, synthetic=(calib_samples, seed))
         else:
             total = len(calib_set.paths)
             if held_set is None and total > 1:
@@ -139,7 +189,7 @@ def plan_images(precision, calib, holdout, calib_samples, holdout_samples, recor
                 calib_set = calib_set.subset(chosen)
             elif total > calib_samples:
                 calib_set = calib_set.subset(split_indices(total, calib_samples, seed)[0])
-            calibration = _preprocess_set(calib_set, record, "calibration", progress)
+            calibration = CalibrationImages(record.preprocessing, calib_set)
     elif calib_set is not None and held_set is None:
         held_set = calib_set  # nothing to calibrate: the folder serves the comparison
     elif calib is not None:
@@ -149,9 +199,9 @@ def plan_images(precision, calib, holdout, calib_samples, holdout_samples, recor
         if len(held_set.paths) > holdout_samples:
             held_set = held_set.subset(split_indices(len(held_set.paths), holdout_samples, seed + 1)[0])
         compared = _preprocess_set(held_set, record, "held-out", progress)
-    elif calibration is not None and calibration.used is not None:
+    elif calibration is not None and calibration.images is not None:
         notes.append("the calibration folder has a single image; the comparison reuses it (not held out)")
-        compared = calibration
+        compared = _preprocess_set(calibration.images, record, "calibration", progress)
     else:
         progress("drawing synthetic comparison images")
         compared = _synthetic(SYNTHETIC_HOLDOUT, record, seed + 1, "comparison")
@@ -159,47 +209,24 @@ def plan_images(precision, calib, holdout, calib_samples, holdout_samples, recor
     return calibration, compared, notes
 
 
-def _make_reader(images: np.ndarray, input_name: str, progress, batch: int, fixed: bool):
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class _Reader(CalibrationDataReader):
-        """Hands onnxruntime's calibrator the preprocessed images in small batches."""
-
-        def __init__(self):
-            self.start = 0
-
-        def get_next(self):
-            if self.start >= len(images):
-                return None
-            chunk = images[self.start:self.start + batch]
-            self.start += len(chunk)
-            progress.advance(len(chunk))
-            if fixed and len(chunk) < batch:  # a fixed-batch model: repeat the last image to fill the batch
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - len(chunk), axis=0)])
-            return {input_name: chunk}
-
-        def rewind(self):
-            self.start = 0
-
-    progress.start(f"calibrating on {len(images)} images", len(images))
-    return _Reader()
-
-
-def _convert(source: Path, proto, precision: str, target: str, method: str, calibration: _Images | None, progress):
+def _convert(source: Path, proto, precision: str, target: str, method: str, calibration: CalibrationImages | None, progress):
+    """(converted ModelProto, the calibration entry of the report or None)."""
     from alexnet_deploy.quantize import recipes
 
     if precision == "fp16":
         progress("converting to float16")
-        return recipes.to_fp16(proto)
+        return recipes.to_fp16(proto), None
     if precision == "int8-dynamic":
         progress("quantizing Gemm/MatMul weights")
-        return recipes.quantize_dynamic_int8(source)
-    input_name = proto.graph.input[0].name
+        return recipes.quantize_dynamic_int8(source), None
     fixed = fixed_batch(proto)
-    # onnxruntime's histogram calibrators stack per-batch outputs, so batches must be equal: use 1.
+    # onnxruntime's histogram calibrators stack the batches of one call, so they must be equal: use 1.
     batch = fixed or (CALIB_BATCH if method == "minmax" else 1)
-    reader = _make_reader(calibration.batch, input_name, progress, batch, fixed is not None)
-    return recipes.quantize_static_int8(source, reader, target, method)
+    quantized, used = recipes.quantize_static_int8(source, calibration, target, method, proto.graph.input[0].name, batch, fixed is not None, progress)
+    if not used:
+        where = calibration.images.root if calibration.images is not None else "the calibration set"
+        raise InputError(f"none of the {calibration.count} image files under {where} could be decoded.", "point it at a folder of readable .jpg/.png images")
+    return quantized, {"method": method, **calibration.describe(used)}
 
 
 def _truth(images: _Images, labels, notes: list[str]) -> np.ndarray | None:
@@ -275,16 +302,7 @@ def quantize_model(
     calibration, compared, notes = plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
     truth = _truth(compared, record.labels, notes)
 
-    quantized = _convert(source, proto, precision, target, method, calibration, progress)
-    calib_info = None
-    if calibration is not None:
-        calib_info = {
-            "method": method,
-            "images": len(calibration.batch),
-            "skipped": calibration.skipped,
-            "source": "synthetic" if calibration.used is None else "folder",
-            "files_sha256": calibration.used.digest() if calibration.used is not None else None,
-        }
+    quantized, calib_info = _convert(source, proto, precision, target, method, calibration, progress)
     quantization = {"precision": precision, "recipe": RECIPES[(precision, target)], "target": target, "source_onnx_sha256": sha256_file(source), "calibration": calib_info}
     write_record(quantized, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
     data = quantized.SerializeToString()
@@ -324,7 +342,7 @@ def quantize_model(
     atomic_write_bytes(output, data)
     sizes = {"fp32_bytes": source.stat().st_size, "bytes": len(data), "ratio": len(data) / source.stat().st_size}
     warnings = list(notes)
-    if calibration is not None and calibration.used is None:
+    if calib_info is not None and calib_info["source"] == "synthetic":
         warnings.append("calibrated on synthetic images: accuracy on real images is unknown; calibrate on real images with --calib DIR")
     if comparison["top1_agreement"] < AGREEMENT_WARNING:
         warnings.append(f"top-1 agreement with FP32 is {comparison['top1_agreement']:.1%} (< {AGREEMENT_WARNING:.0%}): check accuracy before shipping; try --method entropy or percentile, more --calib-samples")

@@ -64,13 +64,133 @@ def _preprocessed(source: Path, work: Path) -> Path:
     return target
 
 
-def quantize_static_int8(source: Path, reader, target: str, method: str):
-    """A statically quantized (Q/DQ) ModelProto of the FP32 model at ``source``.
+# Images per collect_data call. The histogram calibrators keep every full activation of one
+# call before histogramming (about 5 MB per image for AlexNet at 224 px), so this bounds memory.
+CALIB_CHUNK = 32
 
-    ``reader`` is an onnxruntime ``CalibrationDataReader`` yielding ``{input: batch}``.
+
+class Calibration:
+    """Calibration images, streamed: ``batches(order)`` yields lists of (index, CHW array).
+
+    ``order`` is None (every image, in order) or a list of indices already known to decode.
+    Implemented in quantize.py, which owns files and preprocessing; recipes.py only feeds them.
+    """
+
+    count: int  # images in the plan (some may fail to decode)
+
+    def batches(self, batch: int, order=None):  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _reader(batches, input_name: str, size: int, fixed: bool, fed: list[int], advance):
+    """An onnxruntime CalibrationDataReader over ``batches``; appends each real image's index to ``fed``."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self):
+            self._it = iter(batches)
+
+        def get_next(self):
+            rows = next(self._it, None)
+            if rows is None:
+                return None
+            fed.extend(index for index, _ in rows)
+            advance(len(rows))
+            chunk = np.stack([array for _, array in rows])
+            if fixed and len(chunk) < size:  # a fixed-batch model: repeat the last image to fill the batch
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            return {input_name: chunk}
+
+    return _Reader()
+
+
+def _chunks(batches, per_chunk: int):
+    """Group an iterator of batches into lists of whole batches holding about ``per_chunk`` images."""
+    group, rows = [], 0
+    for batch in batches:
+        group.append(batch)
+        rows += len(batch)
+        if rows >= per_chunk:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
+
+
+def _magnitudes(ranges) -> dict[str, float]:
+    """tensor -> largest |value| (onnxruntime keeps each bound as a 1-element array)."""
+    import numpy as np
+
+    return {name: float(np.abs(np.asarray(data.range_value, dtype=np.float64)).max()) for name, data in ranges.items()}
+
+
+def calibrate_ranges(model: Path, images: Calibration, method: str, op_types, input_name: str, batch: int, fixed: bool, work: Path, progress):
+    """(onnxruntime TensorsData, indices of the images the ranges came from), every image used once.
+
+    We call onnxruntime's calibrators ourselves, one ``collect_data`` per chunk of
+    CALIB_CHUNK images, instead of handing quantize_static a reader: with
+    ``CalibMaxIntermediateOutputs`` set, onnxruntime 1.32's MinMaxCalibrater.collect_data
+    discards the collected outputs each time the limit is reached without computing their
+    ranges, so ranges came from the last ``batches mod limit`` batches, or "No data is
+    collected." when that is 0 (microsoft/onnxruntime#18893; fix PR #32577 is not released).
+    Each collect_data ends with compute_data, which merges the chunk into the running range,
+    so memory does not grow with the number of images.
+
+    Entropy and percentile histograms take their bin width from the first chunk and widen
+    later (percentile drops values beyond its float32 edge extension, entropy grows to
+    100k+ bins). A MinMax pre-pass therefore finds, for every tensor, the batch holding
+    its largest magnitude; those batches form the first chunk, so every later chunk falls
+    inside its bins: entropy then equals one call over all images. Percentile histograms
+    |x| from the first chunk's smallest |x|; smaller values in later chunks are not
+    counted, which moves its threshold by less than one of its 2048 bins (tested).
+    """
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    histogram = method != "minmax"
+    passes = 2 if histogram else 1
+    progress.start(f"calibrating on {images.count} images" + (" (range pre-pass, then histograms)" if histogram else ""), passes * images.count)
+
+    minmax = create_calibrator(model, op_types, augmented_model_path=str(work / "minmax.onnx"), calibrate_method=CalibrationMethod.MinMax)
+    fed: list[int] = []
+    holders: dict[str, list[int]] = {}  # tensor -> indices of the batch holding its largest magnitude so far
+    best: dict[str, float] = {}
+    # The pre-pass for histograms needs one batch per call to tell which batch holds each extreme.
+    for group in _chunks(images.batches(batch), batch if histogram else CALIB_CHUNK):
+        minmax.collect_data(_reader(group, input_name, batch, fixed, fed, progress.advance))
+        if histogram:
+            for name, value in _magnitudes(minmax.compute_data()).items():
+                if name not in best or value > best[name]:
+                    best[name], holders[name] = value, [index for index, _ in group[0]]
+    if not fed:
+        return None, []
+    if not histogram:
+        return minmax.compute_data(), fed
+    del minmax
+
+    first = sorted({index for indices in holders.values() for index in indices})
+    chosen = set(first)
+    order = first + [index for index in fed if index not in chosen]
+    calibrator = create_calibrator(model, op_types, augmented_model_path=str(work / "histogram.onnx"), calibrate_method=calibrators[method])
+    used: list[int] = []
+    batches = images.batches(batch, order)
+    first_group = [next(batches) for _ in range(-(-len(first) // batch))]  # the extremes: fixes the bin width
+    calibrator.collect_data(_reader(first_group, input_name, batch, fixed, used, progress.advance))
+    for group in _chunks(batches, CALIB_CHUNK):
+        calibrator.collect_data(_reader(group, input_name, batch, fixed, used, progress.advance))
+    assert sorted(used) == sorted(fed), "the histogram pass must see exactly the images of the range pass"
+    return calibrator.compute_data(), used
+
+
+def quantize_static_int8(source: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, progress):
+    """(statically quantized (Q/DQ) ModelProto of the FP32 model at ``source``, indices of the images calibrated on).
+
+    Raises InputError when no calibration image decodes.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static, save_tensors_data
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
     if target == "tensorrt":
@@ -84,20 +204,26 @@ def quantize_static_int8(source: Path, reader, target: str, method: str):
                 "QuantizeBias": False,
                 "DedicatedQDQPair": True,
                 "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm", "MatMul"],
-                "CalibMaxIntermediateOutputs": 16,
             },
         )
     else:
-        settings = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={"CalibMaxIntermediateOutputs": 16})
-    if method != "minmax":
-        settings["extra_options"].pop("CalibMaxIntermediateOutputs")  # histogram calibrators collect everything
+        settings = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    # The tensors quantize_static itself would calibrate: its op types, or all it can quantize.
+    op_types = settings.get("op_types_to_quantize") or sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
     with tempfile.TemporaryDirectory(prefix="alexnet-quantize-") as tmp:
         work = Path(tmp)
         prepared = _preprocessed(source, work)
-        output = work / "quantized.onnx"
         with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress notes; stdout may carry --json
-            quantize_static(str(prepared), str(output), reader, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration, **settings)
-        return onnx.load(str(output))
+            ranges, used = calibrate_ranges(prepared, images, method, op_types, input_name, batch, fixed, work, progress)
+            if ranges is None:
+                return None, []
+            # A fresh cache file in a private temporary folder, so it can only hold this run's ranges.
+            cache = work / "ranges.json"
+            save_tensors_data(ranges, cache)
+            output = work / "quantized.onnx"
+            quantize_static(str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration,
+                            calibration_cache_path=str(cache), **settings)
+        return onnx.load(str(output)), used
 
 
 def quantize_dynamic_int8(source: Path):
