@@ -42,10 +42,13 @@ def test_directory_as_checkpoint(cli, tmp_path, out):
     "content, needle",
     [
         (b"", "empty"),
-        (b"hello, this is not a checkpoint\n", "not a readable PyTorch checkpoint"),
-        (os.urandom(4096), "not a readable PyTorch checkpoint"),
+        (b"hello, this is not a checkpoint\n", "is not a PyTorch checkpoint (it is a text file starting 'hello, this is not a checkpoint')"),
+        # A labels file: its first byte is pickle's GLOBAL opcode, which once read it as a class "at.dog".
+        (b"cat\ndog\n", "is not a PyTorch checkpoint (it is a text file starting 'cat')"),
+        (b"\xff\xfe" + os.urandom(4094), "is not a PyTorch checkpoint (it starts with the bytes ff fe"),
+        (b"\x80\x02" + os.urandom(4094), "not a readable PyTorch checkpoint"),
     ],
-    ids=["empty", "text", "random-bytes"],
+    ids=["empty", "text", "labels-text", "random-bytes", "broken-pickle"],
 )
 def test_unreadable_files(cli, tmp_path, out, content, needle):
     path = tmp_path / "bad.pth"

@@ -132,6 +132,13 @@ def load_checkpoint(
     archive = _open_zip(data)
     if archive is not None and _is_torchscript(archive):
         return _load_torchscript(path, sha, data, archive, trust_code)
+    if archive is None and not (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5):
+        # Neither torch.save's zip nor a pre-1.6 pickle: do not hand it to an unpickler, whose
+        # opcodes would read a text file such as "cat\ndog" as a GLOBAL named "at.dog".
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint ({_describe_bytes(data)}).",
+            "give the .pth/.pt file torch.save wrote (a zip archive, or a pickle from PyTorch before 1.6) or a .safetensors file",
+        )
 
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
@@ -508,6 +515,18 @@ def _json_or_text(value: str):
         return json.loads(value)
     except ValueError:
         return value
+
+
+def _describe_bytes(data: bytes) -> str:
+    """What a file that is not a checkpoint looks like, for the error message."""
+    if data[:1] == b"\x08":
+        return "it looks like an ONNX model"
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it starts with the bytes {data[:8].hex(' ')}"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"it is a text file starting {first[:40]!r}" if first else "it is a text file"
 
 
 def _not_a_checkpoint(path: Path, exc: BaseException) -> CheckpointError:
