@@ -403,15 +403,25 @@ def serve(
     max_batch: int = typer.Option(32, "--max-batch", help="Most images the server batches into one model call."),
     max_delay_ms: float = typer.Option(5.0, "--max-delay-ms", help="How long a request may wait for others to batch with."),
     threads: Optional[int] = typer.Option(None, "--threads", help="onnxruntime intra-op threads."),
+    max_body_mb: float = typer.Option(64, "--max-body-mb", help="Largest request body, and input tensor by its declared shape (MiB)."),
+    max_json_mb: float = typer.Option(16, "--max-json-mb", help="Largest JSON body or JSON header (MiB); send big batches as binary tensors."),
+    max_connections: int = typer.Option(128, "--max-connections", help="Open client connections; more get 503 and are closed."),
+    max_queue: int = typer.Option(64, "--max-queue", help="Requests waiting for the model; more get 503 with Retry-After."),
+    max_pending_mb: float = typer.Option(256, "--max-pending-mb", help="Memory all requests in progress may hold (MiB); past it, 503 with Retry-After."),
+    request_timeout_s: float = typer.Option(30, "--request-timeout-s", help="Time to send one whole request (and idle keep-alive time) before the connection is dropped."),
+    infer_timeout_s: float = typer.Option(60, "--infer-timeout-s", help="How long a request waits for the model before a 503 (its job is then dropped)."),
 ):
     """Serve the model over the KServe v2 / Triton HTTP protocol, batching concurrent requests; stop with Ctrl-C or SIGTERM."""
-    from alexnet_deploy.serve import serve as run_server
+    from alexnet_deploy.serve import Limits, serve as run_server
+
+    limits = Limits(max_body_mb=max_body_mb, max_json_mb=max_json_mb, max_connections=max_connections, max_queue=max_queue,
+                    max_pending_mb=max_pending_mb, request_timeout_s=request_timeout_s, infer_timeout_s=infer_timeout_s)
 
     def ready(url: str) -> None:
         out.print(f"serving {escape(str(model_file))} as {escape(name)} at {url}/v2/models/{escape(name)}/infer", markup=True)
         sys.stdout.flush()
 
-    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready)
+    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready, limits=limits)
     err.print("stopped", markup=False)
 
 
