@@ -426,6 +426,41 @@ def test_batch_queue_is_bounded_and_timed_out_jobs_never_run():
         batcher.stop()
 
 
+def test_request_memory_budget_answers_503_before_reading(strict):
+    # Without a shared budget, 128 connections x a 64 MiB body each could be held at once.
+    import socket
+    import time
+
+    _, address = strict
+    host, port = address.split(":")
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "parameters": {"binary_data_size": 7 << 20}}]}).encode()
+    head = (b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+            % (len(header), len(header) + (7 << 20)))
+    held = []
+    try:
+        for _ in range(9):  # 9 x 2 x 7 MiB = 126 MiB of the 128 MiB budget, bodies never finished
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(head + header)
+            held.append(sock)
+        time.sleep(0.3)
+        answer = _raw(address, head + header, timeout=5, wait_close=False)
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer, answer[:300]
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)  # their reservations are returned when their reads end
+    assert _post(address, _json_request(np.zeros((1, 3, 224, 224), np.float32)))[0] == 200
+
+
+def test_serving_imports_neither_torch_nor_the_exporter_beyond_metadata(half_width_onnx):
+    code = ("import sys; from pathlib import Path; from alexnet_deploy.serve import ModelService; "
+            f"s = ModelService(Path({str(half_width_onnx)!r}), 'alexnet', 4, 1); s.close(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith('alexnet_deploy.exporter')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['alexnet_deploy.exporter', 'alexnet_deploy.exporter.metadata']"
+
+
 @pytest.fixture(scope="module")
 def windowed(half_width_onnx):
     """A server that holds a request 1.5 s for company: time to hang up, or to signal it."""
