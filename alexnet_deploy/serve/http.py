@@ -237,7 +237,8 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 which = f"a JSON part of {json_length} bytes exceeds {limits.max_json} (--max-json-mb; send tensors binary)" if json_length > limits.max_json \
                     else f"request body of {length} bytes exceeds {limits.max_body} (--max-body-mb; send smaller batches)"
                 return self._refuse(413, which)
-            cost = request_cost(length, header_length is not None)
+            # the JSON part decodes to Python objects, the binary part to one float32 tensor
+            cost = request_cost(min(json_length, length), binary=False) + request_cost(max(0, length - json_length), binary=True)
             if not budget.take(cost):
                 return self._busy()
             try:

@@ -25,8 +25,8 @@ class Limits:
     * ``max_connections``: open client connections; more are answered 503 and closed.
     * ``max_queue``: requests waiting for the model; more get 503 with ``Retry-After``.
     * ``max_pending_mb``: memory that requests being read, decoded or waiting may hold together,
-      estimated from Content-Length (2x a binary body, 12x a JSON body: its numbers become Python
-      floats); a request that would pass it gets 503 with ``Retry-After`` before its body is read.
+      estimated from the headers (2x the binary part of a body, 12x its JSON part: JSON numbers
+      become Python floats); a request that would pass it gets 503 with ``Retry-After`` before its body is read.
     * ``request_timeout_s``: to send one whole request (headers and body, and the idle time before
       it on a kept-alive connection); a client slower than that is dropped however it trickles.
     * ``infer_timeout_s``: how long a request waits for the model before a 503; its job is then
