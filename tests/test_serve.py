@@ -199,8 +199,10 @@ def test_outputs_entries_are_capped_before_inference(server):
     # 200,000 copies of the one output made a 122 MB response from a 6 MB request.
     _, address = server
     batch = np.zeros((1, 3, 224, 224), np.float32)
-    status, body = _post(address, _json_request(batch, outputs=[{"name": "logits"}] * 1000))
+    status, body = _post(address, _json_request(batch, outputs=[{"name": "logits"}] * 2))
     assert status == 400 and "at most once" in json.loads(body)["error"], (status, body[:200])
+    status, body = _post(address, _json_request(batch, outputs=[{"name": "logits"}] * 1000))  # refused while parsing
+    assert status == 400 and "JSON objects" in json.loads(body)["error"], (status, body[:200])
 
 
 def test_oversize_json_body_is_refused_before_it_is_read(server):

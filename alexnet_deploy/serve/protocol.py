@@ -34,10 +34,23 @@ def _parse_int(text: str) -> int:
     return int(text)
 
 
+_MAX_JSON_OBJECTS = 64  # a request for this one-input, one-output model needs fewer than 10
+
+
 def loads(data: bytes):
-    """json.loads with over-long integer literals refused while parsing (a 400, not a 500 later)."""
+    """json.loads that refuses, while parsing, over-long integer literals (a 400, not a 500 later)
+    and more than _MAX_JSON_OBJECTS objects (200,000 "outputs" entries decoded to ~50 MB of dicts
+    before they could be counted)."""
+    objects = [0]
+
+    def count(pairs):
+        objects[0] += 1
+        if objects[0] > _MAX_JSON_OBJECTS:
+            raise RequestError(f"the request has more than {_MAX_JSON_OBJECTS} JSON objects; one input, at most one entry per output")
+        return dict(pairs)
+
     try:
-        return json.loads(data, parse_int=_parse_int)
+        return json.loads(data, parse_int=_parse_int, object_pairs_hook=count)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RequestError(f"the request body is not valid JSON ({str(exc)[:120]})") from None
 
