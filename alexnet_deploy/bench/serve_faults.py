@@ -1,10 +1,10 @@
 """Hostile traffic against ``alexnet serve`` next to valid load (recorded in BENCHMARKS.md).
 
-``python -m alexnet_deploy.bench.serve_faults MODEL.onnx [--clients 64] [--per-client 3] [--write BENCHMARKS.md]``
+``python -m alexnet_deploy.bench.serve_faults MODEL.onnx [--clients 64] [--per-client 3] [--phases 3] [--write BENCHMARKS.md]``
 starts one ``alexnet serve`` subprocess on 127.0.0.1 (nothing else is ever contacted), then:
 
 1. baseline: ``--clients`` concurrent tritonclient clients, ``--per-client`` batch-1 requests each;
-2. hostile: the same valid load again while slow clients trickle one byte a second and other
+2. hostile, ``--phases`` times: the same valid load again while slow clients trickle one byte a second and other
    threads send oversize and malformed requests in bounded rounds.
 
 Every valid answer is compared with a bare onnxruntime session on the same input; every bad
@@ -161,7 +161,7 @@ def _valid_load(port: int, inputs: list[np.ndarray], expected: list[np.ndarray],
     return correct[0], len(inputs) * per_client, latencies, failures
 
 
-def measure(model: Path, clients: int = 64, per_client: int = 3, server_args: tuple[str, ...] = ("--request-timeout-s", "10")) -> dict:
+def measure(model: Path, clients: int = 64, per_client: int = 3, phases: int = 3, server_args: tuple[str, ...] = ("--request-timeout-s", "10")) -> dict:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])  # the independent reference
@@ -185,37 +185,45 @@ def measure(model: Path, clients: int = 64, per_client: int = 3, server_args: tu
         base_ok, base_n, base_lat, base_fail = _valid_load(port, inputs, expected, per_client)
         rss_mid, _ = _rss_mb(process.pid)
 
-        stop, dropped = threading.Event(), []
-        slow = [threading.Thread(target=_slow_client, args=(port, stop, dropped), daemon=True) for _ in range(SLOW_CLIENTS)]
-        for thread in slow:
-            thread.start()
         requests = bad_requests(chw)
         bad_answers: dict[str, list] = {name: [] for name in requests}
+        dropped: list = []
+        hostile_ok = hostile_n = 0
+        hostile_lat: list[float] = []
+        hostile_fail: list[str] = []
+        rss_phases = []
+        for _ in range(phases):  # repeated, so growth that continues (a leak) shows apart from a plateau
+            stop = threading.Event()
+            slow = [threading.Thread(target=_slow_client, args=(port, stop, dropped), daemon=True) for _ in range(SLOW_CLIENTS)]
+            for thread in slow:
+                thread.start()
 
-        def hostile(names):
+            def hostile(names):
+                end = time.monotonic() + PHASE_LIMIT_S
+                for _ in range(BAD_ROUNDS):
+                    for name in names:
+                        if time.monotonic() > end:
+                            return
+                        try:
+                            bad_answers[name].append(_status_of(requests[name], port))
+                        except OSError as exc:
+                            bad_answers[name].append(f"{type(exc).__name__}")
+
+            names = list(requests)
+            senders = [threading.Thread(target=hostile, args=(names[i::3],), daemon=True) for i in range(3)]
+            for thread in senders:
+                thread.start()
+            time.sleep(1.0)  # let the slow clients and the first bad requests land first
+            ok, n, lat, fail = _valid_load(port, inputs, expected, per_client)
+            hostile_ok, hostile_n, hostile_lat, hostile_fail = hostile_ok + ok, hostile_n + n, hostile_lat + lat, hostile_fail + fail
             end = time.monotonic() + PHASE_LIMIT_S
-            for _ in range(BAD_ROUNDS):
-                for name in names:
-                    if time.monotonic() > end:
-                        return
-                    try:
-                        bad_answers[name].append(_status_of(requests[name], port))
-                    except OSError as exc:
-                        bad_answers[name].append(f"{type(exc).__name__}")
-
-        names = list(requests)
-        senders = [threading.Thread(target=hostile, args=(names[i::3],), daemon=True) for i in range(3)]
-        for thread in senders:
-            thread.start()
-        time.sleep(1.0)  # let the slow clients and the first bad requests land first
-        hostile_ok, hostile_n, hostile_lat, hostile_fail = _valid_load(port, inputs, expected, per_client)
-        end = time.monotonic() + PHASE_LIMIT_S
-        for thread in senders:
-            thread.join(timeout=max(0.1, end - time.monotonic()))
-        time.sleep(12)  # past the 10 s request deadline: every slow client should have been dropped
-        stop.set()
-        for thread in slow:
-            thread.join(timeout=5)
+            for thread in senders:
+                thread.join(timeout=max(0.1, end - time.monotonic()))
+            time.sleep(12)  # past the 10 s request deadline: every slow client should have been dropped
+            stop.set()
+            for thread in slow:
+                thread.join(timeout=5)
+            rss_phases.append(_rss_mb(process.pid)[0])
         rss_after, rss_peak = _rss_mb(process.pid)
         alive = process.poll() is None
         flat = [v for values in bad_answers.values() for v in values]
@@ -225,8 +233,8 @@ def measure(model: Path, clients: int = 64, per_client: int = 3, server_args: tu
             "hostile": {"correct": hostile_ok, "requests": hostile_n, "p50_ms": float(np.percentile(hostile_lat, 50)), "p99_ms": float(np.percentile(hostile_lat, 99)), "failures": hostile_fail[:5]},
             "bad": {"sent": len(flat), "answered_4xx": sum(isinstance(v, int) and 400 <= v < 500 for v in flat),
                     "by_kind": {name: sorted({str(v) for v in values}) for name, values in bad_answers.items()}},
-            "slow": {"clients": SLOW_CLIENTS, "dropped": len(dropped)},
-            "rss_mb": {"before": rss_before, "after_valid": rss_mid, "after": rss_after, "peak": rss_peak, "growth": rss_after - rss_before},
+            "slow": {"clients": SLOW_CLIENTS * phases, "dropped": len(dropped)}, "phases": phases,
+            "rss_mb": {"before": rss_before, "after_valid": rss_mid, "after_each_hostile": rss_phases, "after": rss_after, "peak": rss_peak, "growth": rss_after - rss_before},
             "server_alive": alive,
         }
     finally:
@@ -249,19 +257,19 @@ def markdown(result: dict) -> str:
         f"{time.strftime('%Y-%m-%d')}, {cpu_name()}, {os.cpu_count()} cores (shared with other work). Model {result['model']}; "
         f"`alexnet serve` defaults except {' '.join(result['server_args']) or 'none'}, on 127.0.0.1; {result['clients']} concurrent tritonclient "
         f"clients x {result['per_client']} batch-1 binary requests, each answer checked against a bare onnxruntime session. "
-        f"Hostile phase: the same load while {result['slow']['clients']} clients trickle a request one byte a second and 3 threads send "
-        f"{len(bad['by_kind'])} kinds of oversize or malformed request, {BAD_ROUNDS} rounds.",
+        f"Hostile phase: the same load while {SLOW_CLIENTS} clients trickle a request one byte a second and 3 threads send "
+        f"{len(bad['by_kind'])} kinds of oversize or malformed request, {BAD_ROUNDS} rounds; run {result['phases']} times.",
         "",
         "| phase | valid answered correctly | p50 ms | p99 ms |",
         "|---|---:|---:|---:|",
         f"| valid load only | {b['correct']}/{b['requests']} | {b['p50_ms']:.0f} | {b['p99_ms']:.0f} |",
-        f"| with hostile traffic | {h['correct']}/{h['requests']} | {h['p50_ms']:.0f} | {h['p99_ms']:.0f} |",
+        f"| with hostile traffic ({result['phases']} phases) | {h['correct']}/{h['requests']} | {h['p50_ms']:.0f} | {h['p99_ms']:.0f} |",
         "",
         f"- Bad requests answered 4xx: {bad['answered_4xx']}/{bad['sent']}. Status codes by kind: "
         + "; ".join(f"{name}: {', '.join(codes)}" for name, codes in bad["by_kind"].items()) + ".",
         f"- Slow clients dropped by the server's request deadline: {result['slow']['dropped']}/{result['slow']['clients']}.",
         f"- Server RSS (after a warm-up round at full concurrency): {rss['before']:.0f} MB before the measured phases, "
-        f"{rss['after_valid']:.0f} MB after the valid-only phase, {rss['after']:.0f} MB after the hostile phase "
+        f"{rss['after_valid']:.0f} MB after the valid-only phase, {' then '.join(f'{v:.0f}' for v in rss['after_each_hostile'])} MB after each hostile phase "
         f"(growth {rss['growth']:+.0f} MB; peak {rss['peak']:.0f} MB). Server alive at the end: {'yes' if result['server_alive'] else 'NO'}.",
     ]
     failures = b["failures"] + h["failures"]
@@ -275,12 +283,13 @@ def main(argv=None) -> None:
     parser.add_argument("model", type=Path)
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--per-client", type=int, default=3)
+    parser.add_argument("--phases", type=int, default=3, help="hostile phases, one after another (1..5)")
     parser.add_argument("--json", action="store_true", help="print the raw result as JSON too")
     parser.add_argument("--write", type=Path, default=None)
     args = parser.parse_args(argv)
-    if not 1 <= args.clients <= 100 or not 1 <= args.per_client <= 20:
-        parser.error("--clients must be within 1..100 and --per-client within 1..20")
-    result = measure(args.model, args.clients, args.per_client)
+    if not 1 <= args.clients <= 100 or not 1 <= args.per_client <= 20 or not 1 <= args.phases <= 5:
+        parser.error("--clients must be within 1..100, --per-client within 1..20 and --phases within 1..5")
+    result = measure(args.model, args.clients, args.per_client, args.phases)
     if args.json:
         print(json.dumps(result, indent=2))
     section = markdown(result)
