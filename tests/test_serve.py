@@ -253,6 +253,15 @@ def test_transfer_encoding_with_content_length_is_refused(server):
     assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
 
 
+def test_content_length_must_be_plain_digits(server):
+    # int() reads "1_0" as 10 and "+5" as 5; a proxy would frame such a request differently.
+    _, address = server
+    for value in (b"1_0", b"+5", b"0x10"):
+        answer = _raw(address, b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n{}" % value)
+        assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.1 411"), (value, answer[:200])
+        assert answer.count(b"HTTP/1.1 ") == 1
+
+
 def test_get_with_a_body_is_refused_and_the_connection_closed(server):
     _, address = server
     smuggled = b"GET /v2/models/alexnet/stats HTTP/1.1\r\nHost: x\r\n\r\n"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 import select
 import signal
 import socket
@@ -32,6 +33,7 @@ from alexnet_deploy.serve.protocol import RequestError
 MAX_DELAY_MS = 10_000
 DRAIN_S = 30
 _ACCEPT_BACKOFF_S = (0.05, 1.0)  # first and longest pause when accept() has no file descriptor
+_DIGITS = re.compile(r"[0-9]{1,18}")
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: 53\r\n\r\n{\"error\": \"too many connections; retry in a moment\"}\n")
 
@@ -151,6 +153,9 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 return self._refuse(411, "Content-Length is required (chunked bodies are not accepted)")
             if len(lengths) > 1:
                 return self._refuse(400, "more than one Content-Length header")
+            if lengths and not _DIGITS.fullmatch(lengths[0].strip()):
+                # int() would take "+5" or "1_0"; a proxy in front would not: refuse, never guess
+                return self._refuse(400, "Content-Length must be a decimal number")
             if self.command != "POST" and lengths and lengths[0].strip() != "0":
                 # The body would be read as the next request: refuse it and drop the connection.
                 return self._refuse(400, f"a {self.command[:10]} request must not have a body")
@@ -227,10 +232,14 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             if length < 0:
                 return self._refuse(400, "Content-Length is negative")
             header = self.headers.get("Inference-Header-Content-Length")
-            try:
-                header_length = int(header) if header is not None else None
-            except ValueError:
-                return self._refuse(400, "Inference-Header-Content-Length must be an integer")
+            if header is not None and not _DIGITS.fullmatch(header.strip()):
+                return self._refuse(400, "Inference-Header-Content-Length must be a decimal number")
+            header_length = int(header) if header is not None else None
+            # Refused before the body is read (so the connection closes: the body is left unread).
+            if self._model_path() != "/infer":
+                return self._refuse(404, f"no such endpoint {self.path[:200]}; infer at /v2/models/{service.name}/infer")
+            if self.headers.get("Content-Encoding", "identity") != "identity":
+                return self._refuse(415, f"Content-Encoding {self.headers['Content-Encoding'][:40]} is not supported; send the body uncompressed")
             # Sizes are checked on the headers, before a byte of the body is read.
             json_length = length if header_length is None else header_length
             if length > limits.max_body or json_length > limits.max_json:
@@ -256,10 +265,6 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 self.close_connection = True
                 return self._json(400, {"error": f"the body ended after {len(body)} of {length} bytes"})
             deadlines.set(self.connection, None)  # the request is in; the model's time is bounded by infer_timeout_s
-            if self._model_path() != "/infer":
-                return self._json(404, {"error": f"no such endpoint {self.path[:200]}; infer at /v2/models/{service.name}/infer"})
-            if self.headers.get("Content-Encoding", "identity") != "identity":
-                return self._json(415, {"error": f"Content-Encoding {self.headers['Content-Encoding'][:40]} is not supported; send the body uncompressed"})
             try:
                 payload, headers = service.infer(body, header_length, self._gone)
             except RequestError as exc:
