@@ -159,7 +159,414 @@ def test_sigterm_answers_the_request_in_flight(half_width_onnx):
     assert process.wait(timeout=30) == 0
 
 
-def test_sigterm_stops_cleanly(server):
+# --- Hardening (issue 10 item 4): each test below failed on the single-module serve.py. ---
+
+def _raw(address, data: bytes, timeout: float = 10.0, wait_close: bool = True) -> bytes:
+    """Send ``data`` on a fresh connection; everything the server sends until it closes (or ``timeout``)."""
+    import socket
+    import time
+
+    host, port = address.split(":")
+    sock = socket.create_connection((host, int(port)), timeout=timeout)
+    sock.sendall(data)
+    got, end = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < end:
+            sock.settimeout(max(0.05, end - time.monotonic()))
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+            if not wait_close and b"\r\n\r\n" in got:
+                break
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        sock.close()
+    return got
+
+
+def _stats(address) -> dict:
+    return json.loads(urllib.request.urlopen(f"http://{address}/v2/models/alexnet/stats", timeout=10).read())["model_stats"][0]
+
+
+def _json_request(batch: np.ndarray, **extra) -> bytes:
+    spec = {"name": "input", "shape": list(batch.shape), "datatype": "FP32", "data": batch.reshape(-1).tolist()}
+    return json.dumps({"inputs": [spec], **extra}).encode()
+
+
+def test_outputs_entries_are_capped_before_inference(server):
+    # 200,000 copies of the one output made a 122 MB response from a 6 MB request.
+    _, address = server
+    batch = np.zeros((1, 3, 224, 224), np.float32)
+    status, body = _post(address, _json_request(batch, outputs=[{"name": "logits"}] * 2))
+    assert status == 400 and "at most once" in json.loads(body)["error"], (status, body[:200])
+    status, body = _post(address, _json_request(batch, outputs=[{"name": "logits"}] * 1000))  # refused while parsing
+    assert status == 400 and "JSON objects" in json.loads(body)["error"], (status, body[:200])
+
+
+def test_oversize_json_body_is_refused_before_it_is_read(server):
+    # The whole body used to be read and json-decoded (64 MB -> +651 MB RSS) before its shape was looked at.
+    _, address = server
+    head = (b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % (60 << 20))
+    answer = _raw(address, head + b'{"inputs": [', timeout=10)  # the rest is never sent
+    assert answer.startswith(b"HTTP/1.1 413") and b"--max-json-mb" in answer, answer[:300]
+
+
+def test_declared_tensor_bytes_are_checked_before_the_data(server):
+    _, address = server
+    spec = {"name": "input", "shape": [200, 3, 224, 224], "datatype": "FP32", "parameters": {"binary_data_size": 200 * 3 * 224 * 224 * 4}}
+    header = json.dumps({"inputs": [spec]}).encode()
+    status, body = _post(address, header, {"Inference-Header-Content-Length": str(len(header))})
+    assert status == 413 and "--max-body-mb" in json.loads(body)["error"], (status, body)
+
+
+def test_input_datatype_must_match_the_model_like_triton(server):
+    # FP64 used to be cast silently; Triton rejects it, so clients written against us failed there.
+    _, address = server
+    batch = np.zeros((1, 3, 224, 224), np.float64)
+    item = http_client.InferInput("input", list(batch.shape), "FP64")
+    item.set_data_from_numpy(batch)
+    with pytest.raises(http_client.InferenceServerException) as failure:
+        http_client.InferenceServerClient(address).infer("alexnet", [item])
+    assert failure.value.status() == "400" and "FP32" in failure.value.message()
+
+
+def test_huge_integer_literal_in_json_data_is_a_400(server):
+    _, address = server
+    data = "[" + "1" * 400 + ", " + ", ".join(["0"] * (3 * 224 * 224 - 1)) + "]"
+    body = ('{"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": %s}]}' % data).encode()
+    status, answer = _post(address, body)
+    assert status == 400 and "integer" in json.loads(answer)["error"], (status, answer[:200])
+
+
+def test_transfer_encoding_with_content_length_is_refused(server):
+    # Read by Content-Length, the chunked remainder was parsed as the next request (smuggling behind a proxy).
+    _, address = server
+    # A chunked-aware proxy sees an empty body ("0\r\n\r\n") and the GET as the next client's request;
+    # a server framing by Content-Length must not answer that GET on this connection.
+    smuggled = b"GET /v2/models/alexnet/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = (b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+               b"Content-Length: 5\r\n\r\n0\r\n\r\n" + smuggled)
+    answer = _raw(address, request)
+    assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+
+
+def test_content_length_must_be_plain_digits(server):
+    # int() reads "1_0" as 10 and "+5" as 5; a proxy would frame such a request differently.
+    _, address = server
+    for value in (b"1_0", b"+5", b"0x10"):
+        answer = _raw(address, b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %s\r\n\r\n{}" % value)
+        assert answer.startswith(b"HTTP/1.1 400") or answer.startswith(b"HTTP/1.1 411"), (value, answer[:200])
+        assert answer.count(b"HTTP/1.1 ") == 1
+
+
+def test_get_with_a_body_is_refused_and_the_connection_closed(server):
+    _, address = server
+    smuggled = b"GET /v2/models/alexnet/stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(smuggled) + smuggled
+    answer = _raw(address, request)
+    assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
+
+
+@pytest.fixture(scope="module")
+def strict(half_width_onnx):
+    """A server with small limits, so each can be reached quickly."""
+    process, address = start_server(half_width_onnx, "--max-delay-ms", 1000, "--max-batch", 8, "--request-timeout-s", 2, "--max-connections", 24,
+                                    "--max-queue", 2, "--max-body-mb", 8, "--max-json-mb", 4, "--max-pending-mb", 128)
+    yield process, address
+    if process.poll() is None:
+        process.kill()
+
+
+def test_multi_row_requests_batched_together_each_get_their_own_rows(strict, reference):
+    # Issue 12: a row offset advanced by 1 instead of each request's row count returned [1,1,2]
+    # instead of [2,2,2] to 3-row requests sharing a model call, and no test noticed.
+    _, address = strict
+    rng = np.random.default_rng(12)
+    batches = [rng.standard_normal((rows, 3, 224, 224), dtype=np.float32) for rows in (3, 3, 2)]
+    answers: list = [None] * len(batches)
+    clients = [http_client.InferenceServerClient(address) for _ in batches]
+    barrier = threading.Barrier(len(batches))
+
+    def work(index):
+        barrier.wait()  # all three arrive inside one 1000 ms batching window
+        answers[index] = clients[index].infer("alexnet", _inputs(batches[index])).as_numpy("logits")
+
+    before = _stats(address)
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    after = _stats(address)
+    for batch, answer in zip(batches, answers):
+        np.testing.assert_allclose(answer, reference.logits(batch), rtol=1e-4, atol=1e-4)
+    assert after["inference_count"] - before["inference_count"] == 8
+    assert after["execution_count"] - before["execution_count"] < len(batches)  # requests from different clients shared a call
+
+
+def test_slow_clients_are_dropped_at_the_request_deadline(strict):
+    # The 30 s timeout was per recv: a byte every 10 s held a connection (and a thread) forever.
+    import socket
+    import time
+
+    _, address = strict
+    host, port = address.split(":")
+    socks = [socket.create_connection((host, int(port)), timeout=5) for _ in range(12)]
+    head = b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"
+    dropped = set()
+    end = time.monotonic() + 8  # the deadline is 2 s; every trickler must be gone well before 8
+    for i in range(len(head)):
+        if len(dropped) == len(socks) or time.monotonic() > end:
+            break
+        for n, sock in enumerate(socks):
+            if n in dropped:
+                continue
+            try:
+                sock.send(head[i:i + 1])
+                sock.settimeout(0.01)
+                if sock.recv(1024) == b"":
+                    dropped.add(n)
+            except TimeoutError:
+                pass
+            except OSError:
+                dropped.add(n)
+        time.sleep(0.4)
+    for sock in socks:
+        sock.close()
+    assert len(dropped) == len(socks)
+    assert urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=5).status == 200
+
+
+def test_connections_over_the_limit_get_503(strict):
+    import socket
+
+    _, address = strict
+    host, port = address.split(":")
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(24)]
+    try:
+        import time
+
+        time.sleep(0.3)  # let the server accept them all
+        answer = _raw(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After" in answer, answer[:200]
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)
+    assert urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=5).status == 200
+
+
+def test_full_queue_answers_503_with_retry_after(strict, reference):
+    _, address = strict
+    batch = np.random.default_rng(5).standard_normal((8, 3, 224, 224), dtype=np.float32)
+    expected = reference.logits(batch)
+    results: list = [None] * 8
+    barrier = threading.Barrier(8)
+
+    def work(index):
+        client = http_client.InferenceServerClient(address, network_timeout=60)
+        barrier.wait()
+        try:
+            results[index] = client.infer("alexnet", _inputs(batch)).as_numpy("logits")
+        except http_client.InferenceServerException as exc:
+            results[index] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    busy = [r for r in results if isinstance(r, Exception)]
+    assert busy and all(r.status() == "503" for r in busy), results
+    for answer in results:
+        if not isinstance(answer, Exception):
+            np.testing.assert_allclose(answer, expected, rtol=1e-4, atol=1e-4)
+    status, _ = _post(address, _json_request(batch[:1]))
+    assert status == 200  # and the server serves on
+
+
+class _BlockingRuntime:
+    """A stand-in model that holds each call until released, counting the rows it ran."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.rows = 0
+
+    def run_all(self, batch, max_batch):
+        self.release.wait(10)
+        self.rows += len(batch)
+        return batch.reshape(len(batch), -1)[:, :5]
+
+
+def test_batch_queue_is_bounded_and_timed_out_jobs_never_run():
+    from alexnet_deploy.serve import Batcher, RequestError
+
+    runtime = _BlockingRuntime()
+    batcher = Batcher(runtime, max_batch=1, max_delay_s=0.0, max_queue=1)
+    try:
+        rows = [np.full((1, 3, 2, 2), i, np.float32) for i in range(3)]
+        errors: list = [None] * 3
+
+        def submit(i, timeout):
+            try:
+                batcher.submit(rows[i], timeout=timeout)
+            except RequestError as exc:
+                errors[i] = exc
+
+        first = threading.Thread(target=submit, args=(0, 10))
+        first.start()
+        import time
+
+        time.sleep(0.3)  # the worker holds job 0 in the (blocked) model
+        second = threading.Thread(target=submit, args=(1, 0.3))  # queued, then its client gives up
+        second.start()
+        time.sleep(0.1)
+        submit(2, 10)  # the queue (1) is full
+        assert errors[2].status == 503 and errors[2].headers.get("Retry-After") == "1"
+        second.join(5)
+        assert errors[1].status == 503  # timed out while queued
+        runtime.release.set()
+        first.join(5)
+        time.sleep(0.3)
+        assert errors[0] is None and runtime.rows == 1 and batcher.dropped_count == 1  # job 1 was never run
+    finally:
+        runtime.release.set()
+        batcher.stop()
+
+
+def test_request_memory_budget_answers_503_before_reading(strict):
+    # Without a shared budget, 128 connections x a 64 MiB body each could be held at once.
+    import socket
+    import time
+
+    _, address = strict
+    host, port = address.split(":")
+    header = json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "parameters": {"binary_data_size": 7 << 20}}]}).encode()
+    head = (b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nInference-Header-Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+            % (len(header), len(header) + (7 << 20)))
+    held = []
+    try:
+        for _ in range(9):  # 9 x 2 x 7 MiB = 126 MiB of the 128 MiB budget, bodies never finished
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(head + header)
+            held.append(sock)
+        time.sleep(0.3)
+        answer = _raw(address, head + header, timeout=5, wait_close=False)
+        assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After: 1" in answer, answer[:300]
+    finally:
+        for sock in held:
+            sock.close()
+    time.sleep(0.5)  # their reservations are returned when their reads end
+    assert _post(address, _json_request(np.zeros((1, 3, 224, 224), np.float32)))[0] == 200
+
+
+def test_serving_imports_neither_torch_nor_the_export_side(half_width_onnx):
+    code = ("import sys; from pathlib import Path; from alexnet_deploy.serve import ModelService; "
+            f"s = ModelService(Path({str(half_width_onnx)!r}), 'alexnet', 4, 1); s.close(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch' or m.startswith(('alexnet_deploy.exporter', 'alexnet_deploy.checkpoints'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def windowed(half_width_onnx):
+    """A server that holds a request 1.5 s for company: time to hang up, or to signal it."""
+    process, address = start_server(half_width_onnx, "--max-delay-ms", 1500)
+    yield process, address
+    if process.poll() is None:
+        process.kill()
+
+
+def test_abandoned_job_is_dropped_before_it_runs(windowed):
+    import time
+
+    _, address = windowed
+    before = _stats(address)
+    body = _json_request(np.zeros((1, 3, 224, 224), np.float32))
+    head = b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    _raw(address, head + body, timeout=0.4)  # hangs up while the job waits in the batching window
+    time.sleep(2.5)
+    after = _stats(address)
+    assert after["inference_count"] == before["inference_count"], (before, after)
+
+
+def test_sigterm_closes_the_listener_at_once(windowed):
+    # The listener stayed open during the drain: new clients hung ~28 s, then got a reset.
+    import socket
+    import time
+
+    process, address = windowed
+    answer = {}
+
+    def request():
+        batch = np.zeros((1, 3, 224, 224), np.float32)
+        answer["logits"] = http_client.InferenceServerClient(address).infer("alexnet", _inputs(batch)).as_numpy("logits")
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    time.sleep(0.5)  # the request waits in the batcher
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    host, port = address.split(":")
+    started = time.monotonic()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=5).close()
+    assert time.monotonic() - started < 1
+    thread.join(timeout=30)
+    assert answer["logits"].shape == (1, 5)
+    assert process.wait(timeout=30) == 0
+
+
+def test_accept_backs_off_when_out_of_file_descriptors(half_width_onnx):
+    # accept() failing with EMFILE was retried at once, forever: a core spun and health checks timed out.
+    import resource
+    import socket
+    import time
+
+    env = dict(os.environ, COLUMNS="300")
+    process = subprocess.Popen([sys.executable, "-m", "alexnet_deploy", "serve", str(half_width_onnx), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96)))
+    try:
+        line = process.stdout.readline()
+        assert "serving" in line, process.stderr.read()
+        url = urlparse(line.split(" at ", 1)[1].strip())
+        held = []
+        for _ in range(120):  # more than the server has descriptors for; the kernel queues the rest
+            try:
+                held.append(socket.create_connection((url.hostname, url.port), timeout=2))
+            except OSError:
+                break
+        time.sleep(1)
+
+        def cpu_s():
+            fields = open(f"/proc/{process.pid}/stat").read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+        start = cpu_s()
+        time.sleep(3)
+        used = cpu_s() - start
+        for sock in held:
+            sock.close()
+        assert used < 1.0, f"server used {used:.2f} s of CPU in 3 s while out of descriptors"
+        deadline = time.monotonic() + 40
+        while True:  # the held connections are dropped at their request deadline at the latest
+            try:
+                assert urllib.request.urlopen(f"http://{url.hostname}:{url.port}/v2/health/ready", timeout=5).status == 200
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "health check never answered after descriptors were freed"
+                time.sleep(0.5)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+
+
+def test_sigterm_stops_cleanly(server):  # last: it ends the module's shared server
     process, address = server
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0

@@ -69,13 +69,25 @@ def serve(
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most images the server batches into one model call.")] = 32,
     max_delay_ms: Annotated[float, typer.Option("--max-delay-ms", help="How long a request may wait for others to batch with.")] = 5.0,
     threads: ThreadsOpt = None,
+    max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, and input tensor by its declared shape (MiB).", rich_help_panel="Limits")] = 64,
+    max_json_mb: Annotated[float, typer.Option("--max-json-mb", help="Largest JSON body or JSON header (MiB); send big batches as binary tensors.", rich_help_panel="Limits")] = 16,
+    max_connections: Annotated[int, typer.Option("--max-connections", help="Open client connections; more get 503 and are closed.", rich_help_panel="Limits")] = 128,
+    max_queue: Annotated[int, typer.Option("--max-queue", help="Requests waiting for the model; more get 503 with Retry-After.", rich_help_panel="Limits")] = 64,
+    max_pending_mb: Annotated[float, typer.Option("--max-pending-mb", help="Memory all requests in progress may hold (MiB); past it, 503 with Retry-After.", rich_help_panel="Limits")] = 256,
+    request_timeout_s: Annotated[float, typer.Option("--request-timeout-s", help="Time to send one whole request (and idle keep-alive time) before the connection is dropped.", rich_help_panel="Limits")] = 30,
+    infer_timeout_s: Annotated[float, typer.Option("--infer-timeout-s", help="How long a request waits for the model before a 503 (its job is then dropped).", rich_help_panel="Limits")] = 60,
 ):
     """Serve the model over the KServe v2 / Triton HTTP protocol, batching concurrent requests; stop with Ctrl-C or SIGTERM."""
-    from alexnet_deploy.serve import serve as run_server
+    from alexnet_deploy.serve import Limits, serve as run_server
+
+    limits = Limits(
+        max_body_mb=max_body_mb, max_json_mb=max_json_mb, max_connections=max_connections, max_queue=max_queue,
+        max_pending_mb=max_pending_mb, request_timeout_s=request_timeout_s, infer_timeout_s=infer_timeout_s,
+    )
 
     def ready(url: str) -> None:
         out.print(f"serving {escape(str(model_file))} as {escape(name)} at {url}/v2/models/{escape(name)}/infer", markup=True)
         sys.stdout.flush()
 
-    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready)
+    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready, limits=limits)
     err.print("stopped", markup=False)

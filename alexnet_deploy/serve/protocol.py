@@ -1,0 +1,188 @@
+"""The KServe v2 / Triton HTTP inference protocol for a one-input, one-output classifier: no I/O here.
+
+Decoding validates everything a client controls before spending memory on it: JSON size and
+integer literals while parsing, then the declared shape and datatype against the model and the
+limits, and only then the tensor data. Datatypes follow Triton exactly (the model's declared
+input datatype only, no casting), so a client written against this server also works on Triton.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+_ITEMSIZE = {"FP32": 4}  # the model's declared input datatype; Triton accepts nothing else
+_MAX_INT_DIGITS = 20  # any integer the protocol needs (shapes, sizes, counts) fits; a 400-digit literal would overflow numpy
+
+
+class RequestError(Exception):
+    """A request the client must fix (answered with ``status`` and extra ``headers``)."""
+
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise RequestError(f"integer literal of {len(text)} characters in the JSON body; numbers must fit a 64-bit integer or a float")
+    return int(text)
+
+
+_MAX_JSON_OBJECTS = 64  # a request for this one-input, one-output model needs fewer than 10
+
+
+def loads(data: bytes):
+    """json.loads that refuses, while parsing, over-long integer literals (a 400, not a 500 later)
+    and more than _MAX_JSON_OBJECTS objects (200,000 "outputs" entries decoded to ~50 MB of dicts
+    before they could be counted)."""
+    objects = [0]
+
+    def count(pairs):
+        objects[0] += 1
+        if objects[0] > _MAX_JSON_OBJECTS:
+            raise RequestError(f"the request has more than {_MAX_JSON_OBJECTS} JSON objects; one input, at most one entry per output")
+        return dict(pairs)
+
+    try:
+        return json.loads(data, parse_int=_parse_int, object_pairs_hook=count)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise RequestError(f"the request body is not valid JSON ({str(exc)[:120]})") from None
+
+
+@dataclass
+class Codec:
+    """Request decoding and response encoding for one model (names, input CHW, labels)."""
+
+    name: str
+    input_name: str
+    chw: tuple[int, ...]
+    output_name: str
+    labels: list[str]
+    max_tensor_bytes: int
+    input_datatype: str = "FP32"
+
+    def metadata(self) -> dict:
+        return {
+            "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
+            "inputs": [{"name": self.input_name, "datatype": self.input_datatype, "shape": [-1, *self.chw]}],
+            "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, len(self.labels)]}],
+        }
+
+    def decode(self, body: bytes, header_length: int | None) -> tuple[dict, np.ndarray]:
+        """(the request's JSON, its input batch) or RequestError; the outputs asked for are validated too."""
+        view = memoryview(body)  # slices of a view do not copy a 64 MB body
+        if header_length is not None:
+            if not 0 < header_length <= len(body):
+                raise RequestError(f"Inference-Header-Content-Length {header_length} does not fit a body of {len(body)} bytes")
+            header, binary = view[:header_length], view[header_length:]
+        else:
+            header, binary = view, view[:0]
+        request = loads(bytes(header))
+        if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
+            raise RequestError(f"the request needs \"inputs\": a list with one tensor named {self.input_name!r}")
+        if request.get("outputs") is not None and not isinstance(request["outputs"], list):
+            raise RequestError("\"outputs\" must be a list")
+        for where in [request] + request["inputs"] + (request.get("outputs") or []):
+            if isinstance(where, dict) and not isinstance(where.get("parameters", {}), dict):
+                raise RequestError("\"parameters\" must be an object")
+        self._check_outputs(request.get("outputs") or [])
+        return request, self._decode_input(request["inputs"][0], binary)
+
+    def _check_outputs(self, wanted: list) -> None:
+        # Checked before inference: each entry is answered with a copy of the output, so 200,000
+        # entries made a 122 MB response from a 6 MB request.
+        names = [item.get("name") if isinstance(item, dict) else item for item in wanted]
+        for name in names:
+            if name != self.output_name:
+                raise RequestError(f"unknown output {str(name)[:80]!r}; this model's output is {self.output_name!r}")
+        if len(names) > 1:
+            raise RequestError(f"output {self.output_name!r} is requested {len(names)} times; each output at most once")
+
+    def _decode_input(self, spec, binary: memoryview) -> np.ndarray:
+        if not isinstance(spec, dict):
+            raise RequestError("each input must be an object with name, shape, datatype and data")
+        if spec.get("name") != self.input_name:
+            raise RequestError(f"unknown input {str(spec.get('name'))[:80]!r}; this model's input is {self.input_name!r}")
+        datatype = spec.get("datatype")
+        if datatype != self.input_datatype:
+            raise RequestError(f"input datatype {str(datatype)[:20]!r} does not match the model's input datatype {self.input_datatype}; send {self.input_datatype}")
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(type(v) is int and v >= 0 for v in shape) or len(shape) != 4 or tuple(shape[1:]) != self.chw:
+            raise RequestError(f"input shape {str(shape)[:80]} does not match [N, {', '.join(map(str, self.chw))}]")
+        if shape[0] < 1:
+            raise RequestError("the batch is empty")
+        count = math.prod(shape)
+        itemsize = _ITEMSIZE[datatype]
+        # The declared shape bounds everything decoded below, so check it against the limit first.
+        if count * itemsize > self.max_tensor_bytes:
+            raise RequestError(f"input shape {shape} is {count * itemsize} bytes, over this server's {self.max_tensor_bytes} (--max-body-mb); send smaller batches", 413)
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size != len(binary) or size != count * itemsize:
+                raise RequestError(f"binary_data_size {str(size)[:40]} does not match shape {shape} of {datatype} (and the {len(binary)} bytes sent)")
+            array = np.frombuffer(binary, dtype="<f4").reshape(shape)
+        else:
+            data = spec.get("data")
+            if not isinstance(data, list):
+                raise RequestError("the input has no \"data\" list (or binary_data_size)")
+            if len(data) != count and not (data and isinstance(data[0], list)):
+                raise RequestError(f"input has {len(data)} values; shape {shape} needs {count}")
+            try:
+                array = np.asarray(data, dtype=np.float32).reshape(-1)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise RequestError(f"input data is not a list of numbers ({str(exc)[:120]})") from None
+            if array.size != count:
+                raise RequestError(f"input has {array.size} values; shape {shape} needs {count}")
+            array = array.reshape(shape)
+        if not np.isfinite(array).all():
+            raise RequestError("input contains NaN or infinity")
+        return array
+
+    def _classes(self, logits: np.ndarray, count) -> list[list[str]]:
+        """Triton's classification extension: the top ``count`` as "score:index:label" (scores are logits)."""
+        if type(count) is not int or count < 1:
+            raise RequestError(f"classification (class_count) must be a positive integer, got {str(count)[:40]!r}")
+        k = min(count, logits.shape[1])
+        order = np.argsort(-logits, axis=1, kind="stable")[:, :k]
+        return [[f"{row[i]:f}:{i}:{self.labels[i]}" for i in top] for row, top in zip(logits, order)]
+
+    def encode(self, request: dict, logits: np.ndarray) -> tuple[bytes, dict[str, str]]:
+        """The response body and its headers (JSON, or JSON header + binary blobs)."""
+        if not np.isfinite(logits).all():
+            raise RequestError("the model produced non-finite outputs for this input (values out of range?)", 422)
+        wanted = request.get("outputs") or [{"name": self.output_name}]
+        binary_default = (request.get("parameters") or {}).get("binary_data_output", False) is True
+        outputs, blobs = [], []
+        for item in wanted:
+            parameters = (item.get("parameters") if isinstance(item, dict) else None) or {}
+            binary = parameters.get("binary_data", binary_default) is True
+            if "classification" in parameters:  # what clients send for class_count=k
+                classes = self._classes(logits, parameters["classification"])
+                entry = {"name": self.output_name, "datatype": "BYTES", "shape": [len(classes), len(classes[0])]}
+                if binary:
+                    blob = b"".join(struct.pack("<I", len(v.encode())) + v.encode() for row in classes for v in row)
+                else:
+                    entry["data"] = [v for row in classes for v in row]
+            else:
+                entry = {"name": self.output_name, "datatype": "FP32", "shape": list(logits.shape)}
+                if binary:
+                    blob = np.ascontiguousarray(logits, dtype="<f4").tobytes()
+                else:
+                    entry["data"] = logits.astype(float).reshape(-1).tolist()
+            if binary:
+                entry["parameters"] = {"binary_data_size": len(blob)}
+                blobs.append(blob)
+            outputs.append(entry)
+        response = {"model_name": self.name, "model_version": "1", "outputs": outputs}
+        if "id" in request:
+            response["id"] = request["id"]
+        text = json.dumps(response, allow_nan=False).encode()
+        if blobs:
+            return text + b"".join(blobs), {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(text))}
+        return text, {"Content-Type": "application/json"}
