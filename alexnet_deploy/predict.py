@@ -11,6 +11,23 @@ from alexnet_deploy.preprocess import list_images, to_rgb_image
 CHUNK = 64  # images decoded and run at a time
 
 
+def image_files(sources: Sequence[Path]) -> list[Path]:
+    """The image files named, folders expanded, each file once (in the order first named); InputError if none."""
+    files: dict[Path, Path] = {}  # resolved -> as named: a file named and also inside a named folder counts once
+    for source in map(Path, sources):
+        if source.is_dir():
+            found = list_images(source)
+        elif source.exists():
+            found = [source]
+        else:
+            raise InputError(f"image {source} does not exist.", "check the path")
+        for path in found:
+            files.setdefault(path.resolve(), path)
+    if not files:
+        raise InputError("no image files found in the given folders.", "give .jpg/.png files or folders that hold them")
+    return list(files.values())
+
+
 def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None) -> dict[str, Any]:
     """Top-``topk`` (label, probability) per image file; folders are expanded, undecodable files skipped.
 
@@ -20,16 +37,7 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
 
     if topk < 1:
         raise InputError(f"--topk {topk} must be at least 1.", "e.g. --topk 5")
-    files: list[Path] = []
-    for source in map(Path, sources):
-        if source.is_dir():
-            files += list_images(source)
-        elif source.exists():
-            files.append(source)
-        else:
-            raise InputError(f"image {source} does not exist.", "check the path")
-    if not files:
-        raise InputError("no image files found in the given folders.", "give .jpg/.png files or folders that hold them")
+    files = image_files(sources)
     predictions, skipped = [], []
     with Classifier(model, threads=threads) as classifier:
         for start in range(0, len(files), CHUNK):  # bounded memory for large folders

@@ -133,6 +133,17 @@ def test_predict_cli(cli, half_width_onnx, images, tmp_path, classifier):
     assert "could be decoded" in cli.fails(2, "predict", half_width_onnx, only_bad).stderr
 
 
+def test_predict_lists_an_image_named_twice_once(cli, half_width_onnx, images, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for path in images[:2]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    named = folder / images[0].name
+    # named on its own, inside its folder, and again through another spelling of the same path
+    data = json.loads(cli.ok("predict", half_width_onnx, named, folder, folder / ".." / "imgs" / images[0].name, "--json").stdout)
+    assert [Path(item["image"]).name for item in data["predictions"]] == [images[0].name, images[1].name]
+
+
 @pytest.mark.slow
 def test_readme_embedding_example_runs_verbatim(cli, tmp_path, monkeypatch):
     readme = (Path(__file__).parent.parent / "README.md").read_text()
