@@ -157,3 +157,12 @@ def test_readme_embedding_example_runs_verbatim(cli, tmp_path, monkeypatch):
     top3 = eval(lines[1])  # the printed list of (label, probability) pairs
     assert len(top3) == 3 and top3[0][1] >= top3[1][1] >= top3[2][1]
     assert lines[2].startswith("2 (")
+
+    # The "What the ONNX file carries" example, run in the quickstart folder it names.
+    record_block = readme.split("<!-- readme: record example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    result = subprocess.run([sys.executable, "-c", record_block], capture_output=True, text=True, timeout=120, cwd=tmp_path / "alexnet-quickstart")
+    assert result.returncode == 0, result.stderr
+    from alexnet_deploy import Classifier
+
+    expected = Classifier(tmp_path / "alexnet-quickstart" / "alexnet.onnx").predict(tmp_path / "alexnet-quickstart" / "samples" / "sample_0.png", topk=1)[0][0]
+    assert result.stdout.strip() == expected
