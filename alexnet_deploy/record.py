@@ -184,19 +184,6 @@ class PreprocessingOverrides:
     std: tuple[float, float, float] | None = None
 
 
-def parse_triple(text: str | None, what: str) -> tuple[float, float, float] | None:
-    """``"0.485,0.456,0.406"`` -> a 3-tuple of floats; InputError otherwise."""
-    if text is None:
-        return None
-    try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if len(values) != 3:
-        raise InputError(f"--{what} {text!r} is not three numbers.", f"e.g. --{what} 0.485,0.456,0.406")
-    return values  # type: ignore[return-value]
-
-
 def apply_overrides(base: Preprocessing, options: PreprocessingOverrides) -> Preprocessing:
     """``base`` with the user's overrides applied (resize scales with crop when only crop changes)."""
     crop = options.crop or base.crop

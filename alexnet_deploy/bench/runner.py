@@ -17,6 +17,7 @@ from typing import Any
 from alexnet_deploy.bench.harness import TimingSettings, device_timing_possible, harness_overhead_ms, time_runtime
 from alexnet_deploy.bench.stats import latency_stats, throughput
 from alexnet_deploy.errors import AlexnetError, InputError
+from alexnet_deploy.parsing import parse_positive_ints
 from alexnet_deploy.progress import ProgressLike, as_progress
 
 RUNTIMES = ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16", "ort", "ort-cuda", "ort-trt", "trt")
@@ -51,27 +52,9 @@ def input_kind(path: Path) -> str:
     raise InputError(f"{path} is not a checkpoint, an ONNX model or a TensorRT engine.", "give .pth/.pt, .onnx or .engine files")
 
 
-def parse_list(text: str, what: str, allowed: tuple[str, ...] | None = None) -> list[str]:
-    """``"a,b"`` -> ['a', 'b'], checked against ``allowed``."""
-    items = list(dict.fromkeys(t.strip() for t in str(text).split(",") if t.strip()))  # duplicates once
-    if not items:
-        raise InputError(f"--{what} is empty.", f"e.g. --{what} {','.join((allowed or ('1', '8'))[:2])}")
-    if allowed is not None:
-        unknown = [t for t in items if t not in allowed]
-        if unknown:
-            raise InputError(f"unknown {what} {', '.join(unknown)}.", f"choose from {', '.join(allowed)}")
-    return items
-
-
 def parse_batches(text: str) -> list[int]:
-    """``"1,8,32"`` -> [1, 8, 32]."""
-    try:
-        sizes = [int(t) for t in parse_list(text, "batch")]
-    except ValueError:
-        sizes = []
-    if not sizes or any(s < 1 for s in sizes):
-        raise InputError(f"--batch {text!r} is not a list of positive integers.", "e.g. --batch 1,8,32")
-    return sizes
+    """``"1,8,32"`` -> [1, 8, 32] (each size once)."""
+    return list(dict.fromkeys(parse_positive_ints(text, "--batch", "1,8,32")))
 
 
 def machine_info(threads: int | None) -> dict[str, Any]:

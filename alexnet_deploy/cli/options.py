@@ -83,6 +83,7 @@ def model_options(arch, model, model_kwargs, input_size, trust_code: bool) -> Mo
 
 def preprocessing_overrides(resize, crop, mean, std):
     """The preprocessing flags as the library's PreprocessingOverrides (R,G,B text parsed)."""
-    from alexnet_deploy.record import PreprocessingOverrides, parse_triple
+    from alexnet_deploy.parsing import parse_triple
+    from alexnet_deploy.record import PreprocessingOverrides
 
-    return PreprocessingOverrides(resize, crop, parse_triple(mean, "mean"), parse_triple(std, "std"))
+    return PreprocessingOverrides(resize, crop, parse_triple(mean, "--mean"), parse_triple(std, "--std"))

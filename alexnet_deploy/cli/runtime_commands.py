@@ -96,10 +96,11 @@ def bench(
     """
     from alexnet_deploy.bench import report as bench_report
     from alexnet_deploy.bench.harness import TimingSettings
-    from alexnet_deploy.bench.runner import RUNTIMES, parse_batches, parse_list, run_bench
+    from alexnet_deploy.bench.runner import RUNTIMES, parse_batches, run_bench
+    from alexnet_deploy.parsing import parse_names
     from alexnet_deploy.fileio import atomic_write_bytes, check_writable
 
-    runtimes = parse_list(runtime or "torch,ort", "runtime", RUNTIMES)
+    runtimes = parse_names(runtime or "torch,ort", "--runtime", RUNTIMES)
     report_target = JsonTarget(json_target)
     for target, what, suffix in ((csv_file, "CSV", ".csv"), (plot, "plot", ".png")):
         if target is not None:

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from alexnet_deploy.errors import InputError
+from alexnet_deploy.runtimes.base import pad_rows
 
 PRECISIONS = ("fp16", "int8", "int8-dynamic")
 TARGETS = ("cpu", "tensorrt")
@@ -98,8 +99,8 @@ def _reader(batches, input_name: str, size: int, fixed: bool, fed: list[int], ad
             fed.extend(index for index, _ in rows)
             advance(len(rows))
             chunk = np.stack([array for _, array in rows])
-            if fixed and len(chunk) < size:  # a fixed-batch model: repeat the last image to fill the batch
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
+            if fixed:  # a fixed-batch model: repeat the last image to fill the batch
+                chunk = pad_rows(chunk, size)
             return {input_name: chunk}
 
     return _Reader()

@@ -69,8 +69,7 @@ class Runtime(abc.ABC):
         for start in range(0, len(data), size):
             chunk = data[start:start + size]
             real = len(chunk)
-            if real < info.min_batch:
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], info.min_batch - real, axis=0)])
+            chunk = pad_rows(chunk, info.min_batch)
             outputs.append(self.run(chunk)[:real])
             if advance is not None:
                 advance(real)
@@ -113,3 +112,12 @@ class Runtime(abc.ABC):
 
     def _close_impl(self) -> None:
         pass
+
+
+def pad_rows(batch: np.ndarray, rows: int) -> np.ndarray:
+    """``batch`` with copies of its last row appended until it has at least ``rows`` rows.
+
+    For models that take a fixed (or minimum) batch: the caller keeps only the real rows' outputs.
+    """
+    missing = rows - len(batch)
+    return batch if missing <= 0 else np.concatenate([batch, np.repeat(batch[-1:], missing, axis=0)])

@@ -28,6 +28,7 @@ from alexnet_deploy.verify.metrics import compare_logits, tensor_rel_err
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.record import ModelRecord
 from alexnet_deploy.preprocess import list_images, load_images
+from alexnet_deploy.runtimes.base import pad_rows
 from alexnet_deploy.runtimes.ort import OrtRuntime
 from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 
@@ -85,17 +86,10 @@ def failed_criteria(thresholds: dict[str, float], max_rel_err: float, min_cosine
 
 
 def parse_batch_sizes(text: str | Sequence[int] | None) -> list[int]:
-    """``"1,7"`` -> [1, 7]; InputError for anything but positive integers."""
-    if text is None:
-        return [1, 7]
-    items = text.split(",") if isinstance(text, str) else list(text)
-    try:
-        sizes = [int(str(v).strip()) for v in items if str(v).strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(s < 1 for s in sizes):
-        raise InputError(f"--batch-sizes {text!r} is not a list of positive integers.", "e.g. --batch-sizes 1,7")
-    return sizes
+    """``"1,7"`` -> [1, 7] (None: the default 1,7); InputError for anything but positive integers."""
+    from alexnet_deploy.parsing import parse_positive_ints
+
+    return [1, 7] if text is None else parse_positive_ints(text, "--batch-sizes", "1,7")
 
 
 def build_inputs(input_size: int, samples: int, record: ModelRecord | None, images: Path | None, seed: int = 0, synthetic: int = 0) -> tuple[np.ndarray, list[str], list[str]]:
@@ -318,7 +312,7 @@ def _first_divergent_layer(onnx_bytes, module, sample: np.ndarray, fixed_batch: 
             proto.graph.output.append(onnx.helper.make_tensor_value_info(tensor, elem, None))
             existing.add(tensor)
     runtime = OrtRuntime(proto.SerializeToString())
-    batch = sample if fixed_batch is None else np.repeat(sample, fixed_batch, axis=0)
+    batch = sample if fixed_batch is None else pad_rows(sample, fixed_batch)
     values = runtime.run_outputs(batch, [t for _, t in wanted])
     runtime.close()
     by_name = dict(torch_outputs)

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "alexnet_deploy"
 
 # Lower numbers are lower floors; a module may import its own floor and anything below it.
 LEVELS = {
-    "_lazy": 0, "errors": 0, "fileio": 0, "progress": 0, "timing": 0, "onnx_file": 0,
+    "_lazy": 0, "errors": 0, "fileio": 0, "progress": 0, "timing": 0, "onnx_file": 0, "parsing": 0,
     "record": 1,
     "labels": 2, "preprocess": 2, "datasets": 2,
     "runtimes": 3,
