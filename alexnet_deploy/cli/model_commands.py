@@ -8,29 +8,22 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.cli.app import JsonTarget, command, out, progress_steps
-from alexnet_deploy.cli.options import (
-    ArchOpt, CropOpt, InputSizeOpt, JsonOpt, MeanOpt, ModelKwargsOpt, ModelOpt, ResizeOpt, StdOpt, TrustCodeOpt, TrustPickleOpt,
-    flag, model_options, preprocessing_overrides, value,
-)
+from alexnet_deploy.cli.options import ArchOpt, JsonOpt, TrustCodeOpt, TrustPickleOpt, flag, value, with_model_options, with_preprocessing
 from alexnet_deploy.errors import CheckFailed, InputError
+from alexnet_deploy.record import PreprocessingOverrides
 
 
 @command()
+@with_model_options
+@with_preprocessing
 def export(
     checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="The .pth/.pt/.safetensors checkpoint (state_dict, wrapped dict, TorchScript, or pickled model with --trust-code).")],
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output .onnx path (default: the checkpoint path with .onnx).")] = None,
-    arch: ArchOpt = None,
-    model: ModelOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    input_size: InputSizeOpt = None,
-    trust_code: TrustCodeOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    model_options: ModelOptions = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="class_indices.json, labels.txt (one per line) or an ImageFolder root.", rich_help_panel="Metadata")] = None,
-    resize: ResizeOpt = None,
-    crop: CropOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
+    preprocessing: PreprocessingOverrides = None,
     batch: Annotated[Optional[str], typer.Option("--batch", metavar="dynamic|N", help="'dynamic' (default) or a fixed batch size N.")] = None,
     opset: Annotated[Optional[int], typer.Option("--opset", help="ONNX opset, 18-23 (default 18).")] = None,
     no_verify: Annotated[bool, flag("--no-verify", help="Skip the parity check against PyTorch (not recommended).")] = False,
@@ -41,12 +34,11 @@ def export(
     from alexnet_deploy.exporter.workflow import export_checkpoint
 
     fixed_batch = parse_batch(batch or "dynamic")
-    overrides = preprocessing_overrides(resize, crop, mean, std)
     report = JsonTarget(json_target)
     with progress_steps(report.quiet) as step:
         outcome = export_checkpoint(
-            checkpoint, output, model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle),
-            labels=labels, preprocessing=overrides, batch=fixed_batch, opset=opset or 18, verify=not no_verify, progress=step,
+            checkpoint, output, model_options,
+            labels=labels, preprocessing=preprocessing, batch=fixed_batch, opset=opset or 18, verify=not no_verify, progress=step,
         )
     from alexnet_deploy.cli.render import export_table
 
@@ -55,16 +47,12 @@ def export(
 
 
 @command()
+@with_model_options
 def verify(
     model_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="The ONNX model: FP32 from export, or FP16/INT8 from quantize.")],
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="The checkpoint it was exported from (compared with PyTorch).")] = None,
     reference: Annotated[Optional[Path], typer.Option("--reference", "-r", help="Instead of a checkpoint: the FP32 ONNX it was quantized from (no torch needed).")] = None,
-    arch: ArchOpt = None,
-    model: ModelOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    input_size: InputSizeOpt = None,
-    trust_code: TrustCodeOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    model_options: ModelOptions = None,
     images: Annotated[Optional[Path], typer.Option("--images", help="Also compare on these images, preprocessed from the model's metadata.")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Number of seeded random inputs (default 8 for FP32; 0 for FP16/INT8, which are judged on images).")] = None,
     batch_sizes: Annotated[Optional[str], typer.Option("--batch-sizes", metavar="N,N,...", help="Batch sizes to run at (default 1,7).")] = None,
@@ -89,7 +77,7 @@ def verify(
             report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step)
         else:
             report = verify_checkpoint(
-                model_file, checkpoint, model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle),
+                model_file, checkpoint, model_options,
                 images=images, samples=samples, batch_sizes=sizes, progress=step,
             )
     from alexnet_deploy.cli.render import verify_table

@@ -6,9 +6,12 @@ default and a command can tell "not given" from "given the default value".
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 
@@ -76,14 +79,49 @@ def flag(*names: str, help: str, panel: str | None = None):
     return typer.Option(*names, metavar=FlagMetavar, help=help, rich_help_panel=panel)
 
 
-def model_options(arch, model, model_kwargs, input_size, trust_code: bool) -> ModelOptions:
-    """The model flags as the library's ModelOptions."""
-    return ModelOptions(value(arch), model, model_kwargs, input_size, trust_code)
+def _option_group(parameter: str, options: dict[str, tuple[object, object]], build: Callable[[dict], object]):
+    """A decorator that gives a command the ``options`` (name -> (Annotated type, default)) and
+    hands them to it as one ``parameter`` built by ``build``: the flags are declared once here,
+    not in every command that takes them."""
+
+    def decorate(function):
+        signature = inspect.signature(function)
+        # Resolved annotations (the modules use `from __future__ import annotations`), so Typer
+        # sees the Annotated option declarations of the kept parameters too.
+        hints = typing.get_type_hints(function, include_extras=True)
+        kept = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values() if p.name != parameter]
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation) for name, (annotation, default) in options.items()]
+
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            kwargs[parameter] = build({name: kwargs.pop(name) for name in options})
+            return function(*args, **kwargs)
+
+        wrapper.__signature__ = signature.replace(parameters=kept + added)
+        wrapper.__annotations__ = {**{k: v for k, v in hints.items() if k != parameter}, **{name: annotation for name, (annotation, _) in options.items()}}
+        return wrapper
+
+    return decorate
 
 
-def preprocessing_overrides(resize, crop, mean, std):
-    """The preprocessing flags as the library's PreprocessingOverrides (R,G,B text parsed)."""
+def _model_options(values: dict) -> ModelOptions:
+    return ModelOptions(value(values["arch"]), values["model"], values["model_kwargs"], values["input_size"], values["trust_code"] or values["trust_pickle"])
+
+
+def _preprocessing_overrides(values: dict):
     from alexnet_deploy.parsing import parse_triple
     from alexnet_deploy.record import PreprocessingOverrides
 
-    return PreprocessingOverrides(resize, crop, parse_triple(mean, "--mean"), parse_triple(std, "--std"))
+    return PreprocessingOverrides(values["resize"], values["crop"], parse_triple(values["mean"], "--mean"), parse_triple(values["std"], "--std"))
+
+
+# ``model_options: ModelOptions`` for commands that turn a checkpoint into a network.
+with_model_options = _option_group("model_options", {
+    "arch": (ArchOpt, None), "model": (ModelOpt, None), "model_kwargs": (ModelKwargsOpt, None),
+    "input_size": (InputSizeOpt, None), "trust_code": (TrustCodeOpt, False), "trust_pickle": (TrustPickleOpt, False),
+}, _model_options)
+
+# ``preprocessing: PreprocessingOverrides`` for commands that preprocess for a checkpoint.
+with_preprocessing = _option_group("preprocessing", {
+    "resize": (ResizeOpt, None), "crop": (CropOpt, None), "mean": (MeanOpt, None), "std": (StdOpt, None),
+}, _preprocessing_overrides)

@@ -7,12 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.cli.app import JsonTarget, command, progress_steps
 from alexnet_deploy.cli.options import (
-    ArchOpt, CropOpt, EvalRuntime, InputSizeOpt, JsonOpt, MeanOpt, Method, ModelKwargsOpt, ModelOpt, Precision, ResizeOpt,
-    StdOpt, Target, ThreadsOpt, TrustCodeOpt, TrustPickleOpt, flag, model_options, preprocessing_overrides, value,
+    EvalRuntime, JsonOpt, Method, Precision, Target, ThreadsOpt, flag, value, with_model_options, with_preprocessing,
 )
 from alexnet_deploy.errors import InputError
+from alexnet_deploy.record import PreprocessingOverrides
 
 
 @command()
@@ -50,6 +51,8 @@ def quantize(
 
 
 @command(name="eval")
+@with_model_options
+@with_preprocessing
 def eval_command(
     model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (any precision) or a checkpoint (with --runtime torch).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="An ImageFolder: one sub-folder of images per class, named by the model's labels.")],
@@ -59,16 +62,8 @@ def eval_command(
     json_target: JsonOpt = None,
     confusion: Annotated[Optional[Path], typer.Option("--confusion", metavar="FILE.png", help="Also draw the confusion matrix to this PNG.")] = None,
     threads: ThreadsOpt = None,
-    arch: ArchOpt = None,
-    model: ModelOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    input_size: InputSizeOpt = None,
-    trust_code: TrustCodeOpt = False,
-    trust_pickle: TrustPickleOpt = False,
-    resize: ResizeOpt = None,
-    crop: CropOpt = None,
-    mean: MeanOpt = None,
-    std: StdOpt = None,
+    model_options: ModelOptions = None,
+    preprocessing: PreprocessingOverrides = None,
 ):
     """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
 
@@ -83,11 +78,10 @@ def eval_command(
         if confusion.suffix.lower() != ".png":
             raise InputError(f"--confusion {confusion} does not end in .png.", "name it *.png")
         check_writable(confusion, "confusion PNG")
-    overrides = preprocessing_overrides(resize, crop, mean, std)
     with progress_steps(report_target.quiet) as progress:
         report = evaluate(
             model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
-            model_options=model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), preprocessing=overrides,
+            model_options=model_options, preprocessing=preprocessing,
         )
     if confusion is not None:
         write_confusion_png(report, confusion)

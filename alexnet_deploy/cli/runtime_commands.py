@@ -8,10 +8,9 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.cli.app import JsonTarget, command, err, out, progress_steps
-from alexnet_deploy.cli.options import (
-    ArchOpt, InputSizeOpt, IoMode, JsonOpt, ModelKwargsOpt, ModelOpt, ThreadsOpt, TrustCodeOpt, TrustPickleOpt, flag, model_options, value,
-)
+from alexnet_deploy.cli.options import IoMode, JsonOpt, ThreadsOpt, flag, value, with_model_options
 from alexnet_deploy.errors import CheckFailed, InputError
 
 
@@ -67,6 +66,7 @@ def _print_lint(model_file: Path) -> None:
 
 
 @command()
+@with_model_options
 def bench(
     inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="INPUT...", help="Checkpoints (torch runtimes), ONNX files of any precision, TensorRT engines.")] = None,
     runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME,...", help="Comma list of: torch, torch-compile, torch-cuda, torch-cuda-fp16, ort, ort-cuda, ort-trt, trt (default torch,ort).")] = None,
@@ -79,12 +79,7 @@ def bench(
     json_target: JsonOpt = None,
     csv_file: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE.csv", help="Write the results as CSV.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Draw throughput as a PNG bar chart.")] = None,
-    arch: ArchOpt = None,
-    model: ModelOpt = None,
-    model_kwargs: ModelKwargsOpt = None,
-    input_size: InputSizeOpt = None,
-    trust_code: TrustCodeOpt = False,
-    trust_pickle: TrustPickleOpt = False,
+    model_options: ModelOptions = None,
     suite: Annotated[bool, flag("--suite", help="Run the standard suite (torch, torch.compile, onnxruntime FP32/FP16/INT8, plus CUDA/TensorRT where present) and update BENCHMARKS.md.")] = False,
     suite_dir: Annotated[Optional[Path], typer.Option("--suite-dir", help="Where the suite keeps its generated models (default bench-work).")] = None,
     write: Annotated[Optional[Path], typer.Option("--write", help="The Markdown file the suite updates (default BENCHMARKS.md).")] = None,
@@ -116,7 +111,7 @@ def bench(
     if not suite and (suite_dir is not None or write is not None):
         raise InputError("--suite-dir and --write apply to --suite only.", "add --suite, or drop them")
     if suite:
-        if inputs or runtime is not None or arch or model:
+        if inputs or runtime is not None or model_options.arch or model_options.model:
             raise InputError("--suite picks its own models and runtimes; INPUT, --runtime, --arch and --model do not apply.", "run `alexnet bench --suite` alone (timing options are fine)")
         write = write or Path("BENCHMARKS.md")
         check_writable(write, "benchmark report")
@@ -128,7 +123,7 @@ def bench(
             report = run_suite(suite_dir or Path("bench-work"), settings, threads, batches=batches, progress=progress)
             write_suite(report, write)
         else:
-            report = run_bench(inputs, runtimes, parse_batches(batch or "1,8,32"), settings, threads, model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), progress)
+            report = run_bench(inputs, runtimes, parse_batches(batch or "1,8,32"), settings, threads, model_options, progress)
     data = report.to_dict()
     if csv_file is not None:
         atomic_write_bytes(csv_file, bench_report.to_csv(data).encode())
