@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out
 from alexnet_deploy.cli.options import JsonOpt, ThreadsOpt, flag
+from alexnet_deploy.cli.ray_options import ActorsOpt, RayBatchOpt, RayFormatOpt, RayOpt, RayOutputOpt
 
 
 @command()
@@ -20,14 +21,28 @@ def predict(
     topk: Annotated[Optional[int], typer.Option("--topk", help="How many classes to show per image (default 5).")] = None,
     json_target: JsonOpt = None,
     threads: ThreadsOpt = None,
+    ray: RayOpt = None,
+    actors: ActorsOpt = None,
+    batch: RayBatchOpt = None,
+    output: RayOutputOpt = None,
+    output_format: RayFormatOpt = None,
 ):
     """Label images: the top classes and their probabilities, with labels and preprocessing from the model file.
 
     Undecodable files are skipped and listed; no decodable image at all is an error.
+    With --ray the same predictions are computed by Ray Data (local instance or cluster).
     """
     from alexnet_deploy.predict import predict_files
 
     report = JsonTarget(json_target)
+    if ray is not None:
+        from alexnet_deploy.cli.ray_options import run_predict_ray
+
+        return run_predict_ray(model_file, images, topk, report, threads, ray, actors, batch, output, output_format)
+    if (actors, batch, output, output_format) != (None, None, None, None):
+        from alexnet_deploy.errors import InputError
+
+        raise InputError("--actors, --batch, --output and --format apply to --ray runs.", "add --ray (a local Ray instance) or drop them")
     result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads)
     report.emit(result)
     if not report.quiet:
