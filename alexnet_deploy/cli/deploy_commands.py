@@ -11,6 +11,9 @@ from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out
 from alexnet_deploy.cli.options import JsonOpt, ThreadsOpt, flag
+from alexnet_deploy.cli.kserve_options import (
+    CpuOpt, GpusOpt, KServeOpt, MaxReplicasOpt, MemoryOpt, MinReplicasOpt, NamespaceOpt, ServiceOpt, StorageUriOpt, kserve_manifest,
+)
 from alexnet_deploy.cli.ray_options import ActorsOpt, RayBatchOpt, RayFormatOpt, RayOpt, RayOutputOpt
 
 
@@ -63,16 +66,46 @@ def package(
     no_dynamic_batching: Annotated[bool, flag("--no-dynamic-batching", help="Do not let Triton batch concurrent requests.")] = False,
     force: Annotated[bool, flag("--force", help="Replace an existing model of the same name.")] = False,
     json_target: JsonOpt = None,
+    kserve: KServeOpt = False,
+    storage_uri: StorageUriOpt = None,
+    service: ServiceOpt = None,
+    namespace: NamespaceOpt = None,
+    min_replicas: MinReplicasOpt = None,
+    max_replicas: MaxReplicasOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
 ):
-    """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan."""
+    """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan.
+
+    With --kserve, also a KServe InferenceService that serves the repository on Triton.
+    """
     from alexnet_deploy.deploy.triton import package_triton
 
     report = JsonTarget(json_target)
+    kserve_values = (storage_uri, service, namespace, min_replicas, max_replicas, cpu, memory, gpus)
+    if not kserve and any(v is not None for v in kserve_values):
+        from alexnet_deploy.errors import InputError
+
+        raise InputError("--storage-uri, --service, --namespace, --min/max-replicas, --cpu, --memory and --gpus apply to --kserve.", "add --kserve or drop them")
+    if kserve:  # made (and checked) before the repository is written
+        manifest_path, manifest = kserve_manifest(model_file, triton, name or "alexnet", *kserve_values)
     result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force)
-    report.emit(result.to_dict())
+    data = result.to_dict()
+    if kserve:
+        from alexnet_deploy.deploy.kserve import write_manifest
+
+        write_manifest(manifest_path, manifest)
+        data["kserve"] = {"path": str(manifest_path), "manifest": manifest, "placeholder_storage_uri": storage_uri is None}
+    report.emit(data)
     if not report.quiet:
         out.print(f"[green]wrote[/green] {escape(str(result.path))} ({result.backend} backend, max_batch_size {result.max_batch_size}, {result.labels} labels)")
         out.print(f"  serve it: tritonserver --model-repository {escape(str(Path(triton).resolve()))}", markup=False)
+        if kserve:
+            out.print(f"[green]wrote[/green] {escape(data['kserve']['path'])} (KServe InferenceService, Triton runtime, v2 protocol)")
+            if data["kserve"]["placeholder_storage_uri"]:
+                out.print("  replace its placeholder storageUri (or pass --storage-uri) with where you upload the repository", markup=False)
+            out.print(f"  deploy it: kubectl apply -f {escape(data['kserve']['path'])}", markup=False)
 
 
 @command()
