@@ -133,3 +133,20 @@ def test_predict_ray_jsonl_folder_by_path(half_width_onnx, image_folder, referen
     frame = pd.concat(pd.read_json(part, lines=True) for part in sorted(output.iterdir()) if part.suffix == ".json" or part.name.endswith(".jsonl"))
     frame["error"] = frame["error"].fillna("")
     _check_rows(frame.to_dict("records"), reference)
+
+
+def test_eval_ray_matches_local_eval(cli, half_width_onnx, tmp_path, ray_local):
+    """The same ImageFolder scored locally and on Ray: identical counts, confusion matrix and skipped files."""
+    rng = np.random.default_rng(1)
+    labels = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+    for i in range(60):
+        folder = tmp_path / "val" / labels[i % 5]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, size=(40, 56, 3), dtype=np.uint8), "RGB").save(folder / f"{i}.png")
+    (tmp_path / "val" / "roses" / "bad.jpg").write_bytes(b"not an image")
+    local = json.loads(cli.ok("eval", half_width_onnx, "--data", tmp_path / "val", "--json").stdout)
+    remote = json.loads(cli.ok("eval", half_width_onnx, "--data", tmp_path / "val", "--json", "--ray", "--batch", "16").stdout)
+    for key in ("n", "top1", "top5", "confusion", "per_class", "labels"):
+        assert remote[key] == local[key], key
+    assert [Path(p).name for p in remote["skipped"]] == ["bad.jpg"]
+    assert any("Ray" in note for note in remote["notes"])

@@ -12,6 +12,7 @@ from alexnet_deploy.cli.options import (
     ArchOpt, CropOpt, EvalRuntime, InputSizeOpt, JsonOpt, MeanOpt, Method, ModelKwargsOpt, ModelOpt, Precision, ResizeOpt,
     StdOpt, Target, ThreadsOpt, TrustCodeOpt, TrustPickleOpt, flag, model_options, preprocessing_overrides, value,
 )
+from alexnet_deploy.cli.ray_options import ActorsOpt, RayOpt
 from alexnet_deploy.errors import InputError
 
 
@@ -69,6 +70,8 @@ def eval_command(
     crop: CropOpt = None,
     mean: MeanOpt = None,
     std: StdOpt = None,
+    ray: RayOpt = None,
+    actors: ActorsOpt = None,
 ):
     """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
 
@@ -84,11 +87,19 @@ def eval_command(
             raise InputError(f"--confusion {confusion} does not end in .png.", "name it *.png")
         check_writable(confusion, "confusion PNG")
     overrides = preprocessing_overrides(resize, crop, mean, std)
-    with progress_steps(report_target.quiet) as progress:
-        report = evaluate(
-            model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
-            model_options=model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), preprocessing=overrides,
-        )
+    if ray is not None:
+        from alexnet_deploy.cli.ray_options import run_eval_ray
+
+        report = run_eval_ray(model_file, data, value(runtime), batch, limit, threads, ray, actors, report_target,
+                              (arch, model, model_kwargs, input_size, trust_code, trust_pickle, resize, crop, mean, std))
+    elif actors is not None:
+        raise InputError("--actors applies to --ray runs.", "add --ray or drop it")
+    else:
+        with progress_steps(report_target.quiet) as progress:
+            report = evaluate(
+                model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
+                model_options=model_options(arch, model, model_kwargs, input_size, trust_code or trust_pickle), preprocessing=overrides,
+            )
     if confusion is not None:
         write_confusion_png(report, confusion)
     from alexnet_deploy.cli.render import eval_table

@@ -54,3 +54,18 @@ def run_predict_ray(model_file: Path, images, topk, report, threads, address, ac
             f"[green]labelled[/green] {result.images} images on Ray ({result.address}, {result.actors} actor(s), batch {result.batch}){where}: "
             f"{result.images_per_s:.1f} images/s, Ray start {result.ray_start_s:.1f} s, {len(result.skipped)} skipped"
         )
+
+
+def run_eval_ray(model_file: Path, data: Path, runtime, batch, limit, threads, address, actors, report, checkpoint_flags):
+    """``alexnet eval --ray``: ONNX models only (checkpoint flags refused), the local eval's report."""
+    from alexnet_deploy.cli.app import err
+    from alexnet_deploy.deploy.ray_batch import eval_ray
+    from alexnet_deploy.errors import InputError
+
+    if runtime not in (None, "ort") or any(flag not in (None, False) for flag in checkpoint_flags):
+        raise InputError("eval --ray runs ONNX models on onnxruntime; --runtime torch and the checkpoint flags do not apply.", "export the checkpoint first (alexnet export), or drop --ray")
+
+    def log(message: str) -> None:
+        err.print(f"{message} …", markup=False)
+
+    return eval_ray(model_file, data, address=address, actors=actors, batch=batch, limit=limit, threads=threads, show_progress=err.is_terminal, log=log)

@@ -18,6 +18,7 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -84,7 +85,7 @@ def _reason(exc: BaseException) -> str:
 class ClassifierActor:
     """One ``Classifier`` per actor; ``model`` is a path or an ObjectRef to the file's bytes."""
 
-    def __init__(self, model, topk: int, threads: int | None):
+    def __init__(self, model, topk: int, threads: int | None, with_classes: bool = False):
         import ray
 
         from alexnet_deploy.classifier import Classifier
@@ -94,30 +95,35 @@ class ClassifierActor:
             model = ray.get(model)
         self.classifier = Classifier(model, threads=threads)
         self.topk = topk
+        self.with_classes = with_classes  # eval scores by class index (labels need not be unique)
 
     def __call__(self, batch: dict[str, np.ndarray]):
         import pyarrow as pa
 
         errors = [str(e) for e in batch["error"]]
-        tops: list[list[tuple[str, float]]] = [[] for _ in errors]
+        logits: list[np.ndarray | None] = [None] * len(errors)
         good = [i for i, e in enumerate(errors) if not e]
         if good:
             try:
-                results = self.classifier.top(self.classifier.logits(batch["image"][good]), self.topk)
-                for i, top in zip(good, results):
-                    tops[i] = top
+                for i, row in zip(good, self.classifier.logits(batch["image"][good])):
+                    logits[i] = row
             except Exception:  # noqa: BLE001 - retry one by one so one bad input loses only itself
                 for i in good:
                     try:
-                        tops[i] = self.classifier.top(self.classifier.logits(batch["image"][i:i + 1]), self.topk)[0]
+                        logits[i] = self.classifier.logits(batch["image"][i:i + 1])[0]
                     except Exception as exc:  # noqa: BLE001
                         errors[i] = _reason(exc)
-        return pa.table({
+        tops = [self.classifier.top(row[None], self.topk)[0] if row is not None else [] for row in logits]
+        columns = {
             "path": pa.array([str(p) for p in batch["path"]], pa.string()),
             "labels": pa.array([[label for label, _ in top] for top in tops], pa.list_(pa.string())),
             "probabilities": pa.array([[p for _, p in top] for top in tops], pa.list_(pa.float64())),
             "error": pa.array(errors, pa.string()),
-        })
+        }
+        if self.with_classes:
+            k = min(self.topk, len(self.classifier.labels))
+            columns["classes"] = pa.array([np.argsort(-row, kind="stable")[:k].tolist() if row is not None else [] for row in logits], pa.list_(pa.int32()))
+        return pa.table(columns)
 
 
 # ---- driver side -----------------------------------------------------------------------
@@ -257,10 +263,6 @@ def predict_ray(
     batch = DEFAULT_BATCH if batch is None else batch
     if batch < 1:
         raise InputError(f"--batch {batch} must be at least 1.", f"e.g. --batch {DEFAULT_BATCH}")
-    if actors is not None and actors < 1:
-        raise InputError(f"--actors {actors} must be at least 1.", "e.g. --actors 2")
-    if model_transfer not in ("auto", "path", "object-store"):
-        raise InputError(f"unknown model transfer {model_transfer!r}.", "use auto, path or object-store")
     model = check_input_file(Path(model), "model")
     record = read_record(load_onnx(model, load_weights=False), str(model))  # bad models fail here, before Ray starts
     files, count = _files(sources)
@@ -270,14 +272,67 @@ def predict_ray(
 
         check_writable(Path(output), "predictions file")
 
-    require("pyarrow", "ray", "predict --ray")
-    ray = require("ray", "ray", "predict --ray")
-    require("ray.data", "ray", "predict --ray")
-    started, start_seconds = connect(address, log)
-    try:
+    with ray_session(model, address, actors, threads, model_transfer, show_progress, log, "predict --ray") as session:
+        log(f"labelling {count if count is not None else 'the'} images with {session.actors} actor(s) x batch {batch} ({session.cpus} CPUs)")
+        tick = time.perf_counter()
+        dataset = session.pipeline(files, count, record.preprocessing, batch, topk)
+        images, skipped, predictions = _sink(dataset, kind, fmt, output, on_prediction)
+        seconds = time.perf_counter() - tick
+    if images == 0:
+        raise InputError(f"none of the {len(skipped)} image file(s) could be decoded.", "give readable .jpg/.png images")
+    return RayReport(
+        model=str(model), address=session.address, output=None if output is None else str(output), format=fmt, images=images,
+        actors=session.actors, batch=batch, model_transfer=session.transfer, ray_start_s=session.start_s, seconds=seconds,
+        skipped=skipped, predictions=predictions,
+    )
+
+
+@dataclass
+class RaySession:
+    """A connected Ray, the resolved actor count, and the model handle the actors receive."""
+
+    address: str
+    cpus: int
+    actors: int
+    actor_cpus: int
+    transfer: str
+    handle: Any
+    start_s: float
+
+    def pipeline(self, files: list[str], count: int | None, spec, batch: int, topk: int, with_classes: bool = False):
+        """read_binary_files -> decode/preprocess tasks -> Classifier actor pool (lazy; nothing runs yet)."""
         import ray.data
 
-        where = address or os.environ.get("RAY_ADDRESS") or ("local" if started else "this process's Ray")
+        blocks = None if count is None else max(1, math.ceil(count / batch))  # ~one batch per block: steady streaming
+        # Read and decode tasks reserve the memory of one batch of float32 tensors (twice: input and
+        # output blocks). Besides being true, it keeps them apart from the actors: Ray Data fuses a task
+        # map into the following actor map when their remote arguments match, which would decode in the
+        # actor, one image after another, between model calls.
+        memory = 2 * batch * 3 * spec.crop * spec.crop * 4
+        dataset = ray.data.read_binary_files(files, include_paths=True, override_num_blocks=blocks, memory=memory)
+        dataset = dataset.map_batches(_decode_batch, fn_kwargs={"spec": spec}, batch_size=batch, batch_format="numpy", memory=memory)
+        return dataset.map_batches(
+            ClassifierActor,
+            fn_constructor_kwargs={"model": self.handle, "topk": topk, "threads": self.actor_cpus, "with_classes": with_classes},
+            compute=ray.data.ActorPoolStrategy(size=self.actors),
+            batch_size=batch,
+            batch_format="numpy",
+            num_cpus=self.actor_cpus,
+        )
+
+
+@contextmanager
+def ray_session(model: Path, address, actors, threads, model_transfer, show_progress, log, feature: str):
+    """Connect (starting a local instance when needed, shut down again after), size the actor pool, ship the model."""
+    require("pyarrow", "ray", feature)
+    ray = require("ray", "ray", feature)
+    require("ray.data", "ray", feature)
+    if actors is not None and actors < 1:
+        raise InputError(f"--actors {actors} must be at least 1.", "e.g. --actors 2")
+    if model_transfer not in ("auto", "path", "object-store"):
+        raise InputError(f"unknown model transfer {model_transfer!r}.", "use auto, path or object-store")
+    started, start_seconds = connect(address, log)
+    try:
         cpus = int(ray.cluster_resources().get("CPU", 0))
         actor_cpus = threads or 1
         if actors is None:
@@ -287,38 +342,18 @@ def predict_ray(
                 f"--actors {actors} x {actor_cpus} CPU would hold all {cpus} CPUs of this Ray cluster, leaving none to read and decode images.",
                 f"use --actors {max(1, (cpus - 1) // actor_cpus)} (or fewer --threads)",
             )
-        transfer = model_transfer if model_transfer != "auto" else ("path" if started and not address else "object-store")
-        handle = str(model.resolve()) if transfer == "path" else ray.put(model.read_bytes())
+        local = started and address in (None, "local") and not os.environ.get("RAY_ADDRESS")  # as connect() decided
+        transfer = model_transfer if model_transfer != "auto" else ("path" if local else "object-store")
+        handle = str(Path(model).resolve()) if transfer == "path" else ray.put(Path(model).read_bytes())
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = show_progress
         if not show_progress:
             logging.getLogger("ray.data").setLevel(logging.WARNING)
-        log(f"labelling {count if count is not None else 'the'} images with {actors} actor(s) x batch {batch} ({cpus} CPUs)")
-
-        tick = time.perf_counter()
-        blocks = None if count is None else max(1, math.ceil(count / batch))
-        dataset = ray.data.read_binary_files(files, include_paths=True, override_num_blocks=blocks)
-        dataset = dataset.map_batches(_decode_batch, fn_kwargs={"spec": record.preprocessing}, batch_size=batch, batch_format="numpy")
-        dataset = dataset.map_batches(
-            ClassifierActor,
-            fn_constructor_kwargs={"model": handle, "topk": topk, "threads": actor_cpus},
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            batch_size=batch,
-            batch_format="numpy",
-            num_cpus=actor_cpus,
-        )
-        images, skipped, predictions = _sink(dataset, kind, fmt, output, on_prediction)
-        seconds = time.perf_counter() - tick
+        where = address or os.environ.get("RAY_ADDRESS") or ("local" if started else "this process's Ray")
+        yield RaySession(where, cpus, actors, actor_cpus, transfer, handle, start_seconds)
     finally:
         if started:
             ray.shutdown()
-    if images == 0:
-        raise InputError(f"none of the {len(skipped)} image file(s) could be decoded.", "give readable .jpg/.png images")
-    return RayReport(
-        model=str(model), address=where, output=None if output is None else str(output), format=fmt, images=images,
-        actors=actors, batch=batch, model_transfer=transfer, ray_start_s=start_seconds, seconds=seconds,
-        skipped=skipped, predictions=predictions,
-    )
 
 
 def _split(table, skipped: list[dict[str, str]]) -> int:
@@ -380,3 +415,55 @@ def _sink(dataset, kind, fmt, output, on_prediction):
             if on_prediction is not None:
                 on_prediction(item)
     return len(predictions), skipped, predictions
+
+
+def eval_ray(model: Path, data: Path, address: str | None = None, actors: int | None = None, batch: int | None = None,
+             limit: int | None = None, threads: int | None = None, show_progress: bool = False,
+             log: Callable[[str], None] = lambda message: None):
+    """``alexnet eval --ray``: the local eval's report (an EvalReport), the images labelled on Ray.
+
+    Only class indices come back to the driver, a batch at a time, into the confusion matrix.
+    """
+    from alexnet_deploy.datasets import class_index_map, open_image_set, split_indices
+    from alexnet_deploy.evaluate import summarize
+    from alexnet_deploy.onnx_file import check_input_file, file_kind, load_onnx
+    from alexnet_deploy.record import read_record
+
+    batch = DEFAULT_BATCH if batch is None else batch
+    if batch < 1:
+        raise InputError(f"--batch {batch} must be at least 1.", f"e.g. --batch {DEFAULT_BATCH}")
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit {limit} must be at least 1.", "drop it to use every image")
+    model = check_input_file(Path(model), "model")
+    if file_kind(model) != "onnx":
+        raise InputError(f"eval --ray runs ONNX models; {model} is not one.", f"export it first (alexnet export {model}) or drop --ray")
+    record = read_record(load_onnx(model, load_weights=False), str(model))
+    images = open_image_set(Path(data), "data folder")
+    if not images.labelled:
+        raise InputError(f"{data} is not an ImageFolder, so there is nothing to score against.", "give an ImageFolder root: one sub-folder of images per class")
+    if limit is not None and limit < len(images.paths):
+        images = images.subset(split_indices(len(images.paths), limit)[0])
+    labels = list(record.labels)
+    mapping, matched = class_index_map(images.classes, labels)
+    truth_of = {str(Path(p).resolve()): mapping[t] for p, t in zip(images.paths, images.targets)}
+    classes = len(labels)
+    confusion = np.zeros((classes, classes), dtype=np.int64)
+    top5_hits = np.zeros(classes, dtype=np.int64)
+    skipped: list[str] = []
+    with ray_session(model, address, actors, threads, "auto", show_progress, log, "eval --ray") as session:
+        log(f"evaluating {len(truth_of)} images with {session.actors} actor(s) x batch {batch} ({session.cpus} CPUs)")
+        tick = time.perf_counter()
+        dataset = session.pipeline(list(truth_of), len(truth_of), record.preprocessing, batch, 5, with_classes=True)
+        for table in dataset.select_columns(["path", "error", "classes"]).iter_batches(batch_format="pyarrow", batch_size=None):
+            for path, error, top in zip(*(table.column(c).to_pylist() for c in ("path", "error", "classes"))):
+                if error:
+                    skipped.append(path)
+                    continue
+                truth = truth_of[path]
+                confusion[truth, top[0]] += 1
+                top5_hits[truth] += truth in top
+        seconds = time.perf_counter() - tick
+    report = summarize(str(model), "ort", record.precision, labels, confusion, top5_hits, mapping, matched,
+                       skipped, seconds, 0.0, batch, images.root, len(images.paths))
+    report.notes.append(f"labelled on Ray ({session.address}, {session.actors} actor(s)); Ray start {session.start_s:.1f} s not counted")
+    return report
