@@ -1,4 +1,4 @@
-"""What Ray Data costs against the local path: ``python -m alexnet_deploy.bench.ray_overhead MODEL.onnx [IMAGES] [--rounds N] [--batch B]``.
+"""What Ray Data costs against the local path: ``python -m alexnet_deploy.deploy.ray_bench MODEL.onnx [IMAGES] [--rounds N] [--batch B]``.
 
 The local path (``alexnet predict``: decode, then Classifier, one process) and ``predict
 --ray`` (read/decode tasks + one Classifier actor, rows written to a Parquet file) label
@@ -6,6 +6,7 @@ the same folder in alternating rounds, so a machine shared with other work slows
 alike. Ray's start-up is timed once and kept out of the rates (it is paid once per job).
 Prints JSON: images/s of each per round, their medians, the ratio, the per-actor rate,
 and Ray's start and shutdown seconds. Without IMAGES, 300 synthetic images are made.
+(Here and not in bench/: it measures deploy code, and imports run downward only.)
 """
 
 from __future__ import annotations
