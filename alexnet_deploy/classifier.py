@@ -38,18 +38,25 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """An exported AlexNet ready to label images.
 
-    ``Classifier(path, providers=None, threads=None)``: ``providers`` is onnxruntime's list
-    (default CPU), ``threads`` its intra-op thread count.
+    ``Classifier(model, providers=None, threads=None)``: ``model`` is a path or the ONNX
+    file's bytes (a worker that does not share the driver's disk gets them from an object
+    store); ``providers`` is onnxruntime's list (default CPU), ``threads`` its intra-op
+    thread count.
     """
 
     def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
         from alexnet_deploy.record import read_record
-        from alexnet_deploy.onnx_file import load_onnx
+        from alexnet_deploy.onnx_file import load_onnx, load_onnx_bytes
         from alexnet_deploy.runtimes.ort import OrtRuntime
 
-        path = Path(path)
-        record = read_record(load_onnx(path, load_weights=False), str(path))
-        self.path = path
+        if isinstance(path, (bytes, bytearray, memoryview)):
+            path = bytes(path)
+            record = read_record(load_onnx_bytes(path), "<model bytes>")
+            self.path = None
+        else:
+            path = Path(path)
+            record = read_record(load_onnx(path, load_weights=False), str(path))
+            self.path = path
         self.labels: tuple[str, ...] = tuple(record.labels)
         self.preprocessing = record.preprocessing
         self.precision = record.precision
@@ -59,7 +66,8 @@ class Classifier:
         self.min_batch, self.max_batch = info.min_batch, info.max_batch
 
     def __repr__(self) -> str:
-        return f"Classifier({str(self.path)!r}, {len(self.labels)} classes, {self.precision}, input {self.input_size})"
+        where = "<model bytes>" if self.path is None else str(self.path)
+        return f"Classifier({where!r}, {len(self.labels)} classes, {self.precision}, input {self.input_size})"
 
     def preprocess(self, images) -> np.ndarray:
         """One image or a list (paths, PIL images, HxWx3 uint8 arrays) -> float32 NCHW, as torchvision would make it."""
@@ -87,11 +95,15 @@ class Classifier:
         images = [x] if single else list(x)
         if not images:
             return []
-        probabilities = softmax(self.logits(self.preprocess(images)))
+        results = self.top(self.logits(self.preprocess(images)), topk)
+        return results[0] if single else results
+
+    def top(self, logits: np.ndarray, topk: int = 5) -> list[list[tuple[str, float]]]:
+        """Best ``topk`` (label, probability) pairs per row of ``logits`` (what predict() returns for a list)."""
+        probabilities = softmax(logits)
         k = min(topk, len(self.labels))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
-        results = [[(self.labels[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
-        return results[0] if single else results
+        return [[(self.labels[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
 
     def close(self) -> None:
         """Release the onnxruntime session."""

@@ -181,23 +181,29 @@ def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name,
         top5 = np.argsort(-logits, axis=1)[:, :k]
         np.add.at(top5_hits, truth[(top5 == truth[:, None]).any(axis=1)], 1)
     total_seconds = time.perf_counter() - started
+    return summarize(name, info.runtime, loaded.precision, list(loaded.labels), confusion, top5_hits, mapping, matched, skipped,
+                     total_seconds, model_seconds, batch, images.root, len(images.paths))
+
+
+def summarize(name, runtime, precision, labels, confusion, top5_hits, mapping, matched, skipped, total_seconds, model_seconds, batch, root, files) -> EvalReport:
+    """The report from the counts (shared by the local loop and ``eval --ray``)."""
     n = int(confusion.sum())
     if n == 0:
-        raise InputError(f"none of the {len(images.paths)} image files under {images.root} could be decoded.", "point --data at a folder of readable images")
+        raise InputError(f"none of the {files} image files under {root} could be decoded.", "point --data at a folder of readable images")
     per_class = {}
     for index in sorted(set(mapping)):
         count = int(confusion[index].sum())
         if count:
-            per_class[loaded.labels[index]] = {"n": count, "top1": float(confusion[index, index] / count), "top5": float(top5_hits[index] / count)}
+            per_class[labels[index]] = {"n": count, "top1": float(confusion[index, index] / count), "top5": float(top5_hits[index] / count)}
     notes = [] if matched == "by name" else [f"folder classes matched to the model {matched}"]
     return EvalReport(
         model=name,
-        runtime=info.runtime,
-        precision=loaded.precision,
+        runtime=runtime,
+        precision=precision,
         n=n,
         top1=float(np.trace(confusion) / n),
         top5=float(top5_hits.sum() / n),
-        labels=list(loaded.labels),
+        labels=list(labels),
         per_class=per_class,
         confusion=confusion.tolist(),
         images_per_s=n / total_seconds if total_seconds > 0 else 0.0,

@@ -71,6 +71,18 @@ def load_onnx(path: Path, load_weights: bool = True):
     return model
 
 
+def load_onnx_bytes(data: bytes):
+    """An ONNX ModelProto from a serialized file's bytes, raising InputError when they are not ONNX."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(bytes(data))
+    except Exception as exc:
+        raise InputError(f"the model bytes are not a readable ONNX model ({type(exc).__name__}).", "pass the bytes of an .onnx file written by `alexnet export`") from None
+    if not model.graph.node and not model.graph.input:
+        raise InputError("the model bytes are not a readable ONNX model (no graph found).", "pass the bytes of an .onnx file written by `alexnet export`")
+    return model
+
 
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 

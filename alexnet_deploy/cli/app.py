@@ -69,18 +69,34 @@ def _json_value_follows(token: str | None) -> bool:
     return token is not None and (token == "-" or token.lower().endswith(".json"))
 
 
-def normalise_json_flag(args: list[str]) -> list[str]:
-    """``--json`` alone means ``--json -`` (stdout); ``--json FILE.json`` and ``--json -`` keep their value.
+def _ray_value_follows(token: str | None) -> bool:
+    from alexnet_deploy.deploy.ray_batch import is_ray_address
+
+    return is_ray_address(token)
+
+
+# Options with an optional value: flag -> (the value a bare flag means, whether the next token is its value).
+OPTIONAL_VALUE_FLAGS = {
+    "--json": ("-", _json_value_follows),  # stdout
+    "--ray": ("local", _ray_value_follows),  # a local Ray instance (or RAY_ADDRESS when set)
+}
+
+
+def normalise_optional_flags(args: list[str]) -> list[str]:
+    """Complete a bare optional-value flag: ``--json`` alone means ``--json -``, ``--ray`` alone ``--ray local``.
 
     Click has no option with an optional value that leaves a following positional argument
-    alone, so a bare ``--json`` is completed here: the next token is its value only when it
-    is ``-`` or ends in ``.json``.
+    alone, so a bare flag is completed here: the next token is its value only when it looks
+    like one (``-`` or ``*.json`` for --json; ``auto``, ``local``, ``ray://...``, ``HOST:PORT``
+    for --ray), so ``predict m.onnx --ray images/`` keeps ``images/`` as a source.
     """
     result: list[str] = []
     for index, token in enumerate(args):
         result.append(token)
-        if token == "--json" and not _json_value_follows(args[index + 1] if index + 1 < len(args) else None):
-            result.append("-")
+        if token in OPTIONAL_VALUE_FLAGS:
+            bare, takes_value = OPTIONAL_VALUE_FLAGS[token]
+            if not takes_value(args[index + 1] if index + 1 < len(args) else None):
+                result.append(bare)
     return result
 
 
@@ -89,13 +105,13 @@ _ClickException = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__
 
 
 class Group(TyperGroup):
-    """The ``alexnet`` group: commands listed in the order they were declared; ``--json`` normalised."""
+    """The ``alexnet`` group: commands listed in the order they were declared; ``--json`` and ``--ray`` normalised."""
 
     def list_commands(self, ctx) -> list[str]:
         return list(self.commands)
 
     def parse_args(self, ctx, args: list[str]) -> list[str]:
-        return super().parse_args(ctx, normalise_json_flag(list(args)))
+        return super().parse_args(ctx, normalise_optional_flags(list(args)))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         """Usage errors as the toolkit's other errors: one line with the problem, one with the fix, exit 2."""

@@ -11,6 +11,10 @@ from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out
 from alexnet_deploy.cli.options import JsonOpt, ThreadsOpt, flag
+from alexnet_deploy.cli.kserve_options import (
+    CpuOpt, GpusOpt, KServeOpt, MaxReplicasOpt, MemoryOpt, MinReplicasOpt, NamespaceOpt, ServiceOpt, StorageUriOpt, kserve_manifest,
+)
+from alexnet_deploy.cli.ray_options import ActorsOpt, RayBatchOpt, RayFormatOpt, RayOpt, RayOutputOpt
 
 
 @command()
@@ -20,14 +24,28 @@ def predict(
     topk: Annotated[Optional[int], typer.Option("--topk", help="How many classes to show per image (default 5).")] = None,
     json_target: JsonOpt = None,
     threads: ThreadsOpt = None,
+    ray: RayOpt = None,
+    actors: ActorsOpt = None,
+    batch: RayBatchOpt = None,
+    output: RayOutputOpt = None,
+    output_format: RayFormatOpt = None,
 ):
     """Label images: the top classes and their probabilities, with labels and preprocessing from the model file.
 
     Undecodable files are skipped and listed; no decodable image at all is an error.
+    With --ray the same predictions are computed by Ray Data (local instance or cluster).
     """
     from alexnet_deploy.predict import predict_files
 
     report = JsonTarget(json_target)
+    if ray is not None:
+        from alexnet_deploy.cli.ray_options import run_predict_ray
+
+        return run_predict_ray(model_file, images, topk, report, threads, ray, actors, batch, output, output_format)
+    if (actors, batch, output, output_format) != (None, None, None, None):
+        from alexnet_deploy.errors import InputError
+
+        raise InputError("--actors, --batch, --output and --format apply to --ray runs.", "add --ray (a local Ray instance) or drop them")
     result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads)
     report.emit(result)
     if not report.quiet:
@@ -48,16 +66,46 @@ def package(
     no_dynamic_batching: Annotated[bool, flag("--no-dynamic-batching", help="Do not let Triton batch concurrent requests.")] = False,
     force: Annotated[bool, flag("--force", help="Replace an existing model of the same name.")] = False,
     json_target: JsonOpt = None,
+    kserve: KServeOpt = False,
+    storage_uri: StorageUriOpt = None,
+    service: ServiceOpt = None,
+    namespace: NamespaceOpt = None,
+    min_replicas: MinReplicasOpt = None,
+    max_replicas: MaxReplicasOpt = None,
+    cpu: CpuOpt = None,
+    memory: MemoryOpt = None,
+    gpus: GpusOpt = None,
 ):
-    """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan."""
+    """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan.
+
+    With --kserve, also a KServe InferenceService that serves the repository on Triton.
+    """
     from alexnet_deploy.deploy.triton import package_triton
 
     report = JsonTarget(json_target)
+    kserve_values = (storage_uri, service, namespace, min_replicas, max_replicas, cpu, memory, gpus)
+    if not kserve and any(v is not None for v in kserve_values):
+        from alexnet_deploy.errors import InputError
+
+        raise InputError("--storage-uri, --service, --namespace, --min/max-replicas, --cpu, --memory and --gpus apply to --kserve.", "add --kserve or drop them")
+    if kserve:  # made (and checked) before the repository is written
+        manifest_path, manifest = kserve_manifest(model_file, triton, name or "alexnet", *kserve_values)
     result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force)
-    report.emit(result.to_dict())
+    data = result.to_dict()
+    if kserve:
+        from alexnet_deploy.deploy.kserve import write_manifest
+
+        write_manifest(manifest_path, manifest)
+        data["kserve"] = {"path": str(manifest_path), "manifest": manifest, "placeholder_storage_uri": storage_uri is None}
+    report.emit(data)
     if not report.quiet:
         out.print(f"[green]wrote[/green] {escape(str(result.path))} ({result.backend} backend, max_batch_size {result.max_batch_size}, {result.labels} labels)")
         out.print(f"  serve it: tritonserver --model-repository {escape(str(Path(triton).resolve()))}", markup=False)
+        if kserve:
+            out.print(f"[green]wrote[/green] {escape(data['kserve']['path'])} (KServe InferenceService, Triton runtime, v2 protocol)")
+            if data["kserve"]["placeholder_storage_uri"]:
+                out.print("  replace its placeholder storageUri (or pass --storage-uri) with where you upload the repository", markup=False)
+            out.print(f"  deploy it: kubectl apply -f {escape(data['kserve']['path'])}", markup=False)
 
 
 @command()

@@ -36,7 +36,7 @@ def value(choice: Enum | None) -> str | None:
     return None if choice is None else choice.value
 
 
-# --json [FILE|-]: the same on every command that reports (see cli.app.normalise_json_flag).
+# --json [FILE|-]: the same on every command that reports (see cli.app.normalise_optional_flags).
 JsonOpt = Annotated[Optional[Path], typer.Option(
     "--json", metavar="[FILE.json|-]",
     help="Write the report as JSON: '--json' or '--json -' prints it to stdout (and nothing else); '--json FILE.json' writes the file and still prints the table.",

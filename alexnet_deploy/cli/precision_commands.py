@@ -12,6 +12,7 @@ from alexnet_deploy.cli.app import JsonTarget, command, progress_steps
 from alexnet_deploy.cli.options import (
     EvalRuntime, JsonOpt, Method, Precision, Target, ThreadsOpt, flag, value, with_model_options, with_preprocessing,
 )
+from alexnet_deploy.cli.ray_options import ActorsOpt, RayOpt
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.record import PreprocessingOverrides
 
@@ -64,6 +65,8 @@ def eval_command(
     threads: ThreadsOpt = None,
     model_options: ModelOptions = None,
     preprocessing: PreprocessingOverrides = None,
+    ray: RayOpt = None,
+    actors: ActorsOpt = None,
 ):
     """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
 
@@ -78,11 +81,19 @@ def eval_command(
         if confusion.suffix.lower() != ".png":
             raise InputError(f"--confusion {confusion} does not end in .png.", "name it *.png")
         check_writable(confusion, "confusion PNG")
-    with progress_steps(report_target.quiet) as progress:
-        report = evaluate(
-            model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
-            model_options=model_options, preprocessing=preprocessing,
-        )
+    if ray is not None:
+        from alexnet_deploy.cli.ray_options import run_eval_ray
+
+        checkpoint_flags = model_options != ModelOptions() or preprocessing != PreprocessingOverrides()
+        report = run_eval_ray(model_file, data, value(runtime), batch, limit, threads, ray, actors, report_target, checkpoint_flags)
+    elif actors is not None:
+        raise InputError("--actors applies to --ray runs.", "add --ray or drop it")
+    else:
+        with progress_steps(report_target.quiet) as progress:
+            report = evaluate(
+                model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
+                model_options=model_options, preprocessing=preprocessing,
+            )
     if confusion is not None:
         write_confusion_png(report, confusion)
     from alexnet_deploy.cli.render import eval_table
