@@ -11,10 +11,11 @@ from alexnet_deploy.preprocess import list_images, to_rgb_image
 CHUNK = 64  # images decoded and run at a time
 
 
-def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None) -> dict[str, Any]:
+def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None, runtime: str = "ort") -> dict[str, Any]:
     """Top-``topk`` (label, probability) per image file; folders are expanded, undecodable files skipped.
 
-    Returns ``{"model", "predictions": [{"image", "top": [[label, p], ...]}], "skipped": [{"image", "reason"}]}``.
+    ``runtime``: 'ort', 'openvino' or 'openvino-bf16' (runtimes.open_runtime's names).
+    Returns ``{"model", "runtime", "precision", "predictions": [{"image", "top": [[label, p], ...]}], "skipped": [{"image", "reason"}]}``.
     """
     from alexnet_deploy.classifier import Classifier
 
@@ -31,7 +32,7 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
     if not files:
         raise InputError("no image files found in the given folders.", "give .jpg/.png files or folders that hold them")
     predictions, skipped = [], []
-    with Classifier(model, threads=threads) as classifier:
+    with Classifier(model, threads=threads, runtime=runtime) as classifier:
         for start in range(0, len(files), CHUNK):  # bounded memory for large folders
             decoded, good = [], []
             for path in files[start:start + CHUNK]:
@@ -45,4 +46,5 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
                 predictions += [{"image": str(path), "top": [[label, prob] for label, prob in top]} for path, top in zip(good, tops)]
     if not predictions:
         raise InputError(f"none of the {len(files)} image file(s) could be decoded.", "give readable .jpg/.png images")
-    return {"model": str(model), "predictions": predictions, "skipped": skipped}
+        ran = {"runtime": runtime, "precision": classifier.precision}
+    return {"model": str(model), **ran, "predictions": predictions, "skipped": skipped}

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out
-from alexnet_deploy.cli.options import JsonOpt, ThreadsOpt, flag
+from alexnet_deploy.cli.options import JsonOpt, OnnxRuntime, ThreadsOpt, TritonBackend, flag, value
 
 
 @command()
@@ -20,6 +20,7 @@ def predict(
     topk: Annotated[Optional[int], typer.Option("--topk", help="How many classes to show per image (default 5).")] = None,
     json_target: JsonOpt = None,
     threads: ThreadsOpt = None,
+    runtime: Annotated[Optional[OnnxRuntime], typer.Option("--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy[openvino]').")] = None,
 ):
     """Label images: the top classes and their probabilities, with labels and preprocessing from the model file.
 
@@ -28,7 +29,7 @@ def predict(
     from alexnet_deploy.predict import predict_files
 
     report = JsonTarget(json_target)
-    result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads)
+    result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads, runtime=value(runtime) or "ort")
     report.emit(result)
     if not report.quiet:
         for item in result["predictions"]:
@@ -40,20 +41,21 @@ def predict(
 
 @command()
 def package(
-    model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (onnxruntime backend) or a TensorRT engine with its sidecar (tensorrt backend).")],
+    model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (onnxruntime or openvino backend) or a TensorRT engine with its sidecar (tensorrt backend).")],
     triton: Annotated[Path, typer.Option("--triton", metavar="REPO", help="The Triton model repository folder to write into.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the repository, the folder name (default alexnet).")] = None,
     max_batch: Annotated[Optional[int], typer.Option("--max-batch", help="Triton's max_batch_size (default 64; engines: at most their profile's max).")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", help="Model instances, the instance_group count (default 1).")] = None,
     no_dynamic_batching: Annotated[bool, flag("--no-dynamic-batching", help="Do not let Triton batch concurrent requests.")] = False,
     force: Annotated[bool, flag("--force", help="Replace an existing model of the same name.")] = False,
+    backend: Annotated[Optional[TritonBackend], typer.Option("--backend", help="For ONNX models: onnxruntime (default) or openvino (Triton's OpenVINO backend, CPU; computes in BF16 on BF16 CPUs, it has no key to force f32).")] = None,
     json_target: JsonOpt = None,
 ):
     """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan."""
     from alexnet_deploy.deploy.triton import package_triton
 
     report = JsonTarget(json_target)
-    result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force)
+    result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force, backend=value(backend))
     report.emit(result.to_dict())
     if not report.quiet:
         out.print(f"[green]wrote[/green] {escape(str(result.path))} ({result.backend} backend, max_batch_size {result.max_batch_size}, {result.labels} labels)")
