@@ -96,7 +96,7 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
         loaded = open_runtime(model, runtime, threads)
         return _Loaded(loaded, list(record.labels), spec, loaded.info().precision)
     if runtime in onnx_runtimes:
-        raise InputError(f"{model} is a PyTorch checkpoint; {runtime} needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
+        raise InputError(f"{model} is a PyTorch checkpoint; {'OpenVINO' if runtime.startswith('openvino') else 'onnxruntime'} needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
     from alexnet_deploy.errors import require
     from alexnet_deploy.labels import default_labels
     from alexnet_deploy.checkpoints.options import ModelOptions

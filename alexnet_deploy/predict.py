@@ -46,5 +46,4 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
                 predictions += [{"image": str(path), "top": [[label, prob] for label, prob in top]} for path, top in zip(good, tops)]
     if not predictions:
         raise InputError(f"none of the {len(files)} image file(s) could be decoded.", "give readable .jpg/.png images")
-        ran = {"runtime": runtime, "precision": classifier.precision}
-    return {"model": str(model), **ran, "predictions": predictions, "skipped": skipped}
+    return {"model": str(model), "runtime": runtime, "precision": classifier.precision, "predictions": predictions, "skipped": skipped}
