@@ -193,8 +193,9 @@ def test_triton_openvino_config_parses(cli, half_width_onnx, tmp_path):
 
 
 def test_bench_openvino_rows_host_and_fastest(cli, half_width_onnx):
-    data = json.loads(cli.ok("bench", half_width_onnx, "--runtime", "ort,openvino", "--batch", "1,2", "--iterations", 2, "--warmup", 0, "--threads", 1, "--json", "-").stdout)
+    data = json.loads(cli.ok("bench", half_width_onnx, "--runtime", "ort,openvino", "--batch", "1,2", "--iterations", 2, "--rounds", 2, "--warmup", 0, "--threads", 1, "--json", "-").stdout)
     machine = data["machine"]
+    assert data["settings"]["rounds"] == 2 and all(r["iterations"] == 2 for r in data["results"])  # one per round, round-robin
     assert set(machine["isa"]) == {"avx2", "avx512", "vnni", "bf16", "amx"} and "AVX2" in machine["isa_line"]
     assert {"fp32", "int8"} <= set(machine["ceilings"]) and ("bf16" in machine["ceilings"]) == HAS_BF16
     assert "openvino" in machine["versions"]

@@ -132,6 +132,49 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
     return TrtRuntime(path)
 
 
+def _measure_cells(cells, settings: TimingSettings, report: BenchReport, progress, rounds: int) -> None:
+    """Time every (runtime name, path, runtime, batch) cell, ``rounds`` times round-robin; append rows in cell order."""
+    import dataclasses
+    import math
+
+    if not cells:
+        return
+    per_round = dataclasses.replace(
+        settings, duration_s=settings.duration_s / rounds,
+        iterations=None if settings.iterations is None else max(1, math.ceil(settings.iterations / rounds)),
+        min_iterations=max(1, math.ceil(settings.min_iterations / rounds)),
+    )
+    samples: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+    failed: dict[int, str] = {}
+    for round_index in range(rounds):
+        for i, (runtime_name, path, runtime, size) in enumerate(cells):
+            if i in failed:
+                progress.advance()
+                continue
+            progress(f"{runtime_name} {path.name} batch {size}" + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""))
+            warm = per_round if round_index == 0 else dataclasses.replace(per_round, warmup_s=0.0)
+            try:
+                samples[i] += time_runtime(runtime, size, warm)
+            except AlexnetError as exc:
+                failed[i] = f"batch {size}: {exc.problem}"
+            except Exception as exc:  # e.g. a torch.compile backend failure or CUDA out of memory: keep the other rows
+                failed[i] = f"batch {size}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            progress.advance()
+    for i, (runtime_name, path, runtime, size) in enumerate(cells):
+        if i in failed:
+            report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": failed[i]})
+            continue
+        info = runtime.info()
+        io = "device" if settings.io == "device" and device_timing_possible(runtime) else "host"
+        row = {
+            "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size, "io": io,
+            "latency_ms": latency_stats(samples[i]), "throughput_ips": throughput(size, samples[i]), "iterations": len(samples[i]),
+        }
+        if "runtime_precision" in info.details:  # what the heavy layers really ran in (OpenVINO's execution graph)
+            row["runtime_precision"] = info.details["runtime_precision"]
+        report.results.append(row)
+
+
 def add_roofline(report: BenchReport) -> None:
     """Each CPU row: achieved GFLOP/s (model FLOPs x images/s) and its share of the host's ceiling for its precision."""
     from alexnet_deploy.bench.host import CEILING_FOR, model_flops
@@ -209,46 +252,41 @@ def run_bench(
     unique = list(dict.fromkeys(Path(p).resolve() for p in inputs))
     kinds = [(p, input_kind(p)) for p in unique]
     plan = [(rt, path) for rt in runtimes for path, kind in kinds if rt in KIND_RUNTIMES[kind] and not (exclude and exclude(rt, path))]
-    report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches})
+    report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches, "rounds": settings.rounds})
     for path, kind in kinds:
         if not any(p == path for _, p in plan):
             report.skipped.append({"runtime": ",".join(runtimes), "model": str(path), "reason": f"no requested runtime takes a {kind} (use {', '.join(KIND_RUNTIMES[kind])})"})
-    progress.start(f"benchmarking {len(plan)} runtime/model pair(s) x {len(batches)} batch size(s)", len(plan) * len(batches))
-    for runtime_name, path in plan:
-        progress(f"loading {path.name} in {runtime_name}")
-        try:
-            runtime = open_runtime(runtime_name, path, threads, model_options, progress=progress)
-        except AlexnetError as exc:
-            report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": exc.problem})
-            progress.advance(len(batches))
-            continue
-        with runtime:
+    rounds = settings.rounds
+    progress.start(f"benchmarking {len(plan)} runtime/model pair(s) x {len(batches)} batch size(s)" + (f" in {rounds} rounds" if rounds > 1 else ""), len(plan) * len(batches) * rounds)
+    # rounds > 1: every runtime stays loaded and each round measures every cell in turn, so
+    # load changes on a shared machine hit all rows alike (a row's samples are its rounds' union).
+    cells: list[tuple[str, Path, Any, int]] = []
+    loaded: list = []
+    try:
+        for runtime_name, path in plan:
+            progress(f"loading {path.name} in {runtime_name}")
+            try:
+                runtime = open_runtime(runtime_name, path, threads, model_options, progress=progress)
+            except AlexnetError as exc:
+                report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": exc.problem})
+                progress.advance(len(batches) * rounds)
+                continue
+            loaded.append(runtime)
             info = runtime.info()
             for size in batches:
                 if size < info.min_batch or (info.max_batch is not None and size > info.max_batch):
                     report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size} is outside the model's limits {info.min_batch}..{info.max_batch}"})
-                    progress.advance()
+                    progress.advance(rounds)
                     continue
-                progress(f"{runtime_name} {path.name} batch {size}")
-                try:
-                    samples = time_runtime(runtime, size, settings)
-                except AlexnetError as exc:
-                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size}: {exc.problem}"})
-                    progress.advance()
-                    continue
-                except Exception as exc:  # e.g. a torch.compile backend failure or CUDA out of memory: keep the other rows
-                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"})
-                    progress.advance()
-                    continue
-                io = "device" if settings.io == "device" and device_timing_possible(runtime) else "host"
-                row = {
-                    "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size, "io": io,
-                    "latency_ms": latency_stats(samples), "throughput_ips": throughput(size, samples), "iterations": len(samples),
-                }
-                if "runtime_precision" in info.details:  # what the heavy layers really ran in (OpenVINO's execution graph)
-                    row["runtime_precision"] = info.details["runtime_precision"]
-                report.results.append(row)
-                progress.advance()
+                cells.append((runtime_name, path, runtime, size))
+            if rounds == 1:  # one pass: measure now and free the model before loading the next
+                _measure_cells(cells, settings, report, progress, rounds)
+                cells = []
+                runtime.close()
+        _measure_cells(cells, settings, report, progress, rounds)
+    finally:
+        for runtime in loaded:
+            runtime.close()
     firsts: dict[int, dict] = {}
     for row in report.results:
         base = firsts.setdefault(row["batch"], row)

@@ -47,7 +47,7 @@ def suite_markdown(report: BenchReport) -> str:
         f"{machine['date']}, {machine['cpu']}, {machine['cores']} cores, threads {machine['threads'] or 'default'}, GPU {machine['gpu'] or 'none'}; {versions}.",
         f"Seed-000-shaped AlexNet (caffe-227, 227x227, random weights). Warm-up {settings['warmup_s']} s excluded, then "
         + (f"{settings['iterations']} iterations" if settings["iterations"] else f"{settings['duration_s']} s")
-        + f" per row, I/O {settings['io']} (numpy in, logits out). Speedup: throughput against the first row of the same batch ({data['results'][0]['baseline']}).",
+        + f" per row" + (f" in {settings['rounds']} rounds measured round-robin over all rows" if settings.get("rounds", 1) > 1 else "") + f", I/O {settings['io']} (numpy in, logits out). Speedup: throughput against the first row of the same batch ({data['results'][0]['baseline']}).",
         "",
         markdown_table(data),
         "",
