@@ -252,3 +252,32 @@ def test_openvino_side_imports_without_torch(half_width_onnx):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "(2, 5) fp32"
+
+
+def test_suite_plan_and_section_name_the_fastest(tmp_path):
+    """The suite measures OpenVINO on every CPU file, BF16 on the FP32 file only, and its section ends with the host and the fastest lines."""
+    from pathlib import Path
+
+    from alexnet_deploy.bench.runner import BenchReport, fastest_per_batch
+    from alexnet_deploy.bench.suite import SUITE_RUNTIMES, suite_excludes, suite_markdown
+
+    assert {"openvino", "openvino-bf16"} <= set(SUITE_RUNTIMES)
+    fp32 = tmp_path / "seed000.onnx"
+    assert not suite_excludes("openvino", tmp_path / "seed000.int8.onnx", fp32) and not suite_excludes("openvino-bf16", fp32, fp32)
+    assert suite_excludes("openvino-bf16", tmp_path / "seed000.int8.onnx", fp32) and suite_excludes("openvino", tmp_path / "seed000.int8-trt.onnx", fp32)
+
+    def row(runtime, model, precision, batch, ips):
+        lat = {k: 1000 * batch / ips for k in ("mean", "p50", "p90", "p99", "min", "max")}
+        return {"runtime": runtime, "model": str(tmp_path / model), "precision": precision, "device": "cpu", "batch": batch, "io": "host",
+                "latency_ms": lat, "throughput_ips": ips, "iterations": 3, "speedup": 1.0, "baseline": "ort seed000.onnx"}
+
+    results = [row("ort", "seed000.onnx", "fp32", 1, 50.0), row("openvino", "seed000.int8.onnx", "int8", 1, 200.0),
+               row("ort", "seed000.onnx", "fp32", 32, 90.0), row("openvino-bf16", "seed000.onnx", "bf16", 32, 180.0)]
+    machine = {"cpu": "X", "cores": 2, "threads": 2, "gpu": None, "versions": {"openvino": "1"}, "date": "d",
+               "isa_line": "AVX2 yes, AVX-512 yes, VNNI yes, BF16 yes, AMX no", "ceilings": {"fp32": {"gflops": 100.0, "how": "h"}}, "ceiling_ratios": {}}
+    report = BenchReport(machine, results, settings={"warmup_s": 0, "duration_s": 1, "iterations": None, "io": "host", "rounds": 3}, harness={"overhead_ms_per_iteration": 1e-4, "overhead_pct_of_fastest_p50": 0.001})
+    report.fastest = fastest_per_batch(results)
+    text = suite_markdown(report)
+    assert "ISA: AVX2 yes, AVX-512 yes, VNNI yes, BF16 yes, AMX no" in text and "3 rounds measured round-robin" in text
+    assert "fastest at batch 1: openvino int8 (seed000.int8.onnx) 200.0 img/s, p50 5.00 ms, 4.00x onnxruntime FP32" in text
+    assert "fastest at batch 32: openvino-bf16 bf16 (seed000.onnx) 180.0 img/s" in text and "2.00x onnxruntime FP32" in text
