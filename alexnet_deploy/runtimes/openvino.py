@@ -27,7 +27,6 @@ import numpy as np
 from alexnet_deploy.errors import DependencyError, InputError, RuntimeFailure, require
 from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
 
-PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 MAX_STATIC_SHAPES = 8
 # The layers that carry AlexNet's FLOPs: their runtime precision is the precision that ran.
 _HEAVY = {"Convolution", "FullyConnected", "MatMul", "Gemm"}
@@ -39,14 +38,24 @@ def _openvino():
 
 
 def _file_precision(path: Path) -> str:
-    """fp32/fp16/int8 from the file's alexnet-deploy record, else from its graph."""
+    """fp32/fp16/int8/int8-dynamic from the file's alexnet-deploy record, else from its graph.
+
+    (The graph test is a small copy of quantize.recipes.graph_precision: runtimes sit below
+    the quantize stage and do not import it.)
+    """
     from alexnet_deploy.onnx_file import load_onnx
-    from alexnet_deploy.quantize.recipes import graph_precision
     from alexnet_deploy.record import read_record_or_none
 
     proto = load_onnx(path, load_weights=False)
     record = read_record_or_none(proto, str(path))
-    return record.precision if record is not None else (graph_precision(proto) or "fp32")
+    if record is not None:
+        return record.precision
+    ops = {node.op_type for node in proto.graph.node}
+    if ops & {"DynamicQuantizeLinear", "MatMulInteger", "ConvInteger"}:
+        return "int8-dynamic"
+    if ops & {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul"}:
+        return "int8"
+    return "fp16" if any(init.data_type == 10 for init in proto.graph.initializer) else "fp32"  # 10: onnx.TensorProto.FLOAT16
 
 
 def bf16_problem() -> str | None:
