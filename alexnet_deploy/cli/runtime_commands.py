@@ -75,7 +75,7 @@ def bench(
     warmup: Annotated[Optional[float], typer.Option("--warmup", help="Warm-up seconds per combination, not measured (default 1).")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Measured seconds per combination (default 3).")] = None,
     iterations: Annotated[Optional[int], typer.Option("--iterations", help="Measure exactly this many runs instead of --duration.")] = None,
-    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Split each row's budget into N rounds measured round-robin over all rows, so load changes on a shared machine hit every row alike (default 1; all models stay loaded).")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Split each row's budget into N rounds measured round-robin over all rows, so load changes on a shared machine hit every row alike (default 1, the suite 3; all models stay loaded).")] = None,
     io: Annotated[Optional[IoMode], typer.Option("--io", help="host (default): numpy in, logits back (end to end). device: inputs already on the GPU, model time only.")] = None,
     json_target: JsonOpt = None,
     csv_file: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE.csv", help="Write the results as CSV.")] = None,
@@ -111,7 +111,8 @@ def bench(
             check_writable(target, what)
     settings = TimingSettings(
         warmup_s=1.0 if warmup is None else warmup, duration_s=3.0 if duration is None else duration,
-        iterations=iterations, io=value(io) or "host", rounds=1 if rounds is None else rounds,
+        iterations=iterations, io=value(io) or "host",
+        rounds=(3 if suite else 1) if rounds is None else rounds,  # the suite compares many rows: round-robin by default
     )
     if not suite and not inputs:
         raise InputError("bench needs at least one INPUT (checkpoint, ONNX or engine), or --suite.", "e.g. alexnet bench alexnet.pth alexnet.onnx --runtime torch,ort")
