@@ -1,8 +1,9 @@
-"""``Classifier``: an exported model inside another application (onnxruntime only, no torch).
+"""``Classifier``: an exported model inside another application (onnxruntime or OpenVINO, no torch).
 
 Labels and preprocessing come from the ONNX file's metadata, so the app passes images and
 gets label names back. FP32, FP16 and INT8 files all work. One instance may be shared by
-threads: onnxruntime sessions run concurrently, preprocessing keeps no state.
+threads: onnxruntime sessions run concurrently, the OpenVINO runtime gives each thread its
+own infer request on one compiled model, preprocessing keeps no state.
 """
 
 from __future__ import annotations
@@ -38,16 +39,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 class Classifier:
     """An exported AlexNet ready to label images.
 
-    ``Classifier(model, providers=None, threads=None)``: ``model`` is a path or the ONNX
-    file's bytes (a worker that does not share the driver's disk gets them from an object
-    store); ``providers`` is onnxruntime's list (default CPU), ``threads`` its intra-op
-    thread count.
+    ``Classifier(model, providers=None, threads=None, runtime="ort")``: ``model`` is a path or
+    the ONNX file's bytes (a worker that does not share the driver's disk gets them from an
+    object store); ``runtime`` is a name from ``runtimes.ONNX_RUNTIMES`` ('ort', 'openvino',
+    'openvino-bf16', ...); ``threads`` the runtime's CPU threads; ``providers`` onnxruntime's own
+    provider list (ort only). ``precision`` is what really runs (e.g. 'bf16' for openvino-bf16).
     """
 
-    def __init__(self, path, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path, providers: list[str] | None = None, threads: int | None = None, runtime: str = "ort"):
         from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx, load_onnx_bytes
-        from alexnet_deploy.runtimes.ort import OrtRuntime
+        from alexnet_deploy.runtimes import open_runtime
 
         if isinstance(path, (bytes, bytearray, memoryview)):
             path = bytes(path)
@@ -59,9 +61,17 @@ class Classifier:
             self.path = path
         self.labels: tuple[str, ...] = tuple(record.labels)
         self.preprocessing = record.preprocessing
-        self.precision = record.precision
-        self._runtime = OrtRuntime(path, providers=providers, threads=threads, precision=record.precision)
+        if providers is not None:
+            if runtime != "ort":
+                raise InputError(f"providers are onnxruntime's; runtime {runtime!r} takes none.", "drop providers, or use runtime='ort'")
+            from alexnet_deploy.runtimes.ort import OrtRuntime
+
+            self._runtime = OrtRuntime(path, providers=providers, threads=threads, precision=record.precision)
+        else:
+            self._runtime = open_runtime(path, runtime, threads)
         info = self._runtime.info()
+        self.runtime = info.runtime
+        self.precision = info.precision or record.precision
         self.input_size = int(info.input_shape[2])
         self.min_batch, self.max_batch = info.min_batch, info.max_batch
 
@@ -106,7 +116,7 @@ class Classifier:
         return [[(self.labels[i], float(row[i])) for i in top] for row, top in zip(probabilities, order)]
 
     def close(self) -> None:
-        """Release the onnxruntime session."""
+        """Release the runtime (onnxruntime session or OpenVINO compiled models)."""
         self._runtime.close()
 
     def __enter__(self):

@@ -79,22 +79,24 @@ def _load(model: Path, runtime: str | None, options, preprocessing_overrides, th
         raise InputError(f"{model} is a TensorRT engine; eval runs ONNX models and checkpoints.", "evaluate the .onnx the engine was built from")
     is_onnx = kind == "onnx"
     runtime = runtime or ("ort" if is_onnx else "torch")
-    if runtime not in ("ort", "torch"):
-        raise InputError(f"unknown runtime {runtime!r} for eval.", "use --runtime ort (ONNX files) or --runtime torch (checkpoints)")
+    onnx_runtimes = ("ort", "openvino", "openvino-bf16")
+    if runtime not in onnx_runtimes + ("torch",):
+        raise InputError(f"unknown runtime {runtime!r} for eval.", "use --runtime ort/openvino/openvino-bf16 (ONNX files) or --runtime torch (checkpoints)")
     if is_onnx:
         if runtime == "torch":
-            raise InputError(f"{model} is an ONNX model; the torch runtime runs checkpoints.", "use --runtime ort, or pass the .pth checkpoint")
+            raise InputError(f"{model} is an ONNX model; the torch runtime runs checkpoints.", "use --runtime ort or openvino, or pass the .pth checkpoint")
         from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
-        from alexnet_deploy.runtimes.ort import OrtRuntime
+        from alexnet_deploy.runtimes import open_runtime
 
         record = read_record(load_onnx(model, load_weights=False), str(model))
         spec = record.preprocessing
         if preprocessing_overrides is not None and any(v is not None for v in vars(preprocessing_overrides).values()):
             raise InputError("--resize/--crop/--mean/--std apply to checkpoints; an ONNX model carries its own preprocessing.", "drop them, or re-export with the right values")
-        return _Loaded(OrtRuntime(model, threads=threads, precision=record.precision), list(record.labels), spec, record.precision)
-    if runtime == "ort":
-        raise InputError(f"{model} is a PyTorch checkpoint; onnxruntime needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
+        loaded = open_runtime(model, runtime, threads)
+        return _Loaded(loaded, list(record.labels), spec, loaded.info().precision)
+    if runtime in onnx_runtimes:
+        raise InputError(f"{model} is a PyTorch checkpoint; {'OpenVINO' if runtime.startswith('openvino') else 'onnxruntime'} needs an ONNX file.", f"use --runtime torch, or export it first: alexnet export {model}")
     from alexnet_deploy.errors import require
     from alexnet_deploy.record import default_labels
     from alexnet_deploy.checkpoints.options import ModelOptions
@@ -127,7 +129,8 @@ def evaluate(
 ) -> EvalReport:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on the ImageFolder ``data``.
 
-    ``runtime`` is 'ort' or 'torch' (default: ort for ONNX files, torch for checkpoints).
+    ``runtime`` is 'ort', 'openvino', 'openvino-bf16' (ONNX files) or 'torch' (checkpoints);
+    default: ort for ONNX files, torch for checkpoints.
     ``limit`` evaluates a seeded random subset of that many images (every class keeps its
     share on average). Undecodable files are skipped and listed.
     """

@@ -28,10 +28,11 @@ def image_files(sources: Sequence[Path]) -> list[Path]:
     return list(files.values())
 
 
-def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None) -> dict[str, Any]:
+def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: int | None = None, runtime: str = "ort") -> dict[str, Any]:
     """Top-``topk`` (label, probability) per image file; folders are expanded, undecodable files skipped.
 
-    Returns ``{"model", "predictions": [{"image", "top": [[label, p], ...]}], "skipped": [{"image", "reason"}]}``.
+    ``runtime``: 'ort', 'openvino' or 'openvino-bf16' (runtimes.open_runtime's names).
+    Returns ``{"model", "runtime", "precision", "predictions": [{"image", "top": [[label, p], ...]}], "skipped": [{"image", "reason"}]}``.
     """
     from alexnet_deploy.classifier import Classifier
 
@@ -39,7 +40,7 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
         raise InputError(f"--topk {topk} must be at least 1.", "e.g. --topk 5")
     files = image_files(sources)
     predictions, skipped = [], []
-    with Classifier(model, threads=threads) as classifier:
+    with Classifier(model, threads=threads, runtime=runtime) as classifier:
         for start in range(0, len(files), CHUNK):  # bounded memory for large folders
             decoded, good = [], []
             for path in files[start:start + CHUNK]:
@@ -53,4 +54,4 @@ def predict_files(model: Path, sources: Sequence[Path], topk: int = 5, threads: 
                 predictions += [{"image": str(path), "top": [[label, prob] for label, prob in top]} for path, top in zip(good, tops)]
     if not predictions:
         raise InputError(f"none of the {len(files)} image file(s) could be decoded.", "give readable .jpg/.png images")
-    return {"model": str(model), "predictions": predictions, "skipped": skipped}
+    return {"model": str(model), "runtime": runtime, "precision": classifier.precision, "predictions": predictions, "skipped": skipped}

@@ -14,6 +14,12 @@ from onnx import TensorProto, helper, numpy_helper
 from alexnet_deploy.build.lint import lint_onnx
 
 HAS_CUDA = torch.cuda.is_available()
+try:
+    import openvino  # noqa: F401
+
+    HAS_OPENVINO = True
+except ImportError:
+    HAS_OPENVINO = False
 
 
 # ---------------------------------------------------------------- runtime contract
@@ -33,10 +39,14 @@ def _runtime(kind, half_width, half_width_onnx):
         return OrtRuntime(half_width_onnx)
     if kind == "ort-cuda":
         return OrtRuntime(half_width_onnx, device="cuda")
+    if kind == "openvino":
+        from alexnet_deploy.runtimes.openvino import OpenVinoRuntime
+
+        return OpenVinoRuntime(half_width_onnx)
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["torch", "ort", pytest.param("torch-compile", marks=pytest.mark.slow), pytest.param("torch-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")),
+@pytest.mark.parametrize("kind", ["torch", "ort", pytest.param("openvino", marks=pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'alexnet-deploy[openvino]')")), pytest.param("torch-compile", marks=pytest.mark.slow), pytest.param("torch-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU")),
                                   pytest.param("ort-cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and onnxruntime-gpu"))])
 def test_runtime_contract(kind, half_width, half_width_onnx):
     """Every runtime: describes itself, gives the seed class's own logits, enforces its limits, closes."""

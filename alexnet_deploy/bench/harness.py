@@ -26,10 +26,13 @@ class TimingSettings:
     iterations: int | None = None
     io: str = "host"
     min_iterations: int = 5
+    rounds: int = 1  # >1: the budget is split into rounds measured round-robin across all rows
 
     def validated(self) -> "TimingSettings":
         if self.io not in ("host", "device"):
             raise InputError(f"--io {self.io!r} must be host or device.", "use --io host (end to end) or --io device")
+        if self.rounds < 1:
+            raise InputError(f"--rounds {self.rounds} must be at least 1.", "e.g. --rounds 3")
         if self.warmup_s < 0 or self.duration_s <= 0 or (self.iterations is not None and self.iterations < 1):
             raise InputError("--warmup must be >= 0, --duration > 0 and --iterations >= 1.", "e.g. --warmup 1 --duration 3")
         return self

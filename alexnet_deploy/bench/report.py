@@ -25,24 +25,36 @@ def to_csv(report: dict[str, Any]) -> str:
     """The results as CSV text with a header row."""
     flat = rows(report)
     buffer = io.StringIO()
-    columns = ["runtime", "model", "precision", "device", "io", "batch", "throughput_ips", "speedup", "baseline", "iterations"] + [f"latency_ms_{k}" for k in FIELDS]
+    columns = ["runtime", "model", "precision", "device", "io", "batch", "throughput_ips", "speedup", "baseline", "iterations", "gflops", "ceiling_pct"] + [f"latency_ms_{k}" for k in FIELDS]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(flat)
     return buffer.getvalue()
 
 
+def _num(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def ceilings_line(machine: dict[str, Any]) -> str:
+    """'ISA: AVX2 yes, ...; GEMM ceilings: fp32 120 GFLOP/s, int8 480 (4.0x), bf16 ...'."""
+    ceilings = machine.get("ceilings") or {}
+    ratios = machine.get("ceiling_ratios") or {}
+    parts = [f"{p} {c['gflops']:.0f} GFLOP/s" + (f" ({ratios[p]:.1f}x fp32)" if p in ratios else "") + f" [{c['how']}]" for p, c in ceilings.items()]
+    return f"ISA: {machine.get('isa_line', 'unknown')}. GEMM ceilings at these threads: {'; '.join(parts) or 'not measured'}."
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     lines = [
-        "| runtime | model | precision | batch | mean ms | p50 | p90 | p99 | min | max | images/s | speedup |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| runtime | model | precision | batch | mean ms | p50 | p90 | p99 | min | max | images/s | speedup | GFLOP/s | % ceiling |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows(report):
         lines.append(
             f"| {row['runtime']} | {row['model']} | {row['precision']} | {row['batch']} | {row['latency_ms_mean']:.2f} | {row['latency_ms_p50']:.2f} | "
             f"{row['latency_ms_p90']:.2f} | {row['latency_ms_p99']:.2f} | {row['latency_ms_min']:.2f} | {row['latency_ms_max']:.2f} | "
-            f"{row['throughput_ips']:.1f} | {row['speedup']:.2f}x |"
+            f"{row['throughput_ips']:.1f} | {row['speedup']:.2f}x | {_num(row.get('gflops'), '.0f')} | {_num(row.get('ceiling_pct'), '.0f', '%')} |"
         )
     return "\n".join(lines)
 

@@ -20,10 +20,10 @@ from alexnet_deploy.errors import AlexnetError, InputError
 from alexnet_deploy.parsing import parse_positive_ints
 from alexnet_deploy.progress import ProgressLike, as_progress
 
-RUNTIMES = ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16", "ort", "ort-cuda", "ort-trt", "trt")
+RUNTIMES = ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16", "ort", "ort-cuda", "ort-trt", "openvino", "openvino-bf16", "trt")
 KIND_RUNTIMES = {
     "checkpoint": ("torch", "torch-compile", "torch-cuda", "torch-cuda-fp16"),
-    "onnx": ("ort", "ort-cuda", "ort-trt", "trt"),
+    "onnx": ("ort", "ort-cuda", "ort-trt", "openvino", "openvino-bf16", "trt"),
     "engine": ("trt",),
 }
 
@@ -37,9 +37,10 @@ class BenchReport:
     skipped: list[dict[str, str]] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     harness: dict[str, Any] = field(default_factory=dict)
+    fastest: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"machine": self.machine, "settings": self.settings, "harness": self.harness, "results": self.results, "skipped": self.skipped}
+        return {"machine": self.machine, "settings": self.settings, "harness": self.harness, "results": self.results, "skipped": self.skipped, "fastest": self.fastest}
 
 
 def input_kind(path: Path) -> str:
@@ -57,14 +58,14 @@ def parse_batches(text: str) -> list[int]:
     return list(dict.fromkeys(parse_positive_ints(text, "--batch", "1,8,32")))
 
 
-def machine_info(threads: int | None) -> dict[str, Any]:
-    """CPU, cores, threads, library versions, GPU (when torch sees one) and the date."""
+def machine_info(threads: int | None, measure_ceilings: bool = True) -> dict[str, Any]:
+    """CPU, its ISA features and GEMM ceilings, cores, threads, library versions, GPU (when torch sees one), the date."""
     import importlib.metadata as metadata
 
-    from alexnet_deploy.bench.host import cpu_name
+    from alexnet_deploy.bench.host import cpu_name, host_info
 
     versions = {}
-    for package in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "torch", "tensorrt"):
+    for package in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt"):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -78,7 +79,7 @@ def machine_info(threads: int | None) -> dict[str, Any]:
     except ImportError:
         pass
     return {
-        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "gpu": gpu, "platform": platform.platform(),
+        "cpu": cpu_name(), **host_info(threads, measure_ceilings), "cores": os.cpu_count(), "threads": threads, "gpu": gpu, "platform": platform.platform(),
         "python": platform.python_version(), "versions": versions,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -99,14 +100,10 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
         resolved = resolve_model(path, model_options or ModelOptions())
         device = "cuda" if "cuda" in runtime else "cpu"
         return TorchRuntime(resolved.reference, resolved.input_size, path.name, device=device, half=runtime.endswith("fp16"), compile=runtime == "torch-compile")
-    if runtime.startswith("ort"):
-        from alexnet_deploy.record import read_record_or_none
-        from alexnet_deploy.onnx_file import load_onnx
-        from alexnet_deploy.runtimes.ort import OrtRuntime
+    if runtime.startswith(("ort", "openvino")):
+        from alexnet_deploy.runtimes import open_runtime as open_onnx
 
-        record = read_record_or_none(load_onnx(path, load_weights=False), str(path))
-        device = {"ort": "cpu", "ort-cuda": "cuda", "ort-trt": "tensorrt"}[runtime]
-        return OrtRuntime(path, threads=threads, precision=record.precision if record else None, device=device)
+        return open_onnx(path, runtime, threads)
     from alexnet_deploy.build.engine import build_engine
     from alexnet_deploy.runtimes.tensorrt import TrtRuntime
 
@@ -116,6 +113,88 @@ def open_runtime(runtime: str, path: Path, threads: int | None, model_options=No
             build_engine(path, engine, progress=progress)
         path = engine
     return TrtRuntime(path)
+
+
+def _measure_cells(cells, settings: TimingSettings, report: BenchReport, progress, rounds: int) -> None:
+    """Time every (runtime name, path, runtime, batch) cell, ``rounds`` times round-robin; append rows in cell order."""
+    import dataclasses
+    import math
+
+    if not cells:
+        return
+    per_round = dataclasses.replace(
+        settings, duration_s=settings.duration_s / rounds,
+        iterations=None if settings.iterations is None else max(1, math.ceil(settings.iterations / rounds)),
+        min_iterations=max(1, math.ceil(settings.min_iterations / rounds)),
+    )
+    samples: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+    failed: dict[int, str] = {}
+    for round_index in range(rounds):
+        for i, (runtime_name, path, runtime, size) in enumerate(cells):
+            if i in failed:
+                progress.advance()
+                continue
+            progress(f"{runtime_name} {path.name} batch {size}" + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""))
+            warm = per_round if round_index == 0 else dataclasses.replace(per_round, warmup_s=0.0)
+            try:
+                samples[i] += time_runtime(runtime, size, warm)
+            except AlexnetError as exc:
+                failed[i] = f"batch {size}: {exc.problem}"
+            except Exception as exc:  # e.g. a torch.compile backend failure or CUDA out of memory: keep the other rows
+                failed[i] = f"batch {size}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+            progress.advance()
+    for i, (runtime_name, path, runtime, size) in enumerate(cells):
+        if i in failed:
+            report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": failed[i]})
+            continue
+        info = runtime.info()
+        io = "device" if settings.io == "device" and device_timing_possible(runtime) else "host"
+        row = {
+            "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size, "io": io,
+            "latency_ms": latency_stats(samples[i]), "throughput_ips": throughput(size, samples[i]), "iterations": len(samples[i]),
+        }
+        if "runtime_precision" in info.details:  # what the heavy layers really ran in (OpenVINO's execution graph)
+            row["runtime_precision"] = info.details["runtime_precision"]
+        report.results.append(row)
+
+
+def add_roofline(report: BenchReport) -> None:
+    """Each CPU row: achieved GFLOP/s (model FLOPs x images/s) and its share of the host's ceiling for its precision."""
+    from alexnet_deploy.bench.host import CEILING_FOR, model_flops
+
+    ceilings = report.machine.get("ceilings") or {}
+    for row in report.results:
+        flops = model_flops(row["model"]) if row["model"].endswith(".onnx") else None
+        if flops is None or row["device"] != "cpu":
+            continue
+        row["gflops"] = flops * row["throughput_ips"] / 1e9
+        ceiling = ceilings.get(CEILING_FOR.get(row["precision"], ""), {}).get("gflops")
+        if ceiling:
+            row["ceiling_pct"] = 100.0 * row["gflops"] / ceiling
+
+
+def fastest_per_batch(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per batch size: the row with the highest throughput, and its speedup over onnxruntime FP32 (when measured)."""
+    out = []
+    for size in sorted({r["batch"] for r in results}):
+        rows = [r for r in results if r["batch"] == size]
+        best = max(rows, key=lambda r: r["throughput_ips"])
+        base = next((r for r in rows if r["runtime"] == "ort" and r["precision"] == "fp32"), None)
+        out.append({
+            "batch": size, "runtime": best["runtime"], "precision": best["precision"], "model": Path(best["model"]).name,
+            "throughput_ips": best["throughput_ips"], "latency_ms_p50": best["latency_ms"]["p50"],
+            "speedup_vs_ort_fp32": best["throughput_ips"] / base["throughput_ips"] if base else None,
+        })
+    return out
+
+
+def fastest_lines(fastest: list[dict[str, Any]]) -> list[str]:
+    """'fastest at batch 1: openvino int8 (seed000.int8.onnx) 217 img/s, 3.4x onnxruntime FP32' per batch."""
+    lines = []
+    for f in fastest:
+        versus = f", {f['speedup_vs_ort_fp32']:.2f}x onnxruntime FP32" if f["speedup_vs_ort_fp32"] is not None else " (no onnxruntime FP32 row to compare with)"
+        lines.append(f"fastest at batch {f['batch']}: {f['runtime']} {f['precision']} ({f['model']}) {f['throughput_ips']:.1f} img/s, p50 {f['latency_ms_p50']:.2f} ms{versus}")
+    return lines
 
 
 def _cached_engine_fits(engine: Path, onnx_path: Path) -> bool:
@@ -142,8 +221,12 @@ def run_bench(
     threads: int | None = None,
     model_options=None,
     progress: ProgressLike = None,
+    exclude=None,
 ) -> BenchReport:
-    """Measure every compatible (runtime, input, batch); speedups are against the first row of the same batch."""
+    """Measure every compatible (runtime, input, batch); speedups are against the first row of the same batch.
+
+    ``exclude(runtime, path)`` True leaves that pair out of the plan (the suite's unfair pairs).
+    """
     progress = as_progress(progress)
     settings = (settings or TimingSettings()).validated()
     for runtime in runtimes:
@@ -151,49 +234,49 @@ def run_bench(
             raise InputError(f"unknown runtime {runtime}.", f"choose from {', '.join(RUNTIMES)}")
     unique = list(dict.fromkeys(Path(p).resolve() for p in inputs))
     kinds = [(p, input_kind(p)) for p in unique]
-    plan = [(rt, path) for rt in runtimes for path, kind in kinds if rt in KIND_RUNTIMES[kind]]
-    report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches})
+    plan = [(rt, path) for rt in runtimes for path, kind in kinds if rt in KIND_RUNTIMES[kind] and not (exclude and exclude(rt, path))]
+    report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches, "rounds": settings.rounds})
     for path, kind in kinds:
         if not any(p == path for _, p in plan):
             report.skipped.append({"runtime": ",".join(runtimes), "model": str(path), "reason": f"no requested runtime takes a {kind} (use {', '.join(KIND_RUNTIMES[kind])})"})
-    progress.start(f"benchmarking {len(plan)} runtime/model pair(s) x {len(batches)} batch size(s)", len(plan) * len(batches))
-    for runtime_name, path in plan:
-        progress(f"loading {path.name} in {runtime_name}")
-        try:
-            runtime = open_runtime(runtime_name, path, threads, model_options, progress=progress)
-        except AlexnetError as exc:
-            report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": exc.problem})
-            progress.advance(len(batches))
-            continue
-        with runtime:
+    rounds = settings.rounds
+    progress.start(f"benchmarking {len(plan)} runtime/model pair(s) x {len(batches)} batch size(s)" + (f" in {rounds} rounds" if rounds > 1 else ""), len(plan) * len(batches) * rounds)
+    # rounds > 1: every runtime stays loaded and each round measures every cell in turn, so
+    # load changes on a shared machine hit all rows alike (a row's samples are its rounds' union).
+    cells: list[tuple[str, Path, Any, int]] = []
+    loaded: list = []
+    try:
+        for runtime_name, path in plan:
+            progress(f"loading {path.name} in {runtime_name}")
+            try:
+                runtime = open_runtime(runtime_name, path, threads, model_options, progress=progress)
+            except AlexnetError as exc:
+                report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": exc.problem})
+                progress.advance(len(batches) * rounds)
+                continue
+            loaded.append(runtime)
             info = runtime.info()
             for size in batches:
                 if size < info.min_batch or (info.max_batch is not None and size > info.max_batch):
                     report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size} is outside the model's limits {info.min_batch}..{info.max_batch}"})
-                    progress.advance()
+                    progress.advance(rounds)
                     continue
-                progress(f"{runtime_name} {path.name} batch {size}")
-                try:
-                    samples = time_runtime(runtime, size, settings)
-                except AlexnetError as exc:
-                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size}: {exc.problem}"})
-                    progress.advance()
-                    continue
-                except Exception as exc:  # e.g. a torch.compile backend failure or CUDA out of memory: keep the other rows
-                    report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": f"batch {size}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"})
-                    progress.advance()
-                    continue
-                io = "device" if settings.io == "device" and device_timing_possible(runtime) else "host"
-                report.results.append({
-                    "runtime": runtime_name, "model": str(path), "precision": info.precision, "device": info.device, "batch": size, "io": io,
-                    "latency_ms": latency_stats(samples), "throughput_ips": throughput(size, samples), "iterations": len(samples),
-                })
-                progress.advance()
+                cells.append((runtime_name, path, runtime, size))
+            if rounds == 1:  # one pass: measure now and free the model before loading the next
+                _measure_cells(cells, settings, report, progress, rounds)
+                cells = []
+                runtime.close()
+        _measure_cells(cells, settings, report, progress, rounds)
+    finally:
+        for runtime in loaded:
+            runtime.close()
     firsts: dict[int, dict] = {}
     for row in report.results:
         base = firsts.setdefault(row["batch"], row)
         row["speedup"] = row["throughput_ips"] / base["throughput_ips"]
         row["baseline"] = f"{base['runtime']} {Path(base['model']).name}"
+    add_roofline(report)
+    report.fastest = fastest_per_batch(report.results)
     overhead = harness_overhead_ms()
     fastest = min((r["latency_ms"]["p50"] for r in report.results), default=None)
     report.harness = {"overhead_ms_per_iteration": overhead, "overhead_pct_of_fastest_p50": 100 * overhead / fastest if fastest else None}

@@ -248,7 +248,7 @@ def measure(model: Path, clients: int = 64, per_client: int = 3, phases: int = 3
 
 
 def markdown(result: dict) -> str:
-    from alexnet_deploy.bench.precision import cpu_name
+    from alexnet_deploy.bench.host import cpu_name
 
     b, h, bad, rss = result["baseline"], result["hostile"], result["bad"], result["rss_mb"]
     lines = [
@@ -295,7 +295,7 @@ def main(argv=None) -> None:
     section = markdown(result)
     print(section)
     if args.write:
-        from alexnet_deploy.bench.precision import write_section
+        from alexnet_deploy.bench.report import write_section
 
         write_section(args.write, section)
     ok = (result["baseline"]["correct"] == result["baseline"]["requests"] and result["hostile"]["correct"] == result["hostile"]["requests"]

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out
-from alexnet_deploy.cli.options import JsonOpt, ThreadsOpt, flag
+from alexnet_deploy.cli.options import JsonOpt, OnnxRuntime, ThreadsOpt, TritonBackend, flag, value
 from alexnet_deploy.cli.kserve_options import (
     CpuOpt, GpusOpt, KServeOpt, MaxReplicasOpt, MemoryOpt, MinReplicasOpt, NamespaceOpt, ServiceOpt, StorageUriOpt, kserve_manifest,
 )
@@ -24,6 +24,7 @@ def predict(
     topk: Annotated[Optional[int], typer.Option("--topk", help="How many classes to show per image (default 5).")] = None,
     json_target: JsonOpt = None,
     threads: ThreadsOpt = None,
+    runtime: Annotated[Optional[OnnxRuntime], typer.Option("--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy[openvino]').")] = None,
     ray: RayOpt = None,
     actors: ActorsOpt = None,
     batch: RayBatchOpt = None,
@@ -41,12 +42,17 @@ def predict(
     if ray is not None:
         from alexnet_deploy.cli.ray_options import run_predict_ray
 
+        if value(runtime) not in (None, "ort"):
+            from alexnet_deploy.errors import InputError
+
+            raise InputError("--ray runs the model on onnxruntime in its actors; --runtime applies to local runs.", "drop --runtime, or drop --ray")
+
         return run_predict_ray(model_file, images, topk, report, threads, ray, actors, batch, output, output_format)
     if (actors, batch, output, output_format) != (None, None, None, None):
         from alexnet_deploy.errors import InputError
 
         raise InputError("--actors, --batch, --output and --format apply to --ray runs.", "add --ray (a local Ray instance) or drop them")
-    result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads)
+    result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads, runtime=value(runtime) or "ort")
     report.emit(result)
     if not report.quiet:
         for item in result["predictions"]:
@@ -58,13 +64,14 @@ def predict(
 
 @command()
 def package(
-    model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (onnxruntime backend) or a TensorRT engine with its sidecar (tensorrt backend).")],
+    model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (onnxruntime or openvino backend) or a TensorRT engine with its sidecar (tensorrt backend).")],
     triton: Annotated[Path, typer.Option("--triton", metavar="REPO", help="The Triton model repository folder to write into.")],
     name: Annotated[Optional[str], typer.Option("--name", help="Model name in the repository, the folder name (default alexnet).")] = None,
     max_batch: Annotated[Optional[int], typer.Option("--max-batch", help="Triton's max_batch_size (default 64; engines: at most their profile's max).")] = None,
     instances: Annotated[Optional[int], typer.Option("--instances", help="Model instances, the instance_group count (default 1).")] = None,
     no_dynamic_batching: Annotated[bool, flag("--no-dynamic-batching", help="Do not let Triton batch concurrent requests.")] = False,
     force: Annotated[bool, flag("--force", help="Replace an existing model of the same name.")] = False,
+    backend: Annotated[Optional[TritonBackend], typer.Option("--backend", help="For ONNX models: onnxruntime (default) or openvino (Triton's OpenVINO backend, CPU; computes in BF16 on BF16 CPUs, it has no key to force f32).")] = None,
     json_target: JsonOpt = None,
     kserve: KServeOpt = False,
     storage_uri: StorageUriOpt = None,
@@ -90,7 +97,7 @@ def package(
         raise InputError("--storage-uri, --service, --namespace, --min/max-replicas, --cpu, --memory and --gpus apply to --kserve.", "add --kserve or drop them")
     if kserve:  # made (and checked) before the repository is written
         manifest_path, manifest = kserve_manifest(model_file, triton, name or "alexnet", *kserve_values)
-    result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force)
+    result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force, backend=value(backend))
     data = result.to_dict()
     if kserve:
         from alexnet_deploy.deploy.kserve import write_manifest
@@ -117,6 +124,7 @@ def serve(
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most images the server batches into one model call.")] = 32,
     max_delay_ms: Annotated[float, typer.Option("--max-delay-ms", help="How long a request may wait for others to batch with.")] = 5.0,
     threads: ThreadsOpt = None,
+    runtime: Annotated[Optional[OnnxRuntime], typer.Option("--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy[openvino]').")] = None,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, and input tensor by its declared shape (MiB).", rich_help_panel="Limits")] = 64,
     max_json_mb: Annotated[float, typer.Option("--max-json-mb", help="Largest JSON body or JSON header (MiB); send big batches as binary tensors.", rich_help_panel="Limits")] = 16,
     max_connections: Annotated[int, typer.Option("--max-connections", help="Open client connections; more get 503 and are closed.", rich_help_panel="Limits")] = 128,
@@ -137,5 +145,5 @@ def serve(
         out.print(f"serving {escape(str(model_file))} as {escape(name)} at {url}/v2/models/{escape(name)}/infer", markup=True)
         sys.stdout.flush()
 
-    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready, limits=limits)
+    run_server(model_file, name, host, port, max_batch, max_delay_ms, threads, ready, limits=limits, runtime=value(runtime) or "ort")
     err.print("stopped", markup=False)

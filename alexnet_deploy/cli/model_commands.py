@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.cli.app import JsonTarget, command, out, progress_steps
-from alexnet_deploy.cli.options import ArchOpt, JsonOpt, TrustCodeOpt, TrustPickleOpt, flag, value, with_model_options, with_preprocessing
+from alexnet_deploy.cli.options import ArchOpt, JsonOpt, OnnxRuntime, TrustCodeOpt, TrustPickleOpt, flag, value, with_model_options, with_preprocessing
 from alexnet_deploy.errors import CheckFailed, InputError
 from alexnet_deploy.record import PreprocessingOverrides
 
@@ -56,14 +56,16 @@ def verify(
     images: Annotated[Optional[Path], typer.Option("--images", help="Also compare on these images, preprocessed from the model's metadata.")] = None,
     samples: Annotated[Optional[int], typer.Option("--samples", help="Number of seeded random inputs (default 8 for FP32; 0 for FP16/INT8, which are judged on images).")] = None,
     batch_sizes: Annotated[Optional[str], typer.Option("--batch-sizes", metavar="N,N,...", help="Batch sizes to run at (default 1,7).")] = None,
+    runtime: Annotated[Optional[OnnxRuntime], typer.Option("--runtime", help="Run the model in: ort (default), openvino, or openvino-bf16 (an FP32 file in BF16, judged by the bf16 criteria).")] = None,
     json_target: JsonOpt = None,
 ):
     """Check that an ONNX model computes what its checkpoint (or FP32 ONNX) computes; exit 1 if not.
 
     Criteria follow the model's precision. FP32: on every sample max |onnx - ref| / max |ref|
     <= 1e-4 and cosine >= 0.99999; on failure the first divergent layer is named.
-    FP16: top-1 agreement >= 99% and cosine >= 0.999. INT8 and int8-dynamic: top-1
-    agreement >= 95% and cosine >= 0.95, judged on --images (else synthetic images).
+    FP16: top-1 agreement >= 99% and cosine >= 0.999. BF16 (--runtime openvino-bf16 on the
+    FP32 file): cosine >= 0.999 and top-1 agreement >= 95% (8 mantissa bits swap near-ties). INT8 and int8-dynamic: top-1 agreement >= 95% and cosine >= 0.95.
+    Lower precisions are judged on --images (else synthetic images).
     """
     from alexnet_deploy.verify.jobs import verify_against_onnx, verify_checkpoint
     from alexnet_deploy.verify.parity import parse_batch_sizes
@@ -74,11 +76,11 @@ def verify(
     report_target = JsonTarget(json_target)
     with progress_steps(report_target.quiet) as step:
         if reference is not None:
-            report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step)
+            report = verify_against_onnx(model_file, reference, images=images, samples=samples, batch_sizes=sizes, progress=step, runtime=value(runtime) or "ort")
         else:
             report = verify_checkpoint(
                 model_file, checkpoint, model_options,
-                images=images, samples=samples, batch_sizes=sizes, progress=step,
+                images=images, samples=samples, batch_sizes=sizes, progress=step, runtime=value(runtime) or "ort",
             )
     from alexnet_deploy.cli.render import verify_table
 

@@ -27,7 +27,10 @@ Arch = _choices("Arch", LAYOUT_NAMES)
 Precision = _choices("Precision", ("fp16", "int8", "int8-dynamic"))
 Method = _choices("Method", ("minmax", "entropy", "percentile"))
 Target = _choices("Target", ("cpu", "tensorrt"))
-EvalRuntime = _choices("EvalRuntime", ("ort", "torch"))
+EvalRuntime = _choices("EvalRuntime", ("ort", "openvino", "openvino-bf16", "torch"))
+# Runtimes that run an ONNX file on the CPU (runtimes.CPU_ONNX_RUNTIMES); openvino-bf16: the FP32 file in BF16.
+OnnxRuntime = _choices("OnnxRuntime", ("ort", "openvino", "openvino-bf16"))
+TritonBackend = _choices("TritonBackend", ("onnxruntime", "openvino"))
 IoMode = _choices("IoMode", ("host", "device"))
 
 

@@ -57,7 +57,7 @@ def quantize(
 def eval_command(
     model_file: Annotated[Path, typer.Argument(metavar="MODEL", help="An ONNX model (any precision) or a checkpoint (with --runtime torch).")],
     data: Annotated[Path, typer.Option("--data", "-d", help="An ImageFolder: one sub-folder of images per class, named by the model's labels.")],
-    runtime: Annotated[Optional[EvalRuntime], typer.Option("--runtime", help="ort (ONNX files) or torch (checkpoints); default from the file.")] = None,
+    runtime: Annotated[Optional[EvalRuntime], typer.Option("--runtime", help="ort, openvino, openvino-bf16 (ONNX files; openvino-bf16 runs an FP32 file in BF16) or torch (checkpoints); default from the file.")] = None,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Batch size (default 32).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Evaluate a seeded random subset of this many images.")] = None,
     json_target: JsonOpt = None,

@@ -201,7 +201,7 @@ def eval_table(report, confusion_png=None):
     return table
 
 
-BENCH_COLUMNS = (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right"))
+BENCH_COLUMNS = (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right"), ("GFLOP/s", "right"), ("% ceiling", "right"))
 
 
 def _bench_cells(data: dict[str, Any]) -> list[list[str]]:
@@ -213,6 +213,7 @@ def _bench_cells(data: dict[str, Any]) -> list[list[str]]:
         rows.append([
             row["runtime"], Path(row["model"]).name, row["precision"], str(row["batch"]),
             *(f"{lat[k]:.2f}" for k in ("mean", "p50", "p90", "p99", "min", "max")), f"{row['throughput_ips']:.1f}", f"{row['speedup']:.2f}x",
+            f"{row['gflops']:.0f}" if "gflops" in row else "-", f"{row['ceiling_pct']:.0f}%" if "ceiling_pct" in row else "-",
         ])
     return rows
 
@@ -225,6 +226,8 @@ def bench_table(data: dict[str, Any], width: int | None = None):
     """
     machine = data["machine"]
     title = f"{machine['cpu']}, {machine['cores']} cores" + (f", {machine['gpu']}" if machine.get("gpu") else "")
+    if machine.get("isa_line"):
+        title += f"; {machine['isa_line']}"
     cells = _bench_cells(data)
     needed = sum(max([len(name)] + [len(row[i]) for row in cells]) + 1 for i, (name, _) in enumerate(BENCH_COLUMNS))
     if width is not None and needed > width:

@@ -69,18 +69,19 @@ def _print_lint(model_file: Path) -> None:
 @with_model_options
 def bench(
     inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="INPUT...", help="Checkpoints (torch runtimes), ONNX files of any precision, TensorRT engines.")] = None,
-    runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME,...", help="Comma list of: torch, torch-compile, torch-cuda, torch-cuda-fp16, ort, ort-cuda, ort-trt, trt (default torch,ort).")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", metavar="NAME,...", help="Comma list of: torch, torch-compile, torch-cuda, torch-cuda-fp16, ort, ort-cuda, ort-trt, openvino, openvino-bf16 (the FP32 file in BF16, CPUs with native BF16), trt (default torch,ort).")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", metavar="N,...", help="Batch sizes, comma separated (default 1,8,32; the suite: 1,32).")] = None,
     threads: ThreadsOpt = None,
     warmup: Annotated[Optional[float], typer.Option("--warmup", help="Warm-up seconds per combination, not measured (default 1).")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", help="Measured seconds per combination (default 3).")] = None,
     iterations: Annotated[Optional[int], typer.Option("--iterations", help="Measure exactly this many runs instead of --duration.")] = None,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", help="Split each row's budget into N rounds measured round-robin over all rows, so load changes on a shared machine hit every row alike (default 1, the suite 3; all models stay loaded).")] = None,
     io: Annotated[Optional[IoMode], typer.Option("--io", help="host (default): numpy in, logits back (end to end). device: inputs already on the GPU, model time only.")] = None,
     json_target: JsonOpt = None,
     csv_file: Annotated[Optional[Path], typer.Option("--csv", metavar="FILE.csv", help="Write the results as CSV.")] = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", metavar="FILE.png", help="Draw throughput as a PNG bar chart.")] = None,
     model_options: ModelOptions = None,
-    suite: Annotated[bool, flag("--suite", help="Run the standard suite (torch, torch.compile, onnxruntime FP32/FP16/INT8, plus CUDA/TensorRT where present) and update BENCHMARKS.md.")] = False,
+    suite: Annotated[bool, flag("--suite", help="Run the standard suite (torch, torch.compile, onnxruntime and OpenVINO FP32/FP16/INT8, OpenVINO BF16 where the CPU has it, plus CUDA/TensorRT where present) and update BENCHMARKS.md.")] = False,
     suite_dir: Annotated[Optional[Path], typer.Option("--suite-dir", help="Where the suite keeps its generated models (default bench-work).")] = None,
     write: Annotated[Optional[Path], typer.Option("--write", help="The Markdown file the suite updates (default BENCHMARKS.md).")] = None,
 ):
@@ -88,6 +89,9 @@ def bench(
 
     Warm-up is excluded; GPU work is timed to completion. Speedup is against the first row
     with the same batch size. Runtimes that cannot run here are listed with the reason.
+    The report names the CPU's ISA features and its measured GEMM ceilings; CPU rows give
+    achieved GFLOP/s and the share of their precision's ceiling; the last lines name the
+    fastest runtime x precision per batch and its speedup over onnxruntime FP32.
     """
     from alexnet_deploy.bench import report as bench_report
     from alexnet_deploy.bench.harness import TimingSettings
@@ -105,6 +109,7 @@ def bench(
     settings = TimingSettings(
         warmup_s=1.0 if warmup is None else warmup, duration_s=3.0 if duration is None else duration,
         iterations=iterations, io=value(io) or "host",
+        rounds=(3 if suite else 1) if rounds is None else rounds,  # the suite compares many rows: round-robin by default
     )
     if not suite and not inputs:
         raise InputError("bench needs at least one INPUT (checkpoint, ONNX or engine), or --suite.", "e.g. alexnet bench alexnet.pth alexnet.onnx --runtime torch,ort")
@@ -136,6 +141,12 @@ def bench(
         return
     for skip in report.skipped:
         err.print(f"skipped {skip['runtime']} {Path(skip['model']).name}: {skip['reason']}", markup=False)
+    from alexnet_deploy.bench.report import ceilings_line
+    from alexnet_deploy.bench.runner import fastest_lines
+
+    out.print(ceilings_line(report.machine), markup=False)
+    for line in fastest_lines(report.fastest):
+        out.print(line, markup=False)
     harness = report.harness
     if harness.get("overhead_pct_of_fastest_p50") is not None:
         out.print(f"harness overhead {1000 * harness['overhead_ms_per_iteration']:.1f} µs per iteration ({harness['overhead_pct_of_fastest_p50']:.3f}% of the fastest p50)")

@@ -5,7 +5,12 @@ Layout (Triton's model repository convention)::
     REPO/NAME/config.pbtxt      backend, max_batch_size, inputs/outputs without the batch dim,
                                 dynamic batching, instance groups
     REPO/NAME/labels.txt        one label per line, for Triton's classification extension
-    REPO/NAME/1/model.onnx      (onnxruntime backend) or 1/model.plan (tensorrt backend)
+    REPO/NAME/1/model.onnx      (onnxruntime or openvino backend) or 1/model.plan (tensorrt backend)
+
+The openvino backend reads the same model.onnx (``default_model_filename``), runs on the
+CPU only, and takes its settings as ``parameters``; it has no key that forces f32, so on a
+BF16 CPU it computes in BF16 (the plugin's default), as ``alexnet verify --runtime
+openvino-bf16`` checks beforehand.
 
 The folder is assembled next to its destination and renamed into place, so a failure
 leaves no half-made model behind; ``--force`` swaps it with the old entry in one atomic
@@ -57,11 +62,14 @@ def _dims(values) -> str:
 def render_config(name: str, backend: str, input_name: str, input_type: str, input_dims, output_name: str, output_type: str,
                   output_dims, max_batch_size: int, instances: int, dynamic_batching: bool, gpu: bool) -> str:
     """config.pbtxt text (Triton's ModelConfig in protobuf text format)."""
-    platform = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}[backend]
-    lines = [
-        f"name: {_quote(name)}",
-        f'platform: "{platform}"',
-        f'backend: "{backend}"',
+    lines = [f"name: {_quote(name)}"]
+    platform = {"onnxruntime": "onnxruntime_onnx", "tensorrt": "tensorrt_plan"}.get(backend)
+    if platform:
+        lines.append(f'platform: "{platform}"')
+    lines.append(f'backend: "{backend}"')
+    if backend == "openvino":
+        lines.append('default_model_filename: "model.onnx"')  # the backend looks for model.xml otherwise
+    lines += [
         f"max_batch_size: {max_batch_size}",
         "input [",
         f"  {{ name: {_quote(input_name)} data_type: {input_type} dims: {_dims(input_dims)} }}",
@@ -72,14 +80,25 @@ def render_config(name: str, backend: str, input_name: str, input_type: str, inp
     ]
     if dynamic_batching and max_batch_size > 0:
         lines.append("dynamic_batching { max_queue_delay_microseconds: 100 }")
-    kind = "KIND_GPU" if gpu else "KIND_AUTO"
+    kind = "KIND_GPU" if gpu else ("KIND_CPU" if backend == "openvino" else "KIND_AUTO")
     lines.append(f"instance_group [ {{ count: {instances} kind: {kind} }} ]")
+    if backend == "openvino":
+        # One stream per instance, latency first: the settings the OpenVINO rows in BENCHMARKS.md ran with.
+        lines += [
+            "parameters [",
+            '  { key: "NUM_STREAMS" value: { string_value: "1" } },',
+            '  { key: "PERFORMANCE_HINT" value: { string_value: "LATENCY" } }',
+            "]",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: int | None = None, instances: int = 1,
-                   dynamic_batching: bool = True, force: bool = False) -> TritonModel:
-    """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar)."""
+                   dynamic_batching: bool = True, force: bool = False, backend: str | None = None) -> TritonModel:
+    """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar).
+
+    ``backend`` for ONNX files: 'onnxruntime' (default) or 'openvino'; engines always use tensorrt.
+    """
     from alexnet_deploy.record import check_labels
     from alexnet_deploy.onnx_file import check_input_file, check_model_name, file_kind
 
@@ -97,6 +116,10 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
     if target.exists() and not force:
         raise InputError(f"{target} already exists.", "choose another --name, or add --force to replace it")
 
+    if backend not in (None, "onnxruntime", "openvino"):
+        raise InputError(f"unknown Triton backend {backend!r}.", "use --backend onnxruntime or --backend openvino")
+    if kind == "engine" and backend is not None:
+        raise InputError(f"{model} is a TensorRT engine: it runs on Triton's tensorrt backend only (not --backend {backend}).", "drop --backend, or package the .onnx")
     if kind == "engine":
         from alexnet_deploy.runtimes.tensorrt import read_sidecar
 
@@ -138,7 +161,8 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         else:
             size, in_shape = max_batch or DEFAULT_MAX_BATCH, in_dims[1:]
             out_shape = out_dims[1:] if all(d > 0 for d in out_dims[1:]) else [len(record.labels)]
-        config = render_config(name, "onnxruntime", graph_in.name, in_type, in_shape, graph_out.name, out_type, out_shape,
+        onnx_backend = backend or "onnxruntime"
+        config = render_config(name, onnx_backend, graph_in.name, in_type, in_shape, graph_out.name, out_type, out_shape,
                                size, instances, dynamic_batching, gpu=False)
         labels, filename = list(record.labels), "model.onnx"
         check_labels(labels, f"{model}'s labels", "re-export it with `alexnet export --labels FILE` (one label per line)")
@@ -168,8 +192,8 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already on success; holds the old model after an exchange
-    backend = "tensorrt" if filename == "model.plan" else "onnxruntime"
-    return TritonModel(target, config, backend, size, len(labels))
+    used = "tensorrt" if filename == "model.plan" else onnx_backend
+    return TritonModel(target, config, used, size, len(labels))
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

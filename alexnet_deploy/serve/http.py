@@ -364,7 +364,7 @@ def _limit_malloc_arenas(arenas: int = 2) -> None:
 
 
 def serve(model: Path, name: str = "alexnet", host: str = "127.0.0.1", port: int = 8000, max_batch: int = 32, max_delay_ms: float = 5.0,
-          threads: int | None = None, ready=None, limits: Limits | None = None) -> None:
+          threads: int | None = None, ready=None, limits: Limits | None = None, runtime: str = "ort") -> None:
     """Serve ``model`` until SIGTERM/SIGINT; ``ready(url)`` is called once it accepts requests."""
     limits = limits or Limits()
     if max_batch < 1 or not 0 <= max_delay_ms <= MAX_DELAY_MS:
@@ -379,7 +379,7 @@ def serve(model: Path, name: str = "alexnet", host: str = "127.0.0.1", port: int
     check_model_name(name)
     _raise_open_files(limits.max_connections + 256)  # connections plus the model's and Python's own files
     _limit_malloc_arenas()
-    service = ModelService(Path(model), name, max_batch, max_delay_ms, threads, limits)
+    service = ModelService(Path(model), name, max_batch, max_delay_ms, threads, limits, runtime)
     try:
         server = make_server(service, host, port, limits)
     except OSError as exc:

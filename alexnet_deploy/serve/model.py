@@ -13,16 +13,16 @@ from alexnet_deploy.serve.protocol import Codec
 class ModelService:
     """Loads ``path`` and answers decoded requests through a :class:`Batcher`."""
 
-    def __init__(self, path: Path, name: str, max_batch: int, max_delay_ms: float, threads: int | None = None, limits: Limits | None = None):
+    def __init__(self, path: Path, name: str, max_batch: int, max_delay_ms: float, threads: int | None = None, limits: Limits | None = None, runtime: str = "ort"):
         from alexnet_deploy.onnx_file import load_onnx
-        from alexnet_deploy.runtimes.ort import OrtRuntime
+        from alexnet_deploy.runtimes import open_runtime
 
         self.limits = limits or Limits()
         proto = load_onnx(path, load_weights=False)
         self.record = read_record(proto, str(path))
         output_name = proto.graph.output[0].name
         del proto
-        self.runtime = OrtRuntime(path, threads=threads, precision=self.record.precision)
+        self.runtime = open_runtime(path, runtime, threads)  # 'ort', 'openvino', 'openvino-bf16', ...
         info = self.runtime.info()
         self.name = name
         self.codec = Codec(name, info.input_name, tuple(int(v) for v in info.input_shape[1:]), output_name, list(self.record.labels), self.limits.max_body)

@@ -43,8 +43,9 @@ def verify_checkpoint(
     samples: int | None = None,
     batch_sizes=(1, 7),
     progress: Progress | None = None,
+    runtime: str = "ort",
 ):
-    """Parity report of ``onnx_path`` (any precision) against ``checkpoint`` (does not raise on mismatch)."""
+    """Parity report of ``onnx_path`` (any precision, run in ``runtime``) against ``checkpoint`` (does not raise on mismatch)."""
     require("torch", "torch", "Verifying against PyTorch")
     from alexnet_deploy.errors import LayoutError
     from alexnet_deploy.checkpoints.resolve import resolve_model
@@ -71,7 +72,7 @@ def verify_checkpoint(
                 "pass the same --model FILE.py:ClassName (and --model-kwargs) as at export",
             ) from None
         raise exc from None
-    report = verify_parity(onnx_path, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
+    report = verify_parity(onnx_path, resolved.reference, resolved.input_size, record, layer_module=resolved.module, images=images, samples=samples, batch_sizes=batch_sizes, progress=step, runtime=runtime)
     if record is not None and record.source_sha256 and record.source_sha256 != resolved.checkpoint.sha256:
         report.notes.append("the ONNX file was exported from a different checkpoint file (sha256 differs)")
     return report
@@ -91,8 +92,14 @@ def verify_against_onnx(
     samples: int | None = None,
     batch_sizes=(1, 7),
     progress: Progress | None = None,
+    runtime: str = "ort",
 ):
-    """Agreement report of ``onnx_path`` (e.g. INT8) against the FP32 ONNX ``reference_path`` (torch-free)."""
+    """Agreement report of ``onnx_path`` (e.g. INT8) against the FP32 ONNX ``reference_path`` (torch-free).
+
+    ``runtime`` runs the candidate ('ort', 'openvino', 'openvino-bf16'); the reference always
+    runs in onnxruntime FP32, so ``verify m.onnx --reference m.onnx --runtime openvino-bf16``
+    judges OpenVINO's BF16 against FP32.
+    """
     from alexnet_deploy.record import read_record_or_none
     from alexnet_deploy.record import graph_precision
     from alexnet_deploy.verify.parity import verify_parity
@@ -116,7 +123,7 @@ def verify_against_onnx(
     del proto, ref_proto
     with OrtRuntime(reference_path, precision="fp32") as reference:
         size = reference.info().input_shape[2]
-        report = verify_parity(onnx_path, reference, size, record, images=images, samples=samples, batch_sizes=batch_sizes, progress=step)
+        report = verify_parity(onnx_path, reference, size, record, images=images, samples=samples, batch_sizes=batch_sizes, progress=step, runtime=runtime)
     source = (record.details.get("quantization") or {}).get("source_onnx_sha256") if record is not None else None
     if source:
         from alexnet_deploy.fileio import sha256_file
