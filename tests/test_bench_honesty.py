@@ -1,0 +1,145 @@
+"""The bench measures what it says: a fake runtime with a known cost per call and per image.
+
+The fake sleeps ``CALL_S + IMAGE_S * n`` for a batch of n and records every batch it gets,
+so the reported latencies have a known lower bound (sleep never returns early) and the
+batches it received can be compared with the batch sizes reported. Only lower bounds are
+asserted: an upper bound would be a speed assertion on a shared machine.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from alexnet_deploy.bench.harness import TimingSettings, _loop, time_runtime
+from alexnet_deploy.runtimes.base import Runtime, RuntimeInfo
+
+CALL_S = 0.004  # fixed cost of one call
+IMAGE_S = 0.002  # extra cost per image in the batch
+SHAPE = (3, 4, 4)
+
+
+def known_cost_ms(n: int) -> float:
+    return (CALL_S + IMAGE_S * n) * 1000.0
+
+
+class SleepyRuntime(Runtime):
+    """Sleeps a known time per call and per image; records the shape and start time of every call."""
+
+    name = "sleepy"
+
+    def __init__(self):
+        super().__init__()
+        self.shapes: list[tuple] = []
+        self.call_times: list[float] = []
+
+    def _info_impl(self):
+        return RuntimeInfo("sleepy", "cpu", "fp32", "input", (None,) + SHAPE)
+
+    def _run_impl(self, batch):
+        self.call_times.append(time.perf_counter())
+        self.shapes.append(tuple(batch.shape))
+        time.sleep(CALL_S + IMAGE_S * len(batch))
+        return np.zeros((len(batch), 2), np.float32)
+
+
+@pytest.mark.parametrize("batch", [1, 8, 24])
+def test_time_runtime_times_the_whole_call_on_the_whole_batch(batch):
+    runtime = SleepyRuntime()
+    samples = time_runtime(runtime, batch, TimingSettings(warmup_s=0.0, iterations=4))
+    assert len(samples) == 4
+    # Every call, warm-up included, got all N rows: a bench that ran batch[:1] while
+    # reporting batch N would show up here.
+    assert runtime.shapes == [(batch,) + SHAPE] * 5
+    # Each sample covers at least the sleep inside the call: a timer started after the call
+    # (or one that times nothing) reports ~0 ms.
+    assert min(samples) >= known_cost_ms(batch), (samples, known_cost_ms(batch))
+
+
+def test_latency_grows_with_the_batch_at_least_as_the_known_cost_says():
+    runtime = SleepyRuntime()
+    settings = TimingSettings(warmup_s=0.0, iterations=3)
+    small, large = time_runtime(runtime, 1, settings), time_runtime(runtime, 16, settings)
+    # The fastest large-batch call still slept 15 more images than any small-batch call
+    # could have needed beyond its own sleep; overheads only add to both sides.
+    assert min(large) >= known_cost_ms(16)
+    assert min(large) - known_cost_ms(1) >= IMAGE_S * 15 * 1000.0 - 1e-9
+    assert sorted({s[0] for s in runtime.shapes}) == [1, 16]
+
+
+def test_run_bench_reports_honest_rows_for_a_known_runtime(monkeypatch, tmp_path):
+    """The real ``alexnet bench`` path (run_bench), with the runtime it opens replaced by the fake."""
+    from alexnet_deploy.bench import runner
+
+    opened: list[SleepyRuntime] = []
+
+    def fake_open(runtime_name, path, threads, model_options=None, engine_cache=None, progress=None):
+        opened.append(SleepyRuntime())
+        return opened[-1]
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read: open_runtime is replaced")
+    monkeypatch.setattr(runner, "input_kind", lambda path: "onnx")
+    monkeypatch.setattr(runner, "open_runtime", fake_open)
+    batches = [1, 4, 12]
+    report = runner.run_bench([model], ["ort"], batches, TimingSettings(warmup_s=0.0, iterations=3))
+    assert [r["batch"] for r in report.results] == batches
+    (runtime,) = opened
+    # 1 warm-up + 3 timed calls per batch size, each with every row of the reported batch.
+    assert runtime.shapes == [(n,) + SHAPE for n in batches for _ in range(4)]
+    for row in report.results:
+        n = row["batch"]
+        assert row["iterations"] == 3
+        assert row["latency_ms"]["min"] >= known_cost_ms(n)
+        # Throughput is images per second of the reported batch: at most what the sleep allows.
+        assert row["throughput_ips"] <= n / (known_cost_ms(n) / 1000.0)
+    b1, b12 = report.results[0], report.results[2]
+    assert b12["latency_ms"]["min"] - known_cost_ms(1) >= IMAGE_S * 11 * 1000.0 - 1e-9
+
+
+def test_warmup_calls_are_neither_counted_nor_timed():
+    runtime = SleepyRuntime()
+    warmup_s = 0.06
+    started = time.perf_counter()
+    samples = time_runtime(runtime, 2, TimingSettings(warmup_s=warmup_s, iterations=3))
+    timed_calls = runtime.call_times[-3:]
+    warmup_calls = runtime.call_times[:-3]
+    assert len(samples) == 3
+    # At least the first forced warm-up call plus one more inside the warm-up budget.
+    assert len(warmup_calls) >= 2
+    # Timing starts only once the warm-up budget has run out.
+    assert timed_calls[0] - started >= warmup_s
+    assert all(t >= warmup_s + started for t in timed_calls)
+
+
+def test_timing_loop_with_warmup_returns_only_the_measured_samples():
+    calls: list[float] = []
+
+    def step():
+        calls.append(time.perf_counter())
+        time.sleep(0.005)
+        return float(len(calls))  # the sample says which call produced it
+
+    started = time.perf_counter()
+    samples = _loop(step, TimingSettings(warmup_s=0.04, iterations=4))
+    warmups = len(calls) - 4
+    assert warmups >= 2  # the forced first call, then at least one in the 40 ms budget
+    # The samples are exactly the last four calls: none of the warm-up calls was kept.
+    assert samples == [float(warmups + i) for i in range(1, 5)]
+    assert calls[warmups] - started >= 0.04
+
+
+def test_duration_mode_counts_at_least_min_iterations_after_warmup():
+    calls: list[int] = []
+
+    def step():
+        calls.append(1)
+        time.sleep(0.002)
+        return float(len(calls))
+
+    samples = _loop(step, TimingSettings(warmup_s=0.02, duration_s=0.001, min_iterations=5))
+    assert len(samples) >= 5
+    warmups = len(calls) - len(samples)
+    assert warmups >= 2 and samples[0] == float(warmups + 1) and samples[-1] == float(len(calls))
