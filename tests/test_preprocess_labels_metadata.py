@@ -134,3 +134,45 @@ def test_preprocessing_overrides_reach_the_file(cli, half_width, tmp_path):
     cli.ok("export", half_width[0], "-o", out, "--resize", "240", "--mean", "0.4,0.4,0.4", "--std", "0.2,0.2,0.2", "--no-verify")
     spec = read_record(onnx.load(str(out), load_external_data=False)).preprocessing
     assert (spec.resize, spec.crop, spec.mean, spec.std) == (240, 224, (0.4, 0.4, 0.4), (0.2, 0.2, 0.2))
+
+
+# Center-crop offsets are round((size - crop) / 2) with Python's round-half-to-even: an odd
+# difference d gives d/2 = k + 0.5, which rounds up only when k is odd (d % 4 == 3), so
+# floor-instead-of-round shows only on those, ceil-instead-of-round only on d % 4 == 1.
+# Resize's long side is int(resize * long / short): truncation shows only when that is not
+# a whole number. Crops larger than the image pad (d < 0, odd or even). The grid below is
+# small images with crop 10 so that every path occurs in both axes; the test checks that
+# it does, using torchvision's own Resize output size, before comparing pixels.
+ROUNDING_SPECS = [Preprocessing(r, 10) for r in (7, 8, 10, 11, 12, 13)] + [Preprocessing(r, 10, resize_mode="exact") for r in (11, 13, 14, 15)]
+ROUNDING_SIZES = [(w, h) for w in (9, 13, 14, 15, 16, 23, 30) for h in (9, 13, 14, 15, 16, 23, 30)]
+
+
+def _rounding_path(difference: int) -> str:
+    if difference < 0:
+        return f"pad-{'odd' if difference % 2 else 'even'}"
+    return {0: "even", 2: "even", 1: "half-down", 3: "half-up"}[difference % 4]
+
+
+def test_center_crop_and_resize_rounding_equal_torchvision_on_every_path():
+    covered: set[tuple[str, str]] = set()
+    truncated_long_side = False
+    mismatches = []
+    for spec in ROUNDING_SPECS:
+        transform = _torchvision(spec)
+        resize = transform.transforms[0]
+        for width, height in ROUNDING_SIZES:
+            image = _image(width, height, seed=width * 100 + height)
+            resized_w, resized_h = resize(image).size  # torchvision's own output size
+            covered.add(("x", _rounding_path(resized_w - spec.crop)))
+            covered.add(("y", _rounding_path(resized_h - spec.crop)))
+            if spec.resize_mode == "shorter" and width != height:
+                short, long = min(width, height), max(width, height)
+                truncated_long_side |= (spec.resize * long) % short != 0
+            want = transform(image).numpy()
+            got = preprocess_image(image, spec)
+            if got.shape != want.shape or np.abs(got - want).max() > 1e-6:
+                mismatches.append((spec.describe(), (width, height), (resized_w, resized_h)))
+    paths = {"even", "half-down", "half-up", "pad-odd", "pad-even"}
+    assert covered == {(axis, p) for axis in "xy" for p in paths}, "the grid no longer exercises every rounding path"
+    assert truncated_long_side
+    assert not mismatches, mismatches[:5]
