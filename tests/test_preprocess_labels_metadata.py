@@ -176,3 +176,50 @@ def test_center_crop_and_resize_rounding_equal_torchvision_on_every_path():
     assert covered == {(axis, p) for axis in "xy" for p in paths}, "the grid no longer exercises every rounding path"
     assert truncated_long_side
     assert not mismatches, mismatches[:5]
+
+
+def test_preprocess_accepts_pil_images_and_rgb_arrays_like_torchvision():
+    spec = Preprocessing(20, 16)
+    gray = _image(30, 25, seed=4, mode="L")
+    want = _torchvision(spec)(gray.convert("RGB")).numpy()
+    assert np.abs(preprocess_image(gray, spec) - want).max() <= 1e-6  # a PIL image in another mode is converted
+    array = np.asarray(_image(30, 25, seed=5))
+    want = _torchvision(spec)(Image.fromarray(array, "RGB")).numpy()
+    assert np.abs(preprocess_image(array, spec) - want).max() <= 1e-6
+    for bad in (array[..., 0], np.concatenate([array, array[..., :1]], axis=2), array.astype(np.float32), array[None]):
+        with pytest.raises(InputError, match=r"HxWx3 uint8 \(RGB\), got shape"):
+            preprocess_image(bad, spec)
+
+
+def test_preprocess_batch_list_images_and_load_images(tmp_path):
+    from alexnet_deploy.preprocess import list_images, load_images, preprocess_batch
+
+    spec = Preprocessing(20, 16)
+    (tmp_path / "sub").mkdir()
+    paths = [tmp_path / "b.png", tmp_path / "A.JPG", tmp_path / "sub" / "c.bmp"]
+    for i, path in enumerate(paths):
+        _image(24 + i, 21, seed=i).save(path, format={".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP"}[path.suffix.lower()])
+    (tmp_path / "notes.txt").write_text("not an image")
+    broken = tmp_path / "sub" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    # Suffixes match case-insensitively, non-images are left out, the order is sorted.
+    assert list_images(tmp_path) == sorted([*paths, broken])
+    assert list_images(tmp_path, recursive=False) == sorted(paths[:2])
+    with pytest.raises(InputError, match="does not exist"):
+        list_images(tmp_path / "missing")
+    with pytest.raises(InputError, match="is not a folder"):
+        list_images(paths[0])
+    good = sorted(paths)
+    batch = preprocess_batch(good, spec)
+    want = np.stack([_torchvision(spec)(Image.open(p).convert("RGB")).numpy() for p in good])
+    assert batch.shape == (3, 3, 16, 16) and np.abs(batch - want).max() <= 1e-6
+    advanced = []
+    loaded, used, skipped = load_images(sorted([*paths, broken]), spec, advance=advanced.append)
+    assert used == good and skipped == [broken] and advanced == [1, 1, 1, 1]  # one unit per file, skipped ones too
+    assert np.abs(loaded - want).max() <= 1e-6
+    empty, used, skipped = load_images([broken], spec)
+    assert empty.shape == (0, 3, 16, 16) and empty.dtype == np.float32 and used == [] and skipped == [broken]
+    with pytest.raises(InputError, match="does not exist or is not a file"):
+        preprocess_image(tmp_path / "nope.png", spec)
+    with pytest.raises(InputError, match=r"cannot be decoded \(UnidentifiedImageError\)"):
+        preprocess_image(broken, spec)
