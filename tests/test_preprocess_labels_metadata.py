@@ -187,8 +187,9 @@ def test_preprocess_accepts_pil_images_and_rgb_arrays_like_torchvision():
     want = _torchvision(spec)(Image.fromarray(array, "RGB")).numpy()
     assert np.abs(preprocess_image(array, spec) - want).max() <= 1e-6
     for bad in (array[..., 0], np.concatenate([array, array[..., :1]], axis=2), array.astype(np.float32), array[None]):
-        with pytest.raises(InputError, match=r"HxWx3 uint8 \(RGB\), got shape"):
+        with pytest.raises(InputError, match=r"HxWx3 uint8 \(RGB\), got shape") as error:
             preprocess_image(bad, spec)
+        assert error.value.fix == "convert it, e.g. np.asarray(pil_image.convert('RGB'))"  # the hint users see
 
 
 def test_preprocess_batch_list_images_and_load_images(tmp_path):
@@ -205,10 +206,13 @@ def test_preprocess_batch_list_images_and_load_images(tmp_path):
     # Suffixes match case-insensitively, non-images are left out, the order is sorted.
     assert list_images(tmp_path) == sorted([*paths, broken])
     assert list_images(tmp_path, recursive=False) == sorted(paths[:2])
-    with pytest.raises(InputError, match="does not exist"):
+    # Each error carries the one-line fix the CLI prints under it.
+    with pytest.raises(InputError, match="does not exist") as error:
         list_images(tmp_path / "missing")
-    with pytest.raises(InputError, match="is not a folder"):
+    assert error.value.fix == "check the path"
+    with pytest.raises(InputError, match="is not a folder") as error:
         list_images(paths[0])
+    assert error.value.fix == "give a directory"
     good = sorted(paths)
     batch = preprocess_batch(good, spec)
     want = np.stack([_torchvision(spec)(Image.open(p).convert("RGB")).numpy() for p in good])
@@ -219,7 +223,9 @@ def test_preprocess_batch_list_images_and_load_images(tmp_path):
     assert np.abs(loaded - want).max() <= 1e-6
     empty, used, skipped = load_images([broken], spec)
     assert empty.shape == (0, 3, 16, 16) and empty.dtype == np.float32 and used == [] and skipped == [broken]
-    with pytest.raises(InputError, match="does not exist or is not a file"):
+    with pytest.raises(InputError, match="does not exist or is not a file") as error:
         preprocess_image(tmp_path / "nope.png", spec)
-    with pytest.raises(InputError, match=r"cannot be decoded \(UnidentifiedImageError\)"):
+    assert error.value.fix == "check the path"
+    with pytest.raises(InputError, match=r"cannot be decoded \(UnidentifiedImageError\)") as error:
         preprocess_image(broken, spec)
+    assert error.value.fix == "remove or replace the file"
