@@ -34,6 +34,11 @@ class SleepyRuntime(Runtime):
         super().__init__()
         self.shapes: list[tuple] = []
         self.call_times: list[float] = []
+        self.given: list[np.ndarray] = []  # batches as the bench passed them, before any conversion
+
+    def run(self, batch):
+        self.given.append(np.array(batch, copy=True))
+        return super().run(batch)
 
     def _info_impl(self):
         return RuntimeInfo("sleepy", "cpu", "fp32", "input", (None,) + SHAPE)
@@ -139,7 +144,52 @@ def test_duration_mode_counts_at_least_min_iterations_after_warmup():
         time.sleep(0.002)
         return float(len(calls))
 
-    samples = _loop(step, TimingSettings(warmup_s=0.02, duration_s=0.001, min_iterations=5))
-    assert len(samples) >= 5
+    samples = _loop(step, TimingSettings(warmup_s=0.02, duration_s=1e-9, min_iterations=5))
+    assert len(samples) == 5  # the budget ran out at once: exactly min_iterations
     warmups = len(calls) - len(samples)
     assert warmups >= 2 and samples[0] == float(warmups + 1) and samples[-1] == float(len(calls))
+
+
+def test_duration_mode_measures_for_the_whole_duration():
+    calls: list[float] = []
+
+    def step():
+        calls.append(time.perf_counter())
+        time.sleep(0.002)
+        return 1.0
+
+    started = time.perf_counter()
+    samples = _loop(step, TimingSettings(warmup_s=0.0, duration_s=0.05, min_iterations=1))
+    assert time.perf_counter() - started >= 0.05 and len(samples) >= 2
+
+
+def test_bench_feeds_float32_and_the_same_batch_every_time():
+    """A float64 batch would time a conversion inside run(); a new random batch per run is not reproducible."""
+    first, second = SleepyRuntime(), SleepyRuntime()
+    time_runtime(first, 3, TimingSettings(warmup_s=0.0, iterations=2))
+    time_runtime(second, 3, TimingSettings(warmup_s=0.0, iterations=2))
+    assert all(b.dtype == np.float32 for b in first.given + second.given)
+    np.testing.assert_array_equal(first.given[0], second.given[0])
+
+
+def test_host_io_times_run_even_where_device_timing_is_possible():
+    class CudaLike(SleepyRuntime):
+        def _info_impl(self):
+            return RuntimeInfo("sleepy", "cuda", "fp32", "input", (None,) + SHAPE)
+
+        def run_device(self, tensor):
+            raise AssertionError("io='host' must time run(), not run_device()")
+
+    runtime = CudaLike()
+    samples = time_runtime(runtime, 2, TimingSettings(warmup_s=0.0, iterations=2, io="host"))
+    assert len(samples) == 2 and min(samples) >= known_cost_ms(2)
+
+
+def test_latency_stats_and_throughput_edges():
+    from alexnet_deploy.bench.stats import latency_stats, throughput
+
+    assert latency_stats([3.0]) == {k: 3.0 for k in ("mean", "p50", "p90", "p99", "min", "max")}
+    with pytest.raises(ValueError, match="no latency samples"):
+        latency_stats([])
+    assert throughput(4, [0.5]) == pytest.approx(8000.0)  # sub-millisecond latencies
+    assert throughput(8, [0.0, 0.0]) == float("inf")
