@@ -193,3 +193,22 @@ def test_latency_stats_and_throughput_edges():
         latency_stats([])
     assert throughput(4, [0.5]) == pytest.approx(8000.0)  # sub-millisecond latencies
     assert throughput(8, [0.0, 0.0]) == float("inf")
+
+
+@pytest.mark.parametrize("settings, needle", [
+    (TimingSettings(io="gpu"), "--io 'gpu' must be host or device"),
+    (TimingSettings(warmup_s=-0.1), "--warmup must be >= 0"),
+    (TimingSettings(duration_s=0.0), "--duration > 0"),
+    (TimingSettings(iterations=0), "--iterations >= 1"),
+])
+def test_timing_settings_reject_what_cannot_be_measured(settings, needle):
+    from alexnet_deploy.errors import InputError
+
+    with pytest.raises(InputError) as error:
+        settings.validated()
+    assert needle in error.value.problem and error.value.fix
+
+
+@pytest.mark.parametrize("settings", [TimingSettings(), TimingSettings(warmup_s=0.0, duration_s=1e-6, iterations=1, io="device"), TimingSettings(iterations=None)])
+def test_timing_settings_accept_the_edges(settings):
+    assert settings.validated() is settings
