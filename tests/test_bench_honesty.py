@@ -212,3 +212,31 @@ def test_timing_settings_reject_what_cannot_be_measured(settings, needle):
 @pytest.mark.parametrize("settings", [TimingSettings(), TimingSettings(warmup_s=0.0, duration_s=1e-6, iterations=1, io="device"), TimingSettings(iterations=None)])
 def test_timing_settings_accept_the_edges(settings):
     assert settings.validated() is settings
+
+
+def test_round_robin_medians_time_each_runner_with_known_cost():
+    from alexnet_deploy.bench.timing import round_robin_medians
+
+    order: list[str] = []
+
+    def runner(name, seconds):
+        def run():
+            order.append(name)
+            time.sleep(seconds)
+        return run
+
+    medians = round_robin_medians({"slow": runner("slow", 0.006), "fast": runner("fast", 0.002)}, rounds=3, min_runs=2)
+    assert list(medians) == ["slow", "fast"] and all(len(v) == 3 for v in medians.values())
+    # Lower bounds from the sleeps (seconds): each median covers its own runner's call.
+    assert min(medians["slow"]) >= 0.006 and min(medians["fast"]) >= 0.002
+    # One untimed warm-up call each, then per round each runner min_runs times, in turn.
+    assert order == ["slow", "fast"] + (["slow"] * 2 + ["fast"] * 2) * 3
+
+
+def test_round_robin_medians_run_for_min_seconds():
+    from alexnet_deploy.bench.timing import round_robin_medians
+
+    calls: list[int] = []
+    started = time.perf_counter()
+    round_robin_medians({"a": lambda: calls.append(time.sleep(0.002))}, rounds=1, min_seconds=0.03, min_runs=1)
+    assert time.perf_counter() - started >= 0.03 and len(calls) >= 1 + 2
