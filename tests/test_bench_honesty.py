@@ -53,7 +53,10 @@ class SleepyRuntime(Runtime):
 @pytest.mark.parametrize("batch", [1, 8, 24])
 def test_time_runtime_times_the_whole_call_on_the_whole_batch(batch):
     runtime = SleepyRuntime()
+    started = time.perf_counter()
     samples = time_runtime(runtime, batch, TimingSettings(warmup_s=0.0, iterations=4))
+    # Consistency, not speed: the samples cannot add up to more than the time that passed.
+    assert sum(samples) <= (time.perf_counter() - started) * 1000.0
     assert len(samples) == 4
     # Every call, warm-up included, got all N rows: a bench that ran batch[:1] while
     # reporting batch N would show up here.
@@ -225,7 +228,11 @@ def test_round_robin_medians_time_each_runner_with_known_cost():
             time.sleep(seconds)
         return run
 
+    started = time.perf_counter()
     medians = round_robin_medians({"slow": runner("slow", 0.006), "fast": runner("fast", 0.002)}, rounds=3, min_runs=2)
+    elapsed = time.perf_counter() - started
+    # Consistency, not speed: no median can exceed the wall time of the whole measurement.
+    assert max(max(v) for v in medians.values()) <= elapsed
     assert list(medians) == ["slow", "fast"] and all(len(v) == 3 for v in medians.values())
     # Lower bounds from the sleeps (seconds): each median covers its own runner's call.
     assert min(medians["slow"]) >= 0.006 and min(medians["fast"]) >= 0.002
