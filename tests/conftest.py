@@ -79,6 +79,28 @@ def seed_checkpoints(store):
 
 
 @pytest.fixture(scope="session")
+def seed_exports(store, seed_checkpoints):
+    """layout -> (ONNX path, ``alexnet export --json`` summary) of the 10-class seed checkpoint.
+
+    Made lazily, once per session, by whichever test asks first: tests that need an export
+    use this instead of a file another test happens to have written.
+    """
+    import json
+
+    cache: dict[str, tuple[Path, dict]] = {}
+
+    def get(layout: str):
+        if layout not in cache:
+            path, _, _ = seed_checkpoints(layout, 10)
+            out = store / f"export-{layout}.onnx"
+            args = ["export", path, "-o", out, "--json"] + (["--arch", "caffe-227"] if layout == "caffe-227" else [])
+            cache[layout] = (out, json.loads(Cli().ok(*args).stdout))
+        return cache[layout]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def half_width(seed_checkpoints):
     """The smallest seed layout (seed 003, 5 classes): used wherever any AlexNet will do."""
     return seed_checkpoints("half-width", 5)

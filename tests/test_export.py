@@ -72,11 +72,10 @@ def test_paper_224_layout_matches_seed000_class_with_padding_2(store, cli):
 
 
 @pytest.mark.slow
-def test_seed001_lrn_nodes_carry_paper_parameters(seed_checkpoints, store):
-    out = store / "paper-hand-lrn.onnx"
-    if not out.exists():
-        pytest.skip("made by test_every_seed_layout_exports_with_parity")
+def test_seed001_lrn_nodes_carry_paper_parameters(seed_exports):
+    out, _ = seed_exports("paper-hand-lrn")  # made here if no other test made it first
     nodes = [n for n in onnx.load(str(out)).graph.node if n.op_type == "LRN"]
+    assert len(nodes) == LRN_NODES["paper-hand-lrn"]  # an export without LRN nodes must not pass vacuously
     attrs = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in nodes]
     # paper: alpha * sum over 5 channels == ONNX alpha/size * sum with alpha = 1e-4 * 5
     for a in attrs:

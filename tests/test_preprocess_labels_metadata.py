@@ -134,3 +134,98 @@ def test_preprocessing_overrides_reach_the_file(cli, half_width, tmp_path):
     cli.ok("export", half_width[0], "-o", out, "--resize", "240", "--mean", "0.4,0.4,0.4", "--std", "0.2,0.2,0.2", "--no-verify")
     spec = read_record(onnx.load(str(out), load_external_data=False)).preprocessing
     assert (spec.resize, spec.crop, spec.mean, spec.std) == (240, 224, (0.4, 0.4, 0.4), (0.2, 0.2, 0.2))
+
+
+# Center-crop offsets are round((size - crop) / 2) with Python's round-half-to-even: an odd
+# difference d gives d/2 = k + 0.5, which rounds up only when k is odd (d % 4 == 3), so
+# floor-instead-of-round shows only on those, ceil-instead-of-round only on d % 4 == 1.
+# Resize's long side is int(resize * long / short): truncation shows only when that is not
+# a whole number. Crops larger than the image pad (d < 0, odd or even). The grid below is
+# small images with crop 10 so that every path occurs in both axes; the test checks that
+# it does, using torchvision's own Resize output size, before comparing pixels.
+ROUNDING_SPECS = [Preprocessing(r, 10) for r in (7, 8, 10, 11, 12, 13)] + [Preprocessing(r, 10, resize_mode="exact") for r in (11, 13, 14, 15)]
+ROUNDING_SIZES = [(w, h) for w in (9, 13, 14, 15, 16, 23, 30) for h in (9, 13, 14, 15, 16, 23, 30)]
+
+
+def _rounding_path(difference: int) -> str:
+    if difference < 0:
+        return f"pad-{'odd' if difference % 2 else 'even'}"
+    return {0: "even", 2: "even", 1: "half-down", 3: "half-up"}[difference % 4]
+
+
+def test_center_crop_and_resize_rounding_equal_torchvision_on_every_path():
+    covered: set[tuple[str, str]] = set()
+    truncated_long_side = False
+    mismatches = []
+    for spec in ROUNDING_SPECS:
+        transform = _torchvision(spec)
+        resize = transform.transforms[0]
+        for width, height in ROUNDING_SIZES:
+            image = _image(width, height, seed=width * 100 + height)
+            resized_w, resized_h = resize(image).size  # torchvision's own output size
+            covered.add(("x", _rounding_path(resized_w - spec.crop)))
+            covered.add(("y", _rounding_path(resized_h - spec.crop)))
+            if spec.resize_mode == "shorter" and width != height:
+                short, long = min(width, height), max(width, height)
+                truncated_long_side |= (spec.resize * long) % short != 0
+            want = transform(image).numpy()
+            got = preprocess_image(image, spec)
+            if got.shape != want.shape or np.abs(got - want).max() > 1e-6:
+                mismatches.append((spec.describe(), (width, height), (resized_w, resized_h)))
+    paths = {"even", "half-down", "half-up", "pad-odd", "pad-even"}
+    assert covered == {(axis, p) for axis in "xy" for p in paths}, "the grid no longer exercises every rounding path"
+    assert truncated_long_side
+    assert not mismatches, mismatches[:5]
+
+
+def test_preprocess_accepts_pil_images_and_rgb_arrays_like_torchvision():
+    spec = Preprocessing(20, 16)
+    gray = _image(30, 25, seed=4, mode="L")
+    want = _torchvision(spec)(gray.convert("RGB")).numpy()
+    assert np.abs(preprocess_image(gray, spec) - want).max() <= 1e-6  # a PIL image in another mode is converted
+    array = np.asarray(_image(30, 25, seed=5))
+    want = _torchvision(spec)(Image.fromarray(array, "RGB")).numpy()
+    assert np.abs(preprocess_image(array, spec) - want).max() <= 1e-6
+    for bad in (array[..., 0], np.concatenate([array, array[..., :1]], axis=2), array.astype(np.float32), array[None]):
+        with pytest.raises(InputError, match=r"HxWx3 uint8 \(RGB\), got shape") as error:
+            preprocess_image(bad, spec)
+        assert error.value.fix == "convert it, e.g. np.asarray(pil_image.convert('RGB'))"  # the hint users see
+
+
+def test_preprocess_batch_list_images_and_load_images(tmp_path):
+    from alexnet_deploy.preprocess import list_images, load_images, preprocess_batch
+
+    spec = Preprocessing(20, 16)
+    (tmp_path / "sub").mkdir()
+    paths = [tmp_path / "b.png", tmp_path / "A.JPG", tmp_path / "sub" / "c.bmp"]
+    for i, path in enumerate(paths):
+        _image(24 + i, 21, seed=i).save(path, format={".png": "PNG", ".jpg": "JPEG", ".bmp": "BMP"}[path.suffix.lower()])
+    (tmp_path / "notes.txt").write_text("not an image")
+    broken = tmp_path / "sub" / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n but not really")
+    # Suffixes match case-insensitively, non-images are left out, the order is sorted.
+    assert list_images(tmp_path) == sorted([*paths, broken])
+    assert list_images(tmp_path, recursive=False) == sorted(paths[:2])
+    # Each error carries the one-line fix the CLI prints under it.
+    with pytest.raises(InputError, match="does not exist") as error:
+        list_images(tmp_path / "missing")
+    assert error.value.fix == "check the path"
+    with pytest.raises(InputError, match="is not a folder") as error:
+        list_images(paths[0])
+    assert error.value.fix == "give a directory"
+    good = sorted(paths)
+    batch = preprocess_batch(good, spec)
+    want = np.stack([_torchvision(spec)(Image.open(p).convert("RGB")).numpy() for p in good])
+    assert batch.shape == (3, 3, 16, 16) and np.abs(batch - want).max() <= 1e-6
+    advanced = []
+    loaded, used, skipped = load_images(sorted([*paths, broken]), spec, advance=advanced.append)
+    assert used == good and skipped == [broken] and advanced == [1, 1, 1, 1]  # one unit per file, skipped ones too
+    assert np.abs(loaded - want).max() <= 1e-6
+    empty, used, skipped = load_images([broken], spec)
+    assert empty.shape == (0, 3, 16, 16) and empty.dtype == np.float32 and used == [] and skipped == [broken]
+    with pytest.raises(InputError, match="does not exist or is not a file") as error:
+        preprocess_image(tmp_path / "nope.png", spec)
+    assert error.value.fix == "check the path"
+    with pytest.raises(InputError, match=r"cannot be decoded \(UnidentifiedImageError\)") as error:
+        preprocess_image(broken, spec)
+    assert error.value.fix == "remove or replace the file"

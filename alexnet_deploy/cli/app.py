@@ -198,7 +198,14 @@ class _RichProgress(Progress):
         self.task = bar.add_task("starting", total=None)
 
     def __call__(self, message: str) -> None:
-        self.bar.update(self.task, description=escape(f"{message} …"), total=None, completed=0)
+        task = self.bar.tasks[-1]
+        if task.total is not None and not task.finished:
+            # A message inside counted work (bench's "loading ...") relabels it, keeping the count.
+            self.bar.update(self.task, description=escape(f"{message} …"))
+            return
+        # rich's update cannot turn a bar back into a spinner (total=None means "unchanged").
+        self.bar.remove_task(self.task)
+        self.task = self.bar.add_task(escape(f"{message} …"), total=None)
 
     def start(self, description: str, total: int) -> None:
         self.bar.update(self.task, description=escape(description), total=total, completed=0)

@@ -66,7 +66,7 @@ def _deprecated_trust_pickle(given: bool) -> bool:
 
 
 # The old name of --trust-code, kept so existing commands keep working.
-TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", hidden=True, callback=_deprecated_trust_pickle)]
+TrustPickleOpt = Annotated[bool, typer.Option("--trust-pickle", hidden=True, callback=_deprecated_trust_pickle, help="Deprecated name of --trust-code.")]
 
 # Preprocessing of a checkpoint's model (export writes it into the ONNX; eval applies it to checkpoints).
 ResizeOpt = Annotated[Optional[int], typer.Option("--resize", help="Resize size before the center crop.", rich_help_panel="Preprocessing")]

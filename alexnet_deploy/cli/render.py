@@ -138,7 +138,9 @@ def inspect_table(data: dict[str, Any]) -> Table:
         table.add_row("graph", f"opset {data['opset']}, IR {data['ir_version']}, {data['nodes']} nodes: {_histogram(data['op_histogram'])}")
         lrn = data["lrn_nodes"]
         table.add_row("LRN", "; ".join(f"{n['name']} size={n.get('size')} alpha={n.get('alpha', 1e-4):g} beta={n.get('beta', 0.75):g} bias={n.get('bias', 1.0):g}" for n in lrn) or "none")
-        table.add_row("parameters", f"{data['parameters']:,}")
+        constants = data.get("constants") or {}
+        extra = f" (weights; plus {constants['values']:,} value(s) in {constants['tensors']} shape/quantization constant(s))" if constants.get("tensors") else ""
+        table.add_row("parameters", f"{data['parameters']:,}{extra}")
     return table
 
 

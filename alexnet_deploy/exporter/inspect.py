@@ -29,6 +29,32 @@ def _elem_type(value_info) -> str:
     return onnx.helper.tensor_dtype_to_np_dtype(value_info.type.tensor_type.elem_type).name
 
 
+# Inputs after the first of these ops are quantization parameters, not weights.
+_QUANT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+
+
+def _split_initializers(graph) -> tuple[list, list]:
+    """(weights, constants): an initializer is a constant when every use is an operand such as
+    a Reshape target shape (integer, not a node's first input) or a quantization scale or zero
+    point (input 1 or 2 of QuantizeLinear/DequantizeLinear); anything else is a weight."""
+    import onnx
+
+    integer = {onnx.TensorProto.INT64, onnx.TensorProto.INT32}
+    uses: dict[str, list[tuple[str, int]]] = {}
+    for node in graph.node:
+        for index, name in enumerate(node.input):
+            uses.setdefault(name, []).append((node.op_type, index))
+    weights, constants = [], []
+    for init in graph.initializer:
+        found = uses.get(init.name, [])
+
+        def operand(op: str, index: int) -> bool:
+            return index >= 1 and (op in _QUANT_OPS or init.data_type in integer)
+
+        (constants if found and all(operand(op, i) for op, i in found) else weights).append(init)
+    return weights, constants
+
+
 def inspect_onnx(path: Path) -> dict[str, Any]:
     """Record, opset, I/O, op histogram, LRN nodes and parameter count of an ONNX file."""
     import numpy as np
@@ -47,7 +73,7 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
         {"name": n.name, **{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}}
         for n in graph.node if n.op_type == "LRN"
     ]
-    params = sum(int(np.prod(init.dims)) for init in graph.initializer)
+    weights, constants = _split_initializers(graph)
     opsets = {imp.domain or "ai.onnx": imp.version for imp in model.opset_import}
     initializer_names = {i.name for i in graph.initializer}
     return {
@@ -63,7 +89,10 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
         "nodes": len(graph.node),
         "op_histogram": histogram,
         "lrn_nodes": lrn,
-        "parameters": params,
+        # Weights only, so that a checkpoint and its export report the same count; shape
+        # operands and quantization scales/zero points are listed apart in "constants".
+        "parameters": sum(int(np.prod(init.dims)) for init in weights),
+        "constants": {"tensors": len(constants), "values": sum(int(np.prod(init.dims)) for init in constants)},
         "layout": record.layout if record else None,
         "precision": record.precision if record else None,
         "num_classes": record.num_classes if record else None,

@@ -82,6 +82,6 @@ def tensor_rel_err(candidate: np.ndarray, reference: np.ndarray) -> float:
     """``max |a - b| / max |b|`` over a whole tensor (inf when shapes differ or values are not finite)."""
     if candidate.shape != reference.shape or not np.isfinite(candidate).all():
         return float("inf")
-    scale = float(np.abs(reference).max())
+    scale = float(np.abs(reference).max()) if reference.size else 0.0  # empty tensors: equal, error 0
     err = float(np.abs(candidate.astype(np.float64) - reference).max()) if candidate.size else 0.0
     return err / scale if scale > 0 else (0.0 if err == 0 else float("inf"))
