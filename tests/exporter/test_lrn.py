@@ -63,7 +63,7 @@ def _export_tiny(kind, tmp_path, cli):
     model = TinyNet(kind).eval()
     source = tmp_path / "tiny.py"
     source.write_text(
-        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\nimport sys\nsys.path.insert(0, %r)\nfrom seed_models import LRN as Seed001LRN\n" % str(__import__("pathlib").Path(__file__).parent)
+        "import torch\nimport torch.nn.functional as F\nfrom torch import nn\nimport sys\nsys.path.insert(0, %r)\nfrom seed_models import LRN as Seed001LRN\n" % str(__import__("pathlib").Path(__file__).resolve().parents[1])
         + __import__("inspect").getsource(TinyNet)
     )
     ckpt = tmp_path / "tiny.pth"

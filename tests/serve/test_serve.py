@@ -141,7 +141,9 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, reference):
 
 
 def test_sigterm_answers_the_request_in_flight(half_width_onnx):
-    process, address = start_server(half_width_onnx, "--max-delay-ms", 1500)
+    # The request waits up to 6 s in the batcher for company; SIGTERM comes 2 s after it was sent,
+    # long enough for a busy machine to have read it (0.5 s was not, under load).
+    process, address = start_server(half_width_onnx, "--max-delay-ms", 6000)
     batch = np.zeros((1, 3, 224, 224), np.float32)
     answer = {}
 
@@ -152,7 +154,7 @@ def test_sigterm_answers_the_request_in_flight(half_width_onnx):
     thread.start()
     import time
 
-    time.sleep(0.5)  # the request now waits in the batcher for company
+    time.sleep(2.0)  # the request now waits in the batcher for company
     process.send_signal(signal.SIGTERM)
     thread.join(timeout=30)
     assert answer["logits"].shape == (1, 5)

@@ -146,7 +146,7 @@ def test_predict_lists_an_image_named_twice_once(cli, half_width_onnx, images, t
 
 @pytest.mark.slow
 def test_readme_embedding_example_runs_verbatim(cli, tmp_path, monkeypatch):
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = readme.split("<!-- readme: embedding example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     cli.ok("quickstart")

@@ -146,10 +146,10 @@ def pickled_from_main(tmp_path_factory):
     """A whole nn.Module saved from a training script's __main__, as tutorials do."""
     folder = tmp_path_factory.mktemp("pickled")
     path = folder / "whole.pth"
-    script = WHOLE_MODEL_SCRIPT.format(tests=str(Path(__file__).parent), path=str(path))
+    script = WHOLE_MODEL_SCRIPT.format(tests=str(Path(__file__).resolve().parents[1]), path=str(path))
     subprocess.run([sys.executable, "-c", script], check=True)
     model_file = folder / "model.py"
-    model_file.write_text("import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).parent))
+    model_file.write_text("import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).resolve().parents[1]))
     return path, model_file
 
 
@@ -225,11 +225,11 @@ def test_every_format_exports_to_the_same_logits(reference, tmp_path, cli):
 def test_pickled_module_saved_after_from_model_import(tmp_path, cli, reference):
     """Tutorials keep the class in model.py and `from model import AlexNet` in train.py."""
     (tmp_path / "model.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).parent)
+        "import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).resolve().parents[1])
     )
     (tmp_path / "train.py").write_text(
         "import sys, torch\nsys.path.insert(0, %r)\nfrom model import AlexNet\nfrom seed_models import alive\n"
-        "torch.save(alive(AlexNet(num_classes=5), 7), 'whole.pth')\n" % str(Path(__file__).parent)
+        "torch.save(alive(AlexNet(num_classes=5), 7), 'whole.pth')\n" % str(Path(__file__).resolve().parents[1])
     )
     subprocess.run([sys.executable, "train.py"], cwd=tmp_path, check=True)
     out = tmp_path / "whole.onnx"
@@ -395,13 +395,13 @@ def test_trusted_torchscript_seed000_layout_decided_by_its_forward(tmp_path, cli
 def test_legacy_pickled_module_loads_with_trust(tmp_path, cli, reference):
     """torch.save(model, f, _use_new_zipfile_serialization=False) from a training script's __main__."""
     path = tmp_path / "legacy_whole.pth"
-    script = WHOLE_MODEL_SCRIPT.format(tests=str(Path(__file__).parent), path=str(path)).replace(
+    script = WHOLE_MODEL_SCRIPT.format(tests=str(Path(__file__).resolve().parents[1]), path=str(path)).replace(
         f"torch.save(model, {str(path)!r})", f"torch.save(model, {str(path)!r}, _use_new_zipfile_serialization=False)"
     )
     subprocess.run([sys.executable, "-c", script], check=True)
     assert not zipfile.is_zipfile(path)
     model_file = tmp_path / "model.py"
-    model_file.write_text("import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).parent))
+    model_file.write_text("import sys\nsys.path.insert(0, %r)\nimport seed_models\nclass AlexNet(seed_models.Seed003AlexNet):\n    pass\n" % str(Path(__file__).resolve().parents[1]))
     untrusted = cli.fails(2, "export", path, "--model", f"{model_file}:AlexNet", "-o", tmp_path / "a.onnx")
     assert "--trust-code" in untrusted.stderr
     out = tmp_path / "legacy.onnx"

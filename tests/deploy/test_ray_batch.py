@@ -13,7 +13,7 @@ from PIL import Image
 
 from alexnet_deploy.cli.app import normalise_optional_flags
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parents[1]  # tests/, where ray_hooks.py lives
 ROOT = TESTS.parent
 N_IMAGES = 240
 

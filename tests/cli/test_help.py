@@ -1,0 +1,45 @@
+"""The CLI as a new user meets it: help for every command and option, the quickstart."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+
+def test_help_explains_every_command(cli):
+    import typer
+
+    # Every command registered on the app, so a new command cannot slip by without help.
+    group = typer.main.get_command(cli.app)
+    commands = group.commands
+    assert len(commands) >= 10
+    top = " ".join(cli.ok("--help").stdout.split())
+    for name, command in commands.items():
+        assert name in top
+        assert (command.help or "").strip(), f"{name} has no help text"
+        page = " ".join(cli.ok(name, "--help").stdout.split())
+        assert "Usage" in page
+        # flags take no value, so help must not suggest one (`--no-verify <bool>` once led users
+        # to type `--no-verify true`); arguments appear by name, not as {name}
+        assert "<bool>" not in page and "{" not in page.split("Usage:", 1)[1].split("╭", 1)[0], page
+        for param in command.params:
+            assert (getattr(param, "help", None) or "").strip(), f"{name}: {param.name} has no help text"
+            if param.param_type_name == "option" and not getattr(param, "hidden", False):
+                # the option's own long name appears on its help page (Typer may vendor click,
+                # so the kind is read from the parameter, not from an isinstance check)
+                assert max(param.opts, key=len) in page, f"{name}: {param.opts} missing from --help"
+
+    assert "alexnet-deploy" in cli.ok("--version").stdout
+
+@pytest.mark.slow
+def test_quickstart_runs_the_main_job(tmp_path):
+    target = tmp_path / "qs"
+    result = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "PASS" in result.stdout and "2 ONNX LRN node" in result.stdout and "Try next" in result.stdout
+    assert {p.name for p in target.iterdir()} == {"alexnet.pth", "alexnet.onnx", "labels.txt", "samples"}
+    again = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target)], capture_output=True, text=True)
+    assert again.returncode == 2 and "not empty" in again.stderr
