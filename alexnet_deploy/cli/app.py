@@ -45,14 +45,18 @@ out = _console(stderr=False)
 err = _console(stderr=True)
 
 
-class Command(TyperCommand):
-    """Help that does not suggest values for flags: no ``<bool>`` after --help, plain argument names in the usage line."""
+class _PlainHelpOption:
+    """``--help`` is a flag: show no ``<bool>`` after it."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
         if option is not None:
             option.metavar = ""
         return option
+
+
+class Command(_PlainHelpOption, TyperCommand):
+    """Help that does not suggest values for flags, and plain argument names in the usage line."""
 
     def collect_usage_pieces(self, ctx) -> list[str]:
         pieces = [self.options_metavar] if self.get_params(ctx) else []
@@ -104,7 +108,7 @@ def normalise_optional_flags(args: list[str]) -> list[str]:
 _ClickException = next(cls for cls in typer.BadParameter.__mro__ if cls.__name__ == "ClickException")
 
 
-class Group(TyperGroup):
+class Group(_PlainHelpOption, TyperGroup):
     """The ``alexnet`` group: commands listed in the order they were declared; ``--json`` and ``--ray`` normalised."""
 
     def list_commands(self, ctx) -> list[str]:

@@ -17,6 +17,7 @@ def test_help_explains_every_command(cli):
     commands = group.commands
     assert len(commands) >= 10
     top = " ".join(cli.ok("--help").stdout.split())
+    assert "<bool>" not in top, top
     for name, command in commands.items():
         assert name in top
         assert (command.help or "").strip(), f"{name} has no help text"
