@@ -159,9 +159,42 @@ def quantize_table(data: dict[str, Any]) -> Table:
     table.add_row("vs FP32", line)
     for key, row in data.get("latency", {}).items():
         table.add_row(f"latency {key.replace('_', ' ')}", f"{row['ms']:.2f} ms vs FP32 {row['fp32_ms']:.2f} ms: {row['speedup']:.2f}x (median, onnxruntime CPU)")
+    search = data.get("search")
+    if search:
+        recipe = search["recipe"]
+        verdict = "[green]met[/green]" if search["met"] else "[red]missed[/red]"
+        table.add_row("budget", f"{escape(search['budget']['text'])}: {verdict}")
+        chosen = f"{recipe['method']} calibration on the {recipe['graph']} graph"
+        if recipe["equalized_layers"]:
+            chosen += f"; equalized {len(recipe['equalized_layers'])} layer pair(s)"
+        if recipe["bias_corrected_layers"]:
+            chosen += f"; bias corrected {len(recipe['bias_corrected_layers'])} layer(s)"
+        if recipe["float_layers"]:
+            chosen += f"; kept in float: {', '.join(recipe['float_layers'])}"
+        table.add_row("chosen" if search["met"] else "best tried", escape(chosen))
+        table.add_row("search log", escape("\n".join(search_log_lines(search["log"]))))
+    if not data.get("written", True):
+        table.add_row("[red]output[/red]", "not written")
     for warning in data.get("warnings", []):
         table.add_row("[yellow]warning[/yellow]", escape(warning))
     return table
+
+
+def search_log_lines(log: list[dict[str, Any]]) -> list[str]:
+    """One line per step of the INT8 search: what was tried and what it measured."""
+    lines = []
+    for entry in log:
+        head = f"{entry['step']:>2}. {entry['technique']}"
+        if entry["technique"].startswith("cross-layer equalization (FP32"):
+            lines.append(f"{head}: {len(entry['pairs'])} pair(s), FP32 max rel diff {entry['fp32_max_rel_diff']:.1e} on {entry['images']} images"
+                         + ("" if entry["within_tolerance"] else " (over tolerance: not used)"))
+        elif entry["technique"] == "sensitivity":
+            lines.append(f"{head} {entry['layer']}: loses {entry['loss_points']:.1f} points alone (mean rel err {entry['mean_rel_err']:.3f})")
+        else:
+            what = f"accuracy {_pct(entry['accuracy'])} ({-entry['drop_points']:+.1f} points)" if entry.get("accuracy") is not None else f"agreement {_pct(entry['top1_agreement'])}"
+            extra = f", float: {','.join(entry['float_layers'])}" if entry["float_layers"] else ""
+            lines.append(f"{head} ({entry['graph']}, {entry['method']}{extra}): {what}" + (" ✓" if entry["within_budget"] else ""))
+    return lines
 
 
 def confusion_table(report) -> Table:

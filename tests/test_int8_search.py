@@ -1,0 +1,120 @@
+"""Accuracy-aware INT8: cross-layer equalization on tiny graphs (fast) and the search on the trained model (slow).
+
+References: a bare onnxruntime session on the original graph, the graph's initializers read
+with onnx.numpy_helper, the labels of the held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from alexnet_deploy.quantize import equalize as eq
+
+
+def _tiny(lrn: bool = False, outlier: float = 1.0, seed: int = 0):
+    """Conv -> Relu [-> LRN] -> MaxPool -> Conv -> Relu -> Flatten -> Gemm -> Relu -> Gemm, 8x8 input.
+
+    ``outlier`` scales conv1's channel 0 up and conv2's input channel 0 down by the same
+    factor: the function is unchanged, the ranges are not.
+    """
+    rng = np.random.default_rng(seed)
+    w1 = rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32)
+    b1 = rng.normal(0, 0.1, 4).astype(np.float32)
+    w2 = rng.normal(0, 0.3, (6, 4, 3, 3)).astype(np.float32)
+    b2 = rng.normal(0, 0.1, 6).astype(np.float32)
+    w3 = rng.normal(0, 0.2, (10, 6 * 4 * 4)).astype(np.float32)  # Gemm transB=1: [out, in]
+    b3 = rng.normal(0, 0.1, 10).astype(np.float32)
+    w4 = rng.normal(0, 0.2, (10, 5)).astype(np.float32)  # Gemm transB=0: [in, out]
+    b4 = rng.normal(0, 0.1, 5).astype(np.float32)
+    w1[0] *= outlier
+    b1[0] *= outlier
+    w2[:, 0] /= outlier
+    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (w3, "w3"), (b3, "b3"), (w4, "w4"), (b4, "b4"))]
+    nodes = [helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"], name="relu1")]
+    after = "r1"
+    if lrn:
+        nodes.append(helper.make_node("LRN", ["r1"], ["n1"], name="lrn1", size=3, alpha=1e-2, beta=0.75, bias=1.0))
+        after = "n1"
+    nodes += [
+        helper.make_node("MaxPool", [after], ["p1"], name="pool1", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
+        helper.make_node("Flatten", ["r2"], ["f"], name="flatten", axis=1),
+        helper.make_node("Gemm", ["f", "w3", "b3"], ["g1"], name="fc1", transB=1),
+        helper.make_node("Relu", ["g1"], ["r3"], name="relu3"),
+        helper.make_node("Gemm", ["r3", "w4", "b4"], ["logits"], name="fc2", transB=0),
+    ]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+
+
+def _run(model, batch):
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"input": batch})[0]
+
+
+def _weights(model):
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def test_equalization_preserves_the_function_and_balances_outlier_channels():
+    batch = np.random.default_rng(1).normal(0, 1, (16, 3, 8, 8)).astype(np.float32)
+    original = _tiny(outlier=50.0)
+    equalized, pairs = eq.equalize(original)
+    onnx.checker.check_model(equalized)
+    assert [p["pair"] for p in pairs] == ["conv1->conv2", "conv2->fc1", "fc1->fc2"]  # through MaxPool, Flatten (block 16) and transB=0
+    reference = _run(original, batch)
+    assert np.abs(_run(equalized, batch) - reference).max() <= 1e-4 * np.abs(reference).max()
+    before, after = _weights(original), _weights(equalized)
+    ranges = lambda w: np.abs(w).reshape(w.shape[0], -1).max(axis=1)  # noqa: E731
+    assert ranges(before["w1"]).max() / ranges(before["w1"]).min() > 20  # the outlier channel
+    # After equalization conv1's channel range equals conv2's input-channel range (sqrt(r1*r2) each).
+    r1 = ranges(after["w1"])
+    r2 = np.abs(np.moveaxis(after["w2"], 1, 0)).reshape(4, -1).max(axis=1)
+    np.testing.assert_allclose(r1, r2, rtol=1e-3)
+
+
+def test_lrn_ends_a_pair():
+    equalized, pairs = eq.equalize(_tiny(lrn=True, outlier=50.0))
+    assert "conv1->conv2" not in [p["pair"] for p in pairs]
+    np.testing.assert_array_equal(_weights(equalized)["w1"], _weights(_tiny(lrn=True, outlier=50.0))["w1"])
+
+
+def test_bias_correction_removes_the_mean_shift_of_weight_rounding():
+    """The corrected FP32 graph with the rounded weights is closer in mean to the original than without correction."""
+    batch = np.random.default_rng(2).normal(0.5, 1, (64, 3, 8, 8)).astype(np.float32)
+    original = _tiny(seed=3)
+    corrected, layers = eq.bias_correct(original, batch)
+    assert layers == ["conv1", "conv2", "fc1", "fc2"]
+
+    def rounded(model):  # weights rounded as per-channel symmetric int8, biases as given
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        for t in copy.graph.initializer:
+            if t.name == "w1" or t.name == "w2" or t.name == "w3":
+                w = numpy_helper.to_array(t)
+                s = np.abs(w).reshape(w.shape[0], -1).max(axis=1) / 127
+                q = np.round(w / s.reshape((-1,) + (1,) * (w.ndim - 1))) * s.reshape((-1,) + (1,) * (w.ndim - 1))
+                t.CopyFrom(numpy_helper.from_array(q.astype(np.float32), t.name))
+        return copy
+
+    conv_only = lambda m: _run_output(m, batch, "c1")  # noqa: E731
+    reference = conv_only(original).mean(axis=(0, 2, 3))
+    plain = np.abs(conv_only(rounded(original)).mean(axis=(0, 2, 3)) - reference).max()
+    fixed = np.abs(conv_only(rounded(corrected)).mean(axis=(0, 2, 3)) - reference).max()
+    assert fixed < plain
+
+
+def _run_output(model, batch, name):
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    copy.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run([name], {"input": batch})[0]
