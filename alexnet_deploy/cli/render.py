@@ -172,29 +172,14 @@ def quantize_table(data: dict[str, Any]) -> Table:
         if recipe["float_layers"]:
             chosen += f"; kept in float: {', '.join(recipe['float_layers'])}"
         table.add_row("chosen" if search["met"] else "best tried", escape(chosen))
-        table.add_row("search log", escape("\n".join(search_log_lines(search["log"]))))
+        from alexnet_deploy.quantize.search import log_lines
+
+        table.add_row("search log", escape("\n".join(log_lines(search["log"]))))
     if not data.get("written", True):
         table.add_row("[red]output[/red]", "not written")
     for warning in data.get("warnings", []):
         table.add_row("[yellow]warning[/yellow]", escape(warning))
     return table
-
-
-def search_log_lines(log: list[dict[str, Any]]) -> list[str]:
-    """One line per step of the INT8 search: what was tried and what it measured."""
-    lines = []
-    for entry in log:
-        head = f"{entry['step']:>2}. {entry['technique']}"
-        if entry["technique"].startswith("cross-layer equalization (FP32"):
-            lines.append(f"{head}: {len(entry['pairs'])} pair(s), FP32 max rel diff {entry['fp32_max_rel_diff']:.1e} on {entry['images']} images"
-                         + ("" if entry["within_tolerance"] else " (over tolerance: not used)"))
-        elif entry["technique"] == "sensitivity":
-            lines.append(f"{head} {entry['layer']}: loses {entry['loss_points']:.1f} points alone (mean rel err {entry['mean_rel_err']:.3f})")
-        else:
-            what = f"accuracy {_pct(entry['accuracy'])} ({-entry['drop_points']:+.1f} points)" if entry.get("accuracy") is not None else f"agreement {_pct(entry['top1_agreement'])}"
-            extra = f", float: {','.join(entry['float_layers'])}" if entry["float_layers"] else ""
-            lines.append(f"{head} ({entry['graph']}, {entry['method']}{extra}): {what}" + (" ✓" if entry["within_budget"] else ""))
-    return lines
 
 
 def confusion_table(report) -> Table:

@@ -227,3 +227,23 @@ def _calibration_sample(images, count: int = EQUALIZE_CHECK_IMAGES) -> np.ndarra
         rows += [array for _, array in group]
         break
     return np.stack(rows)
+
+
+def log_lines(log: list[dict[str, Any]]) -> list[str]:
+    """One line per step of the INT8 search: what was tried and what it measured."""
+    lines = []
+    for entry in log:
+        head = f"{entry['step']:>2}. {entry['technique']}"
+        if entry["technique"].startswith("cross-layer equalization (FP32"):
+            lines.append(f"{head}: {len(entry['pairs'])} pair(s), FP32 max rel diff {entry['fp32_max_rel_diff']:.1e} on {entry['images']} images"
+                         + ("" if entry["within_tolerance"] else " (over tolerance: not used)"))
+        elif entry["technique"] == "sensitivity":
+            lines.append(f"{head} {entry['layer']}: loses {entry['loss_points']:.1f} points alone (mean rel err {entry['mean_rel_err']:.3f})")
+        else:
+            if entry.get("accuracy") is not None:
+                what = f"accuracy {entry['accuracy']:.1%} ({-entry['drop_points']:+.1f} points)"
+            else:
+                what = f"agreement {entry['top1_agreement']:.1%}"
+            extra = f", float: {','.join(entry['float_layers'])}" if entry["float_layers"] else ""
+            lines.append(f"{head} ({entry['graph']}, {entry['method']}{extra}): {what}" + (" ✓" if entry["within_budget"] else ""))
+    return lines
