@@ -118,3 +118,97 @@ def _run_output(model, batch, name):
     copy.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
     session = ort.InferenceSession(copy.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run([name], {"input": batch})[0]
+
+
+# --- slow tier: the trained test model with outlier channels --------------------------------
+
+OUTLIER_FACTOR = 64.0
+OUTLIER_CHANNELS = [0, 5, 9]
+
+
+def make_outlier_model(source, target):
+    """Scale a few of conv2's output channels up and conv3's matching input channels down.
+
+    conv2 -> Relu -> MaxPool -> conv3: both commute with a positive per-channel scale, so
+    every logit is unchanged while conv2's activations get a few huge channels.
+    """
+    model = onnx.load(str(source))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    first, second = convs[1], convs[2]
+    inits = {t.name: t for t in model.graph.initializer}
+    w1, b1, w2 = (numpy_helper.to_array(inits[name]).copy() for name in (first.input[1], first.input[2], second.input[1]))
+    w1[OUTLIER_CHANNELS] *= OUTLIER_FACTOR
+    b1[OUTLIER_CHANNELS] *= OUTLIER_FACTOR
+    w2[:, OUTLIER_CHANNELS] /= OUTLIER_FACTOR
+    for name, array in ((first.input[1], w1), (first.input[2], b1), (second.input[1], w2)):
+        inits[name].CopyFrom(numpy_helper.from_array(array, name))
+    onnx.save(model, str(target))
+    return target
+
+
+@pytest.fixture(scope="module")
+def outlier(trained, tmp_path_factory):
+    return make_outlier_model(trained.onnx, tmp_path_factory.mktemp("outlier") / "outlier.onnx")
+
+
+@pytest.fixture(scope="module")
+def val_images(trained):
+    """Validation images through torchvision's own ImageFolder and transforms, with labels."""
+    import torch
+    import torchvision
+
+    import trained_model as tm
+
+    dataset = torchvision.datasets.ImageFolder(str(trained.val), transform=tm.transforms())
+    return torch.stack([img for img, _ in dataset]).numpy(), np.asarray(dataset.targets)
+
+
+def _ort(path, images):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"input": images[i:i + 64]})[0] for i in range(0, len(images), 64)])
+
+
+@pytest.mark.slow
+def test_outlier_model_keeps_every_logit(trained, outlier, val_images):
+    reference = _ort(trained.onnx, val_images[0])
+    assert np.abs(_ort(outlier, val_images[0]) - reference).max() <= 1e-4 * np.abs(reference).max()
+
+
+@pytest.mark.slow
+def test_plain_int8_misses_the_budget_and_writes_nothing(cli, trained, outlier, tmp_path):
+    out = tmp_path / "plain.int8.onnx"
+    result = cli.fails(1, "quantize", outlier, "-p", "int8", "--calib", trained.calib, "--holdout", trained.val, "--no-search", "--no-latency", "-o", out, "--json")
+    assert not out.exists()
+    report = json.loads(result.stdout)
+    assert report["written"] is False and report["search"]["met"] is False
+    assert [step["technique"] for step in report["search"]["log"]] == ["calibration method"]
+    assert report["search"]["log"][0]["drop_points"] > 1.0
+    assert "budget" in result.stderr and "nothing was written" in result.stderr
+
+
+@pytest.mark.slow
+def test_search_fixes_outlier_channels_with_equalization(cli, trained, outlier, val_images, tmp_path):
+    out = tmp_path / "searched.int8.onnx"
+    report = json.loads(cli.ok("quantize", outlier, "-p", "int8", "--calib", trained.calib, "--holdout", trained.val, "--no-latency", "-o", out, "--json").stdout)
+    search = report["search"]
+    assert search["met"] and out.exists()
+    techniques = [step["technique"] for step in search["log"]]
+    # Every calibration method was tried and missed; equalization (checked in FP32) fixed it.
+    assert techniques[:3] == ["calibration method"] * 3 and not any(s["within_budget"] for s in search["log"][:3])
+    check = search["log"][3]
+    assert check["technique"] == "cross-layer equalization (FP32 check)" and check["fp32_max_rel_diff"] <= 1e-4
+    assert search["recipe"]["graph"].startswith("equalized") and search["recipe"]["float_layers"] == []
+    # Independently: the equalized FP32 graph matches the outlier graph, and the written INT8 is within 1 point.
+    equalized, _ = eq.equalize(onnx.load(str(outlier)))
+    reference = _ort(outlier, val_images[0])
+    assert np.abs(_run(equalized, val_images[0]) - reference).max() <= 1e-4 * np.abs(reference).max()
+    images, labels = val_images
+    fp32_top1 = (reference.argmax(1) == labels).mean()
+    int8_top1 = (_ort(out, images).argmax(1) == labels).mean()
+    assert 100 * (fp32_top1 - int8_top1) <= 1.0
+    from alexnet_deploy.record import read_record
+
+    details = read_record(onnx.load(str(out), load_external_data=False)).details
+    recorded = details["quantization"]["search"]
+    assert recorded["graph"] == search["recipe"]["graph"] and len(recorded["equalized_layers"]) >= 2
+    assert details["quantization"]["measured"]["accuracy"] == pytest.approx(int8_top1, abs=1e-9)
