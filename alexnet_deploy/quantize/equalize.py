@@ -187,11 +187,23 @@ def _session(proto):
     return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
+def _chunks(session, batch: np.ndarray, chunk: int = 32):
+    """(rows, feed) per chunk of ``batch``; a fixed-batch model gets full batches (the last one padded by repetition)."""
+    info = session.get_inputs()[0]
+    fixed = info.shape[0] if isinstance(info.shape[0], int) else None
+    size = fixed or chunk
+    for start in range(0, len(batch), size):
+        part = batch[start:start + size]
+        rows = len(part)
+        if fixed and rows < fixed:
+            part = np.concatenate([part, np.repeat(part[-1:], fixed - rows, axis=0)])
+        yield rows, {info.name: part}
+
+
 def run_logits(proto, batch: np.ndarray, chunk: int = 32) -> np.ndarray:
     """The first output of ``proto`` on ``batch`` (a bare onnxruntime session)."""
     session = _session(proto)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: batch[i:i + chunk]})[0] for i in range(0, len(batch), chunk)])
+    return np.concatenate([session.run(None, feed)[0][:rows] for rows, feed in _chunks(session, batch, chunk)])
 
 
 def check_equivalent(original, equalized, batch: np.ndarray) -> float:
@@ -229,10 +241,10 @@ def bias_correct(proto, batch: np.ndarray) -> tuple[object, list[str]]:
     session = _session(_with_outputs(model, [n.input[0] for n in layers]))
     wanted = [n.input[0] for n in layers]
     sums: dict[str, np.ndarray] = {}
-    input_name = session.get_inputs()[0].name
-    for start in range(0, len(batch), 32):
-        values = session.run(wanted, {input_name: batch[start:start + 32]})
+    for rows, feed in _chunks(session, batch):
+        values = session.run(wanted, feed)
         for name, value in zip(wanted, values):
+            value = value[:rows]
             axes = (0,) + tuple(range(2, value.ndim))
             mean = value.astype(np.float64).mean(axis=axes) * len(value)
             sums[name] = sums.get(name, 0) + mean
