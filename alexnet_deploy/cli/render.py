@@ -146,7 +146,9 @@ def quantize_table(data: dict[str, Any]) -> Table:
     """The quantize summary: output, recipe, calibration, comparison with FP32, sizes, latency."""
     table = _two_columns()
     sizes = data["sizes"]
-    table.add_row("output", f"{escape(data['output'])} ({_mb(sizes['bytes'])}, {_pct(sizes['ratio'])} of FP32 {_mb(sizes['fp32_bytes'])})")
+    written = data.get("written", True)
+    status = "" if written else "[red]not written[/red]: "
+    table.add_row("output", f"{status}{escape(data['output'])} ({_mb(sizes['bytes'])}, {_pct(sizes['ratio'])} of FP32 {_mb(sizes['fp32_bytes'])})")
     table.add_row("recipe", f"{data['recipe']} (target {data['target']})")
     calib = data.get("calibration")
     if calib:
@@ -175,8 +177,6 @@ def quantize_table(data: dict[str, Any]) -> Table:
         from alexnet_deploy.quantize.search import log_lines
 
         table.add_row("search log", escape("\n".join(log_lines(search["log"]))))
-    if not data.get("written", True):
-        table.add_row("[red]output[/red]", "not written")
     for warning in data.get("warnings", []):
         table.add_row("[yellow]warning[/yellow]", escape(warning))
     return table
