@@ -323,10 +323,8 @@ def quantize_model(
         with OrtRuntime(source) as fp32_rt:
             fp32_logits = fp32_rt.run_all(compared.batch, 32, progress.advance)
         fixed = fixed_batch(proto)
-        # onnxruntime's histogram calibrators stack the batches of one call, so they must be equal: use 1.
-        batch = fixed or (CALIB_BATCH if method == "minmax" and not search else 1)
         result = search_int8(source, proto, calibration, compared.batch, fp32_logits, truth, budget, target, method,
-                             proto.graph.input[0].name, batch, fixed is not None, search=search, progress=progress)
+                             proto.graph.input[0].name, fixed or CALIB_BATCH, fixed is not None, search=search, progress=progress)
         quantized, calib_info = result.proto, result.calibration
         searched = {"budget": budget.to_dict(truth is not None), "met": result.met, "recipe": {k: v for k, v in result.recipe.items() if k != "measured"}, "log": result.log}
     else:

@@ -29,6 +29,7 @@ from alexnet_deploy.quantize import recipes
 DEFAULT_MAX_DROP = 1.0  # top-1 points
 DEFAULT_MIN_AGREEMENT = 99.0  # percent
 EQUALIZE_CHECK_IMAGES = 64
+MINMAX_BATCH = 8  # images per calibration run for MinMax (a model with a fixed batch uses its own)
 
 
 @dataclass
@@ -115,7 +116,9 @@ class _Graphs:
         if key not in self.ranges:
             path, _ = self.prepared[tag]
             self.progress(f"calibrating ({tag}, {method})")
-            ranges, used = recipes.calibrate(path, self.images, self.target, method, self.input_name, self.batch, self.fixed, self.work / tag.replace("+", "-"), self.progress)
+            # onnxruntime's histogram calibrators stack the batches of one call, so they must be equal: 1 image each.
+            batch = self.batch if self.fixed else (MINMAX_BATCH if method == "minmax" else 1)
+            ranges, used = recipes.calibrate(path, self.images, self.target, method, self.input_name, batch, self.fixed, self.work / tag.replace("+", "-"), self.progress)
             if ranges is None:
                 where = self.images.images.root if getattr(self.images, "images", None) is not None else "the calibration set"
                 raise InputError(f"none of the {self.images.count} image files under {where} could be decoded.", "point it at a folder of readable .jpg/.png images")
