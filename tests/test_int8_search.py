@@ -212,3 +212,14 @@ def test_search_fixes_outlier_channels_with_equalization(cli, trained, outlier, 
     recorded = details["quantization"]["search"]
     assert recorded["graph"] == search["recipe"]["graph"] and len(recorded["equalized_layers"]) >= 2
     assert details["quantization"]["measured"]["accuracy"] == pytest.approx(int8_top1, abs=1e-9)
+
+
+@pytest.mark.slow
+def test_allow_drop_writes_the_model_but_still_fails(cli, trained, outlier, tmp_path):
+    out = tmp_path / "dropped.int8.onnx"
+    result = cli.fails(1, "quantize", outlier, "-p", "int8", "--calib", trained.calib, "--holdout", trained.val, "--no-search", "--allow-drop", "--no-latency", "-o", out)
+    assert out.exists() and "written anyway" in result.stderr
+    from alexnet_deploy.record import read_record
+
+    details = read_record(onnx.load(str(out), load_external_data=False)).details["quantization"]
+    assert details["search"]["searched"] is False and details["measured"]["accuracy"] < details["measured"]["accuracy_fp32"] - 0.01

@@ -194,7 +194,7 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
             if budget.holds(candidate.measured):
                 return finish(candidate, True)
             progress("correcting biases")
-            biased, corrected = eq.bias_correct(equalized, compared[:EQUALIZE_CHECK_IMAGES] if images is None else _calibration_sample(images))
+            biased, corrected = eq.bias_correct(equalized, _calibration_sample(images))  # input means from calibration images, not the held-out ones
             graphs.add("equalized+bias", proto=biased)
             candidate = attempt("equalized+bias", how, technique="equalization + bias correction")
             if budget.holds(candidate.measured):
