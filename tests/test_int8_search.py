@@ -223,3 +223,26 @@ def test_allow_drop_writes_the_model_but_still_fails(cli, trained, outlier, tmp_
 
     details = read_record(onnx.load(str(out), load_external_data=False)).details["quantization"]
     assert details["search"]["searched"] is False and details["measured"]["accuracy"] < details["measured"]["accuracy_fp32"] - 0.01
+
+
+@pytest.mark.slow
+def test_sensitive_layers_fall_back_to_float_when_equalization_cannot_help(cli, trained, outlier, val_images, tmp_path, monkeypatch):
+    """As if no pair could be equalized (LRN everywhere): the search ranks layers and keeps the outlier's in float."""
+    monkeypatch.setattr(eq, "equalize", lambda proto: (proto, []))
+    out = tmp_path / "fallback.int8.onnx"
+    report = json.loads(cli.ok("quantize", outlier, "-p", "int8", "--calib", trained.calib, "--holdout", trained.val, "--no-latency", "-o", out, "--json").stdout)
+    search = report["search"]
+    assert search["met"] and search["log"][-1]["technique"] == "fallback to float"
+    sensitivity = {s["layer"]: s["loss_points"] for s in search["log"] if s["technique"] == "sensitivity"}
+    convs = [n.name for n in onnx.load(str(outlier), load_external_data=False).graph.node if n.op_type == "Conv"]
+    assert set(convs) <= set(sensitivity) and max(sensitivity, key=sensitivity.get) in convs[1:3]  # the rescaled pair is the most sensitive
+    kept = search["recipe"]["float_layers"]
+    assert kept and set(kept) <= set(sensitivity)
+    written = onnx.load(str(out))
+    inits = {t.name: t for t in written.graph.initializer}
+    for node in written.graph.node:
+        if node.name in kept:  # kept in float: weights are a float initializer, not a DequantizeLinear output
+            assert inits[node.input[1]].data_type == TensorProto.FLOAT
+    images, labels = val_images
+    fp32_top1 = (_ort(outlier, images).argmax(1) == labels).mean()
+    assert 100 * (fp32_top1 - (_ort(out, images).argmax(1) == labels).mean()) <= 1.0

@@ -238,8 +238,11 @@ def log_lines(log: list[dict[str, Any]]) -> list[str]:
     for entry in log:
         head = f"{entry['step']:>2}. {entry['technique']}"
         if entry["technique"].startswith("cross-layer equalization (FP32"):
-            lines.append(f"{head}: {len(entry['pairs'])} pair(s), FP32 max rel diff {entry['fp32_max_rel_diff']:.1e} on {entry['images']} images"
-                         + ("" if entry["within_tolerance"] else " (over tolerance: not used)"))
+            if not entry["pairs"]:
+                lines.append(f"{head}: no Conv/Gemm pair joined only by ReLU/MaxPool/Flatten (LRN or other ops between): skipped")
+            else:
+                lines.append(f"{head}: {len(entry['pairs'])} pair(s), FP32 max rel diff {entry['fp32_max_rel_diff']:.1e} on {entry['images']} images"
+                             + ("" if entry["within_tolerance"] else " (over tolerance: not used)"))
         elif entry["technique"] == "sensitivity":
             lines.append(f"{head} {entry['layer']}: loses {entry['loss_points']:.1f} points alone (mean rel err {entry['mean_rel_err']:.3f})")
         else:
