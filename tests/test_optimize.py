@@ -8,6 +8,7 @@ the machine is shared), the files themselves.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -56,13 +57,13 @@ def test_recommendation_is_within_budget_and_copied(optimized):
         rec = report["recommendation"][goal]
         row = next(r for r in report["rows"] if r["file"] == rec["from"] and r["runtime"] == rec["runtime"])
         assert 100 * (budget["fp32_top1"] - row["top1"]) <= budget["max_drop_points"]
-        assert (out / f"best-{goal}.onnx").read_bytes() == open(rec["from"], "rb").read()
+        assert (out / f"best-{goal}.onnx").read_bytes() == Path(rec["from"]).read_bytes()
     within = [r for r in report["rows"] if r["within_budget"]]
     assert report["recommendation"]["latency"]["latency_b1_ms"] == min(r["latency_b1_ms"] for r in within)
 
 
 def test_rerun_resumes_and_a_changed_budget_redoes_only_int8(cli, optimized):
-    out, args, first = optimized
+    _, args, first = optimized
     again = json.loads(cli.ok(*args, "--json").stdout)
     assert again["stages"]["ran"] == [] and set(again["stages"]["resumed"]) == set(first["stages"]["ran"])
     assert again["rows"] == first["rows"]
