@@ -126,13 +126,16 @@ def evaluate(
     preprocessing=None,
     threads: int | None = None,
     progress: ProgressLike = None,
+    keep_predictions: bool = False,
 ) -> EvalReport:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on the ImageFolder ``data``.
 
     ``runtime`` is 'ort', 'openvino', 'openvino-bf16' (ONNX files) or 'torch' (checkpoints);
     default: ort for ONNX files, torch for checkpoints.
     ``limit`` evaluates a seeded random subset of that many images (every class keeps its
-    share on average). Undecodable files are skipped and listed.
+    share on average). Undecodable files are skipped and listed. ``keep_predictions`` sets
+    ``report.predictions`` (top-1 class per scored image, in file order; not in ``to_dict``),
+    which ``optimize`` uses for agreement between variants.
     """
     progress = as_progress(progress)
     if batch < 1:
@@ -148,11 +151,15 @@ def evaluate(
     progress("loading the model")
     loaded = _load(Path(model), runtime, model_options, preprocessing, threads)
     mapping, matched = class_index_map(images.classes, loaded.labels)
+    predictions: list[int] = []
     with loaded.runtime as rt:
-        return _score(rt, loaded, images, mapping, matched, batch, str(model), progress)
+        report = _score(rt, loaded, images, mapping, matched, batch, str(model), progress, predictions)
+    if keep_predictions:
+        report.predictions = predictions
+    return report
 
 
-def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress) -> EvalReport:
+def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress, predictions: list[int] | None = None) -> EvalReport:
     info = rt.info()
     if info.input_shape[2] != loaded.preprocessing.crop:
         raise InputError(f"the model takes {info.input_shape[2]}x{info.input_shape[3]} input but its preprocessing crops to {loaded.preprocessing.crop}.", "pass --crop/--input-size matching the model")
@@ -179,6 +186,8 @@ def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name,
         model_seconds += time.perf_counter() - tick
         truth = np.asarray(truths)
         predicted = logits.argmax(axis=1)
+        if predictions is not None:
+            predictions.extend(int(p) for p in predicted)
         np.add.at(confusion, (truth, predicted), 1)
         k = min(5, classes)
         top5 = np.argsort(-logits, axis=1)[:, :k]

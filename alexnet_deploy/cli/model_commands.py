@@ -145,5 +145,6 @@ def quickstart(
         f"alexnet inspect {onnx_path}",
         f"alexnet verify {onnx_path} --checkpoint {checkpoint} --images {samples}",
         "alexnet export YOUR.pth --labels YOUR_LABELS   # your own checkpoint",
+        "alexnet optimize YOUR.pth --data VAL_DIR --calib TRAIN_DIR   # every precision, evaluated and timed: the file to ship",
     ):
         out.print("  " + line, markup=False)

@@ -29,26 +29,43 @@ def quantize(
     holdout_samples: Annotated[Optional[int], typer.Option("--holdout-samples", help="At most this many comparison images (default 500).")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output path (default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-trt.onnx, MODEL.int8-dynamic.onnx).")] = None,
     no_latency: Annotated[bool, flag("--no-latency", help="Skip the short latency comparison.")] = False,
+    max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="int8 budget with labelled held-out images: top-1 may drop at most this many points (default 1.0).", rich_help_panel="Accuracy budget")] = None,
+    min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", metavar="PCT", help="int8 budget with unlabelled images: top-1 agreement with FP32 of at least this % (default 99).", rich_help_panel="Accuracy budget")] = None,
+    no_search: Annotated[bool, flag("--no-search", help="int8: the single recipe (--method), no search; still refused outside the budget.", panel="Accuracy budget")] = False,
+    allow_drop: Annotated[bool, flag("--allow-drop", help="int8: write the best model found even when it misses the budget (the exit code is still 1).", panel="Accuracy budget")] = False,
     json_target: JsonOpt = None,
 ):
     """Make an FP16 or INT8 variant of an FP32 ONNX model and compare it with FP32 on held-out images.
 
     The comparison reports top-1 agreement with FP32, accuracy when the images are an
-    ImageFolder, file sizes and latency, and warns when agreement is under 99%.
+    ImageFolder, file sizes and latency. INT8 is accuracy-aware: it searches calibration
+    methods, cross-layer equalization (+ bias correction) and keeping sensitive layers in
+    float until the budget holds (--max-drop with labelled images, --min-agreement without),
+    and writes nothing (exit 1) when no recipe does.
     """
+    from alexnet_deploy.errors import CheckFailed
     from alexnet_deploy.quantize.pipeline import quantize_model
+    from alexnet_deploy.quantize.search import DEFAULT_MAX_DROP, DEFAULT_MIN_AGREEMENT, Budget
 
+    if value(precision) != "int8" and (max_drop is not None or min_agreement is not None or no_search or allow_drop):
+        raise InputError("--max-drop, --min-agreement, --no-search and --allow-drop apply to static int8 only.", "drop them, or use --precision int8")
+    budget = Budget(DEFAULT_MAX_DROP if max_drop is None else max_drop, DEFAULT_MIN_AGREEMENT if min_agreement is None else min_agreement)
     report = JsonTarget(json_target)
     with progress_steps(report.quiet) as progress:
         outcome = quantize_model(
             model_file, value(precision), output=output, calib=calib, calib_samples=calib_samples, method=value(method),
             target=value(target) or "cpu", holdout=holdout, holdout_samples=500 if holdout_samples is None else holdout_samples,
-            measure_latency=not no_latency, progress=progress,
+            measure_latency=not no_latency, progress=progress, budget=budget, search=not no_search, allow_drop=allow_drop,
         )
     from alexnet_deploy.cli.render import quantize_table
 
     data = outcome.to_dict()
     report.emit(data, quantize_table(data))
+    if outcome.search is not None and not outcome.search["met"]:
+        # A missed budget is a failed check even when --allow-drop wrote the file.
+        where = f"{outcome.output} was written anyway (--allow-drop)" if outcome.written else "nothing was written"
+        raise CheckFailed(f"no INT8 recipe met the budget ({outcome.search['budget']['text']}); {where}.",
+                          "loosen --max-drop/--min-agreement, calibrate on more representative images, or ship FP16")
 
 
 @command(name="eval")

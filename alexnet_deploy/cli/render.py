@@ -148,7 +148,9 @@ def quantize_table(data: dict[str, Any]) -> Table:
     """The quantize summary: output, recipe, calibration, comparison with FP32, sizes, latency."""
     table = _two_columns()
     sizes = data["sizes"]
-    table.add_row("output", f"{escape(data['output'])} ({_mb(sizes['bytes'])}, {_pct(sizes['ratio'])} of FP32 {_mb(sizes['fp32_bytes'])})")
+    written = data.get("written", True)
+    status = "" if written else "[red]not written[/red]: "
+    table.add_row("output", f"{status}{escape(data['output'])} ({_mb(sizes['bytes'])}, {_pct(sizes['ratio'])} of FP32 {_mb(sizes['fp32_bytes'])})")
     table.add_row("recipe", f"{data['recipe']} (target {data['target']})")
     calib = data.get("calibration")
     if calib:
@@ -161,6 +163,22 @@ def quantize_table(data: dict[str, Any]) -> Table:
     table.add_row("vs FP32", line)
     for key, row in data.get("latency", {}).items():
         table.add_row(f"latency {key.replace('_', ' ')}", f"{row['ms']:.2f} ms vs FP32 {row['fp32_ms']:.2f} ms: {row['speedup']:.2f}x (median, onnxruntime CPU)")
+    search = data.get("search")
+    if search:
+        recipe = search["recipe"]
+        verdict = "[green]met[/green]" if search["met"] else "[red]missed[/red]"
+        table.add_row("budget", f"{escape(search['budget']['text'])}: {verdict}")
+        chosen = f"{recipe['method']} calibration on the {recipe['graph']} graph"
+        if recipe["equalized_layers"]:
+            chosen += f"; equalized {len(recipe['equalized_layers'])} layer pair(s)"
+        if recipe["bias_corrected_layers"]:
+            chosen += f"; bias corrected {len(recipe['bias_corrected_layers'])} layer(s)"
+        if recipe["float_layers"]:
+            chosen += f"; kept in float: {', '.join(recipe['float_layers'])}"
+        table.add_row("chosen" if search["met"] else "best tried", escape(chosen))
+        from alexnet_deploy.quantize.search import log_lines
+
+        table.add_row("search log", escape("\n".join(log_lines(search["log"]))))
     for warning in data.get("warnings", []):
         table.add_row("[yellow]warning[/yellow]", escape(warning))
     return table

@@ -21,6 +21,7 @@ from alexnet_deploy.record import ModelRecord, read_record, write_record
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
 from alexnet_deploy.onnx_file import fixed_batch, load_onnx
 from alexnet_deploy.quantize.recipes import METHODS, PRECISIONS, RECIPES, TARGETS
+from alexnet_deploy.quantize.search import Budget
 from alexnet_deploy.record import graph_precision
 from alexnet_deploy.preprocess import load_images, preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
@@ -47,6 +48,8 @@ class QuantizeOutcome:
     sizes: dict[str, Any]
     latency: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    written: bool = True  # False: the INT8 budget was missed and nothing was written
+    search: dict[str, Any] | None = None  # INT8: the budget, whether it was met, the chosen recipe and the search log
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -273,17 +276,27 @@ def quantize_model(
     holdout_samples: int = DEFAULT_HOLDOUT_SAMPLES,
     measure_latency: bool = True,
     progress: ProgressLike = None,
+    budget: Budget | None = None,
+    search: bool = True,
+    allow_drop: bool = False,
 ) -> QuantizeOutcome:
     """Write an FP16/INT8 variant of the FP32 ONNX model at ``source`` and compare it with the source.
 
-    Raises InputError (nothing written) for unusable inputs and CheckFailed when the
-    result does not load or gives non-finite logits. Low agreement is a warning, not a
-    failure: the numbers are in the outcome for the caller to judge.
+    Static INT8 is accuracy-aware: with ``search`` it tries calibration methods,
+    cross-layer equalization (+ bias correction) and keeping the most sensitive layers in
+    float until ``budget`` holds on the held-out images (search.py). When no candidate is
+    within the budget, nothing is written (``outcome.written`` is False) unless
+    ``allow_drop``. Raises InputError (nothing written) for unusable inputs and CheckFailed
+    when the result does not load or gives non-finite logits. FP16 and dynamic INT8 keep a
+    warning below 99% agreement.
     """
     import onnx
 
     progress = as_progress(progress)
     _check_options(precision, target, method, calib, calib_samples)
+    budget = budget or Budget()
+    if budget.max_drop < 0 or not 0 <= budget.min_agreement <= 100:
+        raise InputError("--max-drop must be >= 0 points and --min-agreement between 0 and 100 (%).", "e.g. --max-drop 1.0 or --min-agreement 99")
     source = Path(source)
     proto = load_onnx(source)
     record = read_record(proto, str(source))
@@ -302,8 +315,23 @@ def quantize_model(
     calibration, compared, notes = plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
     truth = _truth(compared, record.labels, notes)
 
-    quantized, calib_info = _convert(source, proto, precision, target, method, calibration, progress)
+    searched = None
+    if precision == "int8":
+        from alexnet_deploy.quantize.search import search_int8
+
+        progress.start(f"running FP32 on {len(compared.batch)} held-out images", len(compared.batch))
+        with OrtRuntime(source) as fp32_rt:
+            fp32_logits = fp32_rt.run_all(compared.batch, 32, progress.advance)
+        fixed = fixed_batch(proto)
+        result = search_int8(source, proto, calibration, compared.batch, fp32_logits, truth, budget, target, method,
+                             proto.graph.input[0].name, fixed or CALIB_BATCH, fixed is not None, search=search, progress=progress)
+        quantized, calib_info = result.proto, result.calibration
+        searched = {"budget": budget.to_dict(truth is not None), "met": result.met, "recipe": {k: v for k, v in result.recipe.items() if k != "measured"}, "log": result.log}
+    else:
+        quantized, calib_info = _convert(source, proto, precision, target, method, calibration, progress)
     quantization = {"precision": precision, "recipe": RECIPES[(precision, target)], "target": target, "source_onnx_sha256": sha256_file(source), "calibration": calib_info}
+    if searched is not None:
+        quantization["search"] = searched["recipe"]
     write_record(quantized, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
     data = quantized.SerializeToString()
     try:
@@ -333,17 +361,30 @@ def quantize_model(
             "accuracy_fp32": _accuracy(reference, truth),
             "accuracy": _accuracy(candidate, truth),
         }
+        within = searched is None or budget.holds({**comparison, "drop_points": None if truth is None else 100 * (comparison["accuracy_fp32"] - comparison["accuracy"])})
         latency = {}
-        if measure_latency:
+        if measure_latency and (within or allow_drop):
             progress("measuring latency")
             latency = latency_comparison(fp32_rt, new_rt, compared.batch)
 
-    progress(f"writing {output}")
-    atomic_write_bytes(output, data)
-    sizes = {"fp32_bytes": source.stat().st_size, "bytes": len(data), "ratio": len(data) / source.stat().st_size}
     warnings = list(notes)
+    written = within or allow_drop
+    if searched is not None:
+        searched["met"] = within
+        # The measured accuracy and speed travel with the file (details.quantization).
+        quantization["measured"] = {k: comparison[k] for k in ("images", "accuracy", "accuracy_fp32", "top1_agreement", "top5_agreement")}
+        quantization["measured"]["latency"] = latency
+        write_record(quantized, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
+        data = quantized.SerializeToString()
+        if not within:
+            warnings.append(f"no recipe met the budget ({searched['budget']['text']})" + ("; written anyway (--allow-drop)" if allow_drop else "; nothing was written"))
+    if written:
+        progress(f"writing {output}")
+        atomic_write_bytes(output, data)
+    sizes = {"fp32_bytes": source.stat().st_size, "bytes": len(data), "ratio": len(data) / source.stat().st_size}
     if calib_info is not None and calib_info["source"] == "synthetic":
         warnings.append("calibrated on synthetic images: accuracy on real images is unknown; calibrate on real images with --calib DIR")
-    if comparison["top1_agreement"] < AGREEMENT_WARNING:
-        warnings.append(f"top-1 agreement with FP32 is {comparison['top1_agreement']:.1%} (< {AGREEMENT_WARNING:.0%}): check accuracy before shipping; try --method entropy or percentile, more --calib-samples")
-    return QuantizeOutcome(output, source, precision, target, RECIPES[(precision, target)], calib_info, comparison, sizes, latency, warnings)
+    if searched is None and comparison["top1_agreement"] < AGREEMENT_WARNING:
+        warnings.append(f"top-1 agreement with FP32 is {comparison['top1_agreement']:.1%} (< {AGREEMENT_WARNING:.0%}): check accuracy before shipping")
+    recipe = RECIPES[(precision, target)]
+    return QuantizeOutcome(output, source, precision, target, recipe, calib_info, comparison, sizes, latency, warnings, written, searched)

@@ -184,18 +184,12 @@ def calibrate_ranges(model: Path, images: Calibration, method: str, op_types, in
     return calibrator.compute_data(), used
 
 
-def quantize_static_int8(source: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, progress):
-    """(statically quantized (Q/DQ) ModelProto of the FP32 model at ``source``, indices of the images calibrated on).
+def static_settings(target: str) -> dict:
+    """quantize_static keyword arguments of the static INT8 recipe for ``target``."""
+    from onnxruntime.quantization import QuantType
 
-    Raises InputError when no calibration image decodes.
-    """
-    import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static, save_tensors_data
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
     if target == "tensorrt":
-        settings = dict(
+        return dict(
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             op_types_to_quantize=["Conv", "Gemm", "MatMul"],
@@ -207,24 +201,77 @@ def quantize_static_int8(source: Path, images: Calibration, target: str, method:
                 "OpTypesToExcludeOutputQuantization": ["Conv", "Gemm", "MatMul"],
             },
         )
-    else:
-        settings = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    # The tensors quantize_static itself would calibrate: its op types, or all it can quantize.
-    op_types = settings.get("op_types_to_quantize") or sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+    return dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def calibration_op_types(target: str) -> list[str]:
+    """The op types whose tensors quantize_static itself would calibrate for ``target``."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return static_settings(target).get("op_types_to_quantize") or sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
+
+
+def prepare_for_quantization(source: Path, work: Path):
+    """(path of the pre-processed copy of ``source`` in ``work``, its ModelProto), every node named.
+
+    quantize_static's ``nodes_to_exclude`` matches node names, so nameless nodes get one
+    here (the sensitivity search keeps layers in float by name).
+    """
+    import onnx
+
+    prepared = _preprocessed(source, work)
+    proto = onnx.load(str(prepared))
+    used = {node.name for node in proto.graph.node if node.name}
+    for index, node in enumerate(proto.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_{index}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+    onnx.save(proto, str(prepared))
+    return prepared, proto
+
+
+def calibrate(prepared: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, work: Path, progress):
+    """(ranges, indices of the images used) for the pre-processed model at ``prepared``."""
+    with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress notes; stdout may carry --json
+        return calibrate_ranges(prepared, images, method, calibration_op_types(target), input_name, batch, fixed, work, progress)
+
+
+def quantize_with_ranges(prepared: Path, ranges, target: str, method: str, work: Path, exclude=()):
+    """A Q/DQ ModelProto of the pre-processed model at ``prepared`` from calibrated ``ranges``.
+
+    ``exclude``: node names kept in float (onnxruntime's ``nodes_to_exclude``).
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static, save_tensors_data
+
+    calibration = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}[method]
+    # A fresh cache file in a private temporary folder, so it can only hold this run's ranges
+    # (onnxruntime reuses a cache blindly).
+    with tempfile.TemporaryDirectory(dir=work, prefix="q-") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)
+        output = Path(tmp) / "quantized.onnx"
+        with contextlib.redirect_stdout(io.StringIO()):
+            quantize_static(str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration,
+                            calibration_cache_path=str(cache), nodes_to_exclude=list(exclude) or None, **static_settings(target))
+        return onnx.load(str(output))
+
+
+def quantize_static_int8(source: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, progress):
+    """(statically quantized (Q/DQ) ModelProto of the FP32 model at ``source``, indices of the images calibrated on).
+
+    The single recipe (no search). Returns (None, []) when no calibration image decodes.
+    """
     with tempfile.TemporaryDirectory(prefix="alexnet-quantize-") as tmp:
         work = Path(tmp)
-        prepared = _preprocessed(source, work)
-        with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress notes; stdout may carry --json
-            ranges, used = calibrate_ranges(prepared, images, method, op_types, input_name, batch, fixed, work, progress)
-            if ranges is None:
-                return None, []
-            # A fresh cache file in a private temporary folder, so it can only hold this run's ranges.
-            cache = work / "ranges.json"
-            save_tensors_data(ranges, cache)
-            output = work / "quantized.onnx"
-            quantize_static(str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration,
-                            calibration_cache_path=str(cache), **settings)
-        return onnx.load(str(output)), used
+        prepared, _ = prepare_for_quantization(source, work)
+        ranges, used = calibrate(prepared, images, target, method, input_name, batch, fixed, work, progress)
+        if ranges is None:
+            return None, []
+        return quantize_with_ranges(prepared, ranges, target, method, work), used
 
 
 def quantize_dynamic_int8(source: Path):
