@@ -36,7 +36,7 @@ class EvalReport:
     per_class: dict[str, dict[str, float]]
     confusion: list[list[int]]
     images_per_s: float
-    model_images_per_s: float
+    model_images_per_s: float | None  # None when the model's own time is not measured (eval --ray)
     batch: int
     matched: str
     skipped: list[str] = field(default_factory=list)
@@ -219,7 +219,7 @@ def summarize(name, runtime, precision, labels, confusion, top5_hits, mapping, m
         per_class=per_class,
         confusion=confusion.tolist(),
         images_per_s=n / total_seconds if total_seconds > 0 else 0.0,
-        model_images_per_s=n / model_seconds if model_seconds > 0 else 0.0,
+        model_images_per_s=None if model_seconds is None else (n / model_seconds if model_seconds > 0 else 0.0),
         batch=batch,
         matched=matched,
         skipped=skipped,

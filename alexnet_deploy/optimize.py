@@ -322,7 +322,7 @@ def markdown(report: dict[str, Any]) -> str:
     """report.md: the variant x runtime table and the recommendation."""
     largest = max(report["batches"])
     lines = [
-        f"# Which file to ship: {Path(report['source']).name} (target {report['target']})", "",
+        f"# Which file to ship: the {report['target']} variants of {Path(report['source']).name}", "",
         (f"Accuracy on {report['budget']['images']} images; budget: top-1 at most {report['budget']['max_drop_points']:g} points under FP32 "
          f"({100 * report['budget']['fp32_top1']:.2f}%). Latency: median at batch 1; throughput at batch {largest}."), "",
         f"| variant | runtime | top-1 | top-5 | agreement | latency b1 (ms) | throughput b{largest} (img/s) | size (MB) | within budget |",

@@ -38,9 +38,13 @@ def compare(model: str, batch: int, rounds: int = 7, iterations: int = 20) -> tu
 
 
 def main(argv=None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", help="an ONNX model file (e.g. from alexnet export)")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     for batch in (1, 32):
-        bare, harness = compare(args[0], batch)
+        bare, harness = compare(args.model, batch)
         print(f"batch {batch}: bare session.run {bare:.3f} ms, alexnet bench path {harness:.3f} ms, overhead {100 * (harness - bare) / bare:+.2f}%")
 
 

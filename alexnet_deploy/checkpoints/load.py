@@ -219,6 +219,8 @@ def _describe_bytes(data: bytes) -> str:
     """What a file that is not a checkpoint looks like, for the error message."""
     if data[:1] == b"\x08":
         return "it looks like an ONNX model"
+    if data[:2] == b"PK":
+        return "it starts like torch.save's zip archive, but the archive is truncated or damaged: copy the file again"
     try:
         text = data[:4096].decode("utf-8")
     except UnicodeDecodeError:

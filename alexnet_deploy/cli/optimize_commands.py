@@ -22,7 +22,7 @@ def optimize(
     data: Annotated[Path, typer.Option("--data", "-d", help="Labelled validation images (an ImageFolder): accuracy of every variant and the INT8 budget.")],
     calib: Annotated[Optional[Path], typer.Option("--calib", metavar="DIR", help="INT8 calibration images (training images are best; default: drawn from --data).")] = None,
     target: Annotated[Optional[Target], typer.Option("--target", help="cpu (default): onnxruntime (and OpenVINO when present). tensorrt: TensorRT engines (NVIDIA GPU).")] = None,
-    runtimes: Annotated[Optional[str], typer.Option("--runtimes", metavar="R,...", help="Runtimes to benchmark (default: the target's: ort and openvino (when installed) for cpu, trt for tensorrt; BF16 is added on CPUs that have it).")] = None,
+    runtimes: Annotated[Optional[str], typer.Option("--runtime", metavar="R,...", help="Runtimes to benchmark, comma separated (default: the target's: ort and openvino (when installed) for cpu, trt for tensorrt; BF16 is added on CPUs that have it).")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", metavar="1,32", help="Batch sizes: latency at 1, throughput at the largest (default 1,32).")] = None,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="A variant qualifies when its top-1 is at most this many points under FP32 (default 1.0).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("-o", "--out-dir", metavar="OUT_DIR", help="Where the variants and reports go (default: SOURCE-optimized/ next to it). Rerunning resumes.")] = None,
@@ -49,11 +49,16 @@ def optimize(
     with progress_steps(report_target.quiet) as progress:
         report = run_optimize(
             source, data, out_dir, calib=calib, target=value(target) or "cpu",
-            runtimes=parse_names(runtimes, "--runtimes", RUNTIMES) if runtimes else None, batches=parse_batches(batch) if batch else None,
+            runtimes=parse_names(runtimes, "--runtime", RUNTIMES) if runtimes else None, batches=parse_batches(batch) if batch else None,
             max_drop=1.0 if max_drop is None else max_drop,
             model_options=model_options, preprocessing=preprocessing,
             timing=TimingSettings(warmup_s=min(1.0, duration), duration_s=duration) if duration else None, progress=progress,
         )
     from rich.markdown import Markdown
+    from rich.text import Text
 
-    report_target.emit(report, Markdown(markdown(report)))
+    from alexnet_deploy.cli.app import out
+
+    # A terminal gets the rendered tables; a pipe or file the Markdown itself (rich would pad
+    # every rendered line to the pipe's width).
+    report_target.emit(report, Markdown(markdown(report)) if out.is_terminal else Text(markdown(report)))

@@ -27,7 +27,7 @@ def quantize(
     target: Annotated[Optional[Target], typer.Option("--target", help="cpu (default): fastest accurate recipe on onnxruntime CPU. tensorrt: Q/DQ that TensorRT's parser accepts.")] = None,
     holdout: Annotated[Optional[Path], typer.Option("--holdout", help="Images for the FP32 comparison (default: calibration images held back).")] = None,
     holdout_samples: Annotated[Optional[int], typer.Option("--holdout-samples", help="At most this many comparison images (default 500).")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output path (default: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-trt.onnx, MODEL.int8-dynamic.onnx).")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Output path (default: next to MODEL.onnx, named for the precision: MODEL.fp16.onnx, MODEL.int8.onnx, MODEL.int8-trt.onnx for --target tensorrt, or MODEL.int8-dynamic.onnx).")] = None,
     no_latency: Annotated[bool, flag("--no-latency", help="Skip the short latency comparison.")] = False,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="int8 budget with labelled held-out images: top-1 may drop at most this many points (default 1.0).", rich_help_panel="Accuracy budget")] = None,
     min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", metavar="PCT", help="int8 budget with unlabelled images: top-1 agreement with FP32 of at least this % (default 99).", rich_help_panel="Accuracy budget")] = None,

@@ -9,7 +9,8 @@ from rich.table import Table
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
+    """A file size in MB, or kB for small files (a tiny test model is not "0.0 MB")."""
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def _pct(x: float) -> str:
@@ -49,6 +50,12 @@ def _lrn_text(sites: list[dict]) -> str:
     return "\n".join(parts)
 
 
+def _first_labels(labels, shown: int = 5) -> str:
+    """The first labels, and how many more there are (never a silent cut); --json has them all."""
+    more = f" and {len(labels) - shown} more" if len(labels) > shown else ""
+    return escape(", ".join(labels[:shown])) + more
+
+
 def _two_columns() -> Table:
     """A borderless name/value table."""
     table = Table(show_header=False, box=None, padding=(0, 2))
@@ -72,11 +79,11 @@ def export_table(data: dict[str, Any]) -> Table:
     table.add_row("output", f"{escape(data['output'])} ({_mb(data['bytes'])})")
     table.add_row("layout", f"{data['layout']}, {data['num_classes']} classes, input 3x{data['input_size']}x{data['input_size']}, batch {data['batch']}")
     ckpt = data["checkpoint"]
-    table.add_row("checkpoint", f"{escape(ckpt['path'])} ({escape(ckpt['format'])}, sha256 {ckpt['sha256'][:12]}…)")
+    table.add_row("checkpoint", f"{escape(ckpt['path'])} ({escape(ckpt['format'])})\nsha256 {ckpt['sha256']}")
     table.add_row("LRN", f"{data['lrn_nodes']} ONNX LRN node(s)\n{_lrn_text(data['lrn_sites'])}")
     table.add_row("graph", f"opset {data['opset']}, {data['nodes']} nodes: {_histogram(data['op_histogram'])}")
     labels = data["labels"]
-    table.add_row("labels", f"{len(labels)}: {escape(', '.join(labels[:5]))}{' …' if len(labels) > 5 else ''}")
+    table.add_row("labels", f"{len(labels)}: {_first_labels(labels)}")
     table.add_row("preprocessing", data["preprocessing"])
     if data.get("verification"):
         table.add_row("parity", verification_line(data["verification"]))
@@ -108,7 +115,7 @@ def inspect_table(data: dict[str, Any]) -> Table:
         else:
             table.add_row("layout", f"[yellow]{escape(data['layout_problem'])}[/yellow]\n{escape(data.get('layout_fix') or '')}")
         if data.get("num_classes"):
-            table.add_row("classes", str(data["num_classes"]) + (f": {escape(', '.join(data['labels'][:5]))}" if data.get("labels") else ""))
+            table.add_row("classes", str(data["num_classes"]) + (f": {_first_labels(data['labels'])}" if data.get("labels") else ""))
             table.add_row("input", f"3x{data['input_size']}x{data['input_size']}")
             table.add_row("preprocessing", data["preprocessing"])
         table.add_row("parameters", f"{data['parameters']:,} in {data['tensors']} tensors ({', '.join(data['dtypes'])})")
@@ -121,9 +128,9 @@ def inspect_table(data: dict[str, Any]) -> Table:
         if data["layout"]:
             table.add_row("layout", f"{data['layout']}, {data['num_classes']} classes, precision {data['precision']}")
             labels = data["labels"]
-            table.add_row("labels", f"{escape(', '.join(labels[:5]))}{' …' if len(labels) > 5 else ''}")
+            table.add_row("labels", _first_labels(labels))
             table.add_row("preprocessing", data["preprocessing"])
-            table.add_row("source", f"sha256 {data['source_sha256'][:12]}…, alexnet-deploy {data['toolkit_version']}")
+            table.add_row("source", f"checkpoint sha256 {data['source_sha256']}\nalexnet-deploy {data['toolkit_version']}")
             quant = (data.get("details") or {}).get("quantization")
             if quant:
                 calib = quant.get("calibration")
@@ -204,7 +211,8 @@ def eval_table(report, confusion_png=None):
     table = _two_columns()
     table.add_row("model", f"{escape(report.model)} ({report.runtime}, {report.precision})")
     table.add_row("accuracy", f"top-1 {_pct(report.top1)}, top-5 {_pct(report.top5)} on {report.n} images")
-    table.add_row("throughput", f"{report.images_per_s:.1f} images/s end to end, {report.model_images_per_s:.1f} images/s in the model (batch {report.batch})")
+    in_model = "" if report.model_images_per_s is None else f", {report.model_images_per_s:.1f} images/s in the model"
+    table.add_row("throughput", f"{report.images_per_s:.1f} images/s end to end{in_model} (batch {report.batch})")
     worst = sorted(report.per_class.items(), key=lambda kv: kv[1]["top1"])
     shown = worst if len(worst) <= 10 else worst[:10]
     title = "per class" if len(worst) <= 10 else "worst 10 classes"

@@ -43,9 +43,11 @@ def build(
             result = build_engine(model_file, output, profile, timing_cache, workspace_mb, check_only, progress)
         except CheckFailed:
             if check_only:
-                _print_lint(model_file)
+                # the findings are the report: --json gets them too, then the check fails (exit 1)
+                findings = _print_lint(model_file)
+                report.emit({"onnx": str(model_file), "lint": [f.to_dict() for f in findings], "engine": None, "passed": False})
             raise
-    report.emit(result.to_dict())
+    report.emit({**result.to_dict(), "passed": True})
     if report.quiet:
         return
     if check_only:
@@ -56,13 +58,15 @@ def build(
     out.print(f"[green]built[/green] {escape(str(result.engine))} in {result.seconds:.0f} s ({sidecar.precision}, batch {profile_used['min']}..{profile_used['max']} tuned for {profile_used['opt']}, TensorRT {sidecar.tensorrt_version}, {escape(sidecar.gpu_name)})")
 
 
-def _print_lint(model_file: Path) -> None:
-    """Every lint finding, one per line, on stderr (the error line names only the first)."""
+def _print_lint(model_file: Path) -> list:
+    """Every lint finding, one per line, on stderr (the error line names only the first); returns them."""
     from alexnet_deploy.build.lint import lint_onnx
     from alexnet_deploy.onnx_file import load_onnx
 
-    for finding in lint_onnx(load_onnx(model_file)):
+    findings = lint_onnx(load_onnx(model_file))
+    for finding in findings:
         err.print(f"  {finding}", markup=False)
+    return findings
 
 
 @command()

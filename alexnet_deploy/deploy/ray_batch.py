@@ -199,6 +199,9 @@ def _output_kind(output: Path | str | None, fmt: str | None) -> tuple[str | None
         return "file", FORMATS[suffix]
     if fmt not in (None, "parquet", "jsonl"):
         raise InputError(f"unknown output format {fmt!r}.", "use --format parquet or --format jsonl")
+    if suffix and not _uri(str(output)) and not Path(output).is_dir():
+        # "out.csv" would silently become a folder of parquet parts named like a file
+        raise InputError(f"--output {output}: {suffix} is not an output format.", "name a file *.parquet or *.jsonl, or give a folder (no suffix) for part files")
     if not _uri(str(output)):
         folder = Path(output)
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
@@ -471,6 +474,6 @@ def eval_ray(model: Path, data: Path, address: str | None = None, actors: int | 
                 top5_hits[truth] += truth in top
         seconds = time.perf_counter() - tick
     report = summarize(str(model), "ort", record.precision, labels, confusion, top5_hits, mapping, matched,
-                       skipped, seconds, 0.0, batch, images.root, len(images.paths))
+                       skipped, seconds, None, batch, images.root, len(images.paths))  # the actors' model time is not measured
     report.notes.append(f"labelled on Ray ({session.address}, {session.actors} actor(s)); Ray start {session.start_s:.1f} s not counted")
     return report

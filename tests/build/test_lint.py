@@ -70,3 +70,8 @@ def test_build_check_only_cli(cli, half_width_onnx, tmp_path):
     result = cli.fails(1, "build", broken, "--check-only")
     assert "[dynamic-dims] input: dimension 3 is dynamic (width)" in result.stderr
     assert not (tmp_path / "dynamic_width.engine").exists()
+    # --json carries the findings of a failed lint too (and the exit code stays 1)
+    failed = cli.fails(1, "build", broken, "--check-only", "--json")
+    data = json.loads(failed.stdout)
+    assert data["passed"] is False and {"rule": "dynamic-dims", "node": "input"}.items() <= data["lint"][0].items()
+    assert json.loads(cli.ok("build", half_width_onnx, "--check-only", "--json").stdout)["passed"] is True
