@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import onnx
 import pytest
-import torch
-from onnx import TensorProto, helper, numpy_helper
 
-from alexnet_deploy.build.lint import lint_onnx
 
 
 def test_batch_profile_rules():

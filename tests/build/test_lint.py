@@ -6,8 +6,6 @@ import json
 
 import numpy as np
 import onnx
-import pytest
-import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from alexnet_deploy.build.lint import lint_onnx
