@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from alexnet_deploy.errors import InputError
@@ -47,7 +48,7 @@ def _labels_from_json(path: Path, text: str) -> list[str]:
         return list(data)
     if isinstance(data, dict) and data:
         keys, values = list(data.keys()), list(data.values())
-        if all(str(k).lstrip("-").isdigit() for k in keys) and all(isinstance(v, str) for v in values):
+        if all(re.fullmatch(r"-?[0-9]+", str(k)) for k in keys) and all(isinstance(v, str) for v in values):
             by_index = {int(k): v for k, v in data.items()}
         elif all(isinstance(v, int) for v in values):
             by_index = {int(v): str(k) for k, v in data.items()}

@@ -109,6 +109,6 @@ def check_model_name(name: str) -> str:
     """``name`` if it can be a folder name and a URL path segment as is; InputError otherwise."""
     import re
 
-    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
-        raise InputError(f"model name {name!r} is not usable as a folder name or URL path segment.", "use letters, digits, '_', '-' or '.', e.g. --name alexnet")
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", name) or name in (".", ".."):
+        raise InputError(f"model name {name!r} is not usable as a folder name or URL path segment.", "use up to 128 letters, digits, '_', '-' or '.', e.g. --name alexnet")
     return name

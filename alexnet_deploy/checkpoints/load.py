@@ -24,7 +24,7 @@ from typing import Any
 
 from alexnet_deploy.errors import CheckpointError, DependencyError
 from alexnet_deploy.checkpoints.pickles import (
-    TRUSTED_PACKAGES, allowed_class, load_allowlisted, needed_globals, not_a_checkpoint, numpy_data, refusal, user_classes,
+    TRUSTED_PACKAGES, allowed_class, load_allowlisted, needed_globals, not_a_checkpoint, numpy_data, quiet_torch_load, refusal, user_classes,
 )
 from alexnet_deploy.checkpoints.torchscript import is_torchscript, torchscript_tensors
 from alexnet_deploy.onnx_file import check_input_file
@@ -89,7 +89,7 @@ def _labels_from(obj: dict) -> list[str] | None:
             if all(isinstance(v, int) for v in value.values()):
                 inverse = {v: str(k) for k, v in value.items()}
             else:
-                inverse = {int(k): str(v) for k, v in value.items() if str(k).isdigit()}
+                inverse = {int(k): str(v) for k, v in value.items() if str(k).isascii() and str(k).isdecimal()}
             if sorted(inverse) == list(range(len(value))):
                 return [inverse[i] for i in range(len(value))]
     return None
@@ -116,7 +116,7 @@ def load_checkpoint(
     """
     trust_code = bool(trust_code or trust_pickle)
     path = check_input_file(Path(path), "checkpoint")
-    torch = _torch()
+    _torch()  # every format below needs torch (DependencyError naming the extra otherwise)
     # One read: what is hashed (and recorded in the ONNX metadata) is what is checked and loaded.
     data = path.read_bytes()
     sha = hashlib.sha256(data).hexdigest()
@@ -125,6 +125,8 @@ def load_checkpoint(
         return replace(_normalise(path, sha, _load_safetensors(path, data), None), format="safetensors")
 
     archive = _open_zip(data)
+    if archive is not None:
+        _check_archive(path, archive, len(data))
     if archive is not None and is_torchscript(archive):
         return _load_torchscript(path, sha, data, archive, trust_code)
     if archive is None and not (len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5):
@@ -136,13 +138,13 @@ def load_checkpoint(
         )
 
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        obj = quiet_torch_load(data, weights_only=True)
     except Exception as exc:  # every reader error below becomes one clear message
         message = str(exc)
         if not any(s in message for s in ("Weights only load failed", "Unsupported global", "Unsupported operand", "persistent_load")):
             raise not_a_checkpoint(path, exc) from None
         allowed = user_classes(extra_classes, extra_modules)
-        needed = needed_globals(data, archive)
+        needed = needed_globals(data, archive, path)
         if not needed:  # no class references at all: not a pickled model, just bytes
             raise not_a_checkpoint(path, exc) from None
         classes = {name: numpy_data(name) or allowed_class(name, allowed) for name in needed}
@@ -161,6 +163,24 @@ def load_checkpoint(
     else:
         fmt = None
     return _normalise(path, sha, obj, fmt)
+
+
+MAX_ARCHIVE_MEMBERS = 100_000
+
+
+def _check_archive(path: Path, archive: zipfile.ZipFile, size: int) -> None:
+    """Refuse a zip whose records would unpack to far more than the file holds.
+
+    torch.save stores its records uncompressed, so together they are about the file's size; a
+    1.5 MB file whose deflated record unpacks to 1.5 GB (a decompression bomb) is not one.
+    """
+    infos = archive.infolist()
+    unpacked = sum(info.file_size for info in infos)
+    if len(infos) > MAX_ARCHIVE_MEMBERS or unpacked > 2 * size + (1 << 20):
+        raise CheckpointError(
+            f"{path}: its {len(infos)} zip records unpack to {unpacked:,} bytes from a {size:,}-byte file, which torch.save never writes.",
+            "this file is not a plain torch.save checkpoint and may be hostile: get the weights from a trusted source",
+        )
 
 
 def _open_zip(data: bytes) -> zipfile.ZipFile | None:
@@ -211,7 +231,7 @@ def _load_safetensors(path: Path, data: bytes) -> dict:
 def _json_or_text(value: str):
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: "[[[[..." nested past the parser's depth
         return value
 
 
@@ -273,4 +293,16 @@ def _normalise(path: Path, sha: str, obj, fmt: str | None) -> Checkpoint:
     if module is not None:
         module = module.float().eval()
     state_dict, stripped = _strip_prefixes(dict(state_dict))
+    _check_dense_real(path, state_dict)
     return Checkpoint(path, sha, fmt, state_dict, module, wrapper_key, stripped, info, labels)
+
+
+def _check_dense_real(path: Path, state_dict: dict) -> None:
+    """Weights an AlexNet can use: dense, not quantized, real (a complex weight would be cast silently)."""
+    for name, tensor in state_dict.items():
+        kind = "sparse" if tensor.layout != _torch().strided else "quantized" if tensor.is_quantized else "complex" if tensor.is_complex() else None
+        if kind:
+            raise CheckpointError(
+                f"{path}: weight {name} is a {kind} tensor; AlexNet's layers take dense real float weights.",
+                "save the float model's state_dict (dequantize / to_dense first)",
+            )

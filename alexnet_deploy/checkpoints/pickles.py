@@ -69,7 +69,13 @@ def _python3_name(module: str, name: str) -> str:
     return f"{module}.{name}"
 
 
-def needed_globals(data: bytes, archive: zipfile.ZipFile | None) -> list[str]:
+def path_hint(archive: zipfile.ZipFile) -> str:
+    """The checkpoint's name for messages (the archive was opened from bytes)."""
+    names = archive.namelist()
+    return f"the archive {names[0].split('/')[0]!r}" if names else "the archive"
+
+
+def needed_globals(data: bytes, archive: zipfile.ZipFile | None, path: Path | None = None) -> list[str]:
     """Globals outside weights_only's default allowlist that the file names, sorted."""
     from torch import _weights_only_unpickler as wou
     from torch.serialization import get_unsafe_globals_in_checkpoint
@@ -82,7 +88,11 @@ def needed_globals(data: bytes, archive: zipfile.ZipFile | None) -> list[str]:
             pass  # opcodes it does not know (STACK_GLOBAL): the scan below names them
         for info in archive.infolist():  # every pickle in the archive, so a decoy record hides nothing
             if info.filename.endswith(".pkl") and info.file_size <= len(data):
-                names.update(_pickle_globals(archive.read(info)))
+                try:
+                    record = archive.read(info)
+                except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError) as exc:  # bad CRC, unknown compression
+                    raise CheckpointError(f"{path or path_hint(archive)}: zip record {info.filename} cannot be read ({exc}).", "copy the file again, or re-save it with torch.save") from None
+                names.update(_pickle_globals(record))
     else:
         names.update(_pickle_globals(data))
     default = set(wou._get_allowed_globals())
@@ -137,10 +147,16 @@ def allowed_class(name: str, allowed: dict):
     parts = name.split(".")
     if parts[0] not in TRUSTED_PACKAGES or "__main__" in parts:
         return None
-    for cut in range(len(parts) - 1, 0, -1):  # longest importable module prefix, then attributes
-        try:
-            value = importlib.import_module(".".join(parts[:cut]))
-        except Exception:
+    # Only modules already imported: a name in the file must not make us import a torch or
+    # torchvision module whose import-time code runs (some test helpers patch torch on import).
+    # torchvision.models is imported here so its model classes can be found.
+    try:
+        importlib.import_module("torchvision.models")
+    except ImportError:
+        pass
+    for cut in range(len(parts) - 1, 0, -1):  # longest imported module prefix, then attributes
+        value = sys.modules.get(".".join(parts[:cut]))
+        if value is None:
             continue
         for attr in parts[cut:]:
             value = getattr(value, attr, None)
@@ -191,6 +207,18 @@ def _restricted_pickle_module(path: Path, classes: dict):
     return SimpleNamespace(Unpickler=Unpickler, load=load, __name__="alexnet_restricted_pickle")
 
 
+def quiet_torch_load(data: bytes, **kwargs):
+    """torch.load from bytes on the CPU, without the UserWarnings it prints about a file's
+    storages or sparse tensors: the toolkit reports problems as one-line errors instead."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(io.BytesIO(data), map_location="cpu", **kwargs)
+
+
 def load_allowlisted(path: Path, data: bytes, archive, classes: dict):
     """Load a trusted whole model, admitting only the allowlisted classes."""
     import re
@@ -204,11 +232,15 @@ def load_allowlisted(path: Path, data: bytes, archive, classes: dict):
 
         admitted += [(v, f"numpy.dtypes.{k}") for k, v in vars(np.dtypes).items() if numpy_data(f"numpy.dtypes.{k}")]
     try:
-        if archive is not None:
+        if archive is not None or all(numpy_data(name) for name in classes):
+            # torch's weights_only reader (pre-1.6 files too): it also refuses BUILD on what it
+            # did not build, which a plain Unpickler allows (setting attributes of any class).
             with torch.serialization.safe_globals(admitted):
-                return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        # weights_only=False only hands the file to the restricted unpickler above.
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False, pickle_module=_restricted_pickle_module(path, classes))
+                return quiet_torch_load(data, weights_only=True)
+        # A trusted pre-1.6 whole model: its classes come as persistent ids, which weights_only
+        # refuses. weights_only=False only hands the file to the restricted unpickler above,
+        # which resolves only the allowlisted names (BUILD on them is what trusting the file allows).
+        return quiet_torch_load(data, weights_only=False, pickle_module=_restricted_pickle_module(path, classes))
     except CheckpointError:
         raise
     except Exception as exc:

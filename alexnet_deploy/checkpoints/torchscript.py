@@ -62,6 +62,13 @@ def torchscript_tensors(path: Path, data: bytes, archive: zipfile.ZipFile) -> di
     def rebuild(storage, offset, size, stride, *_):
         if not (isinstance(storage, torch.Tensor) and isinstance(offset, int) and all(isinstance(v, int) for v in (*size, *stride))):
             raise pickle.UnpicklingError("malformed tensor record")
+        numel = 1
+        for extent in size:
+            numel *= extent
+        # A view larger than its storage (stride 0, overlapping strides) would be cloned into
+        # memory the file never paid for: a 2 KB archive could ask for gigabytes.
+        if numel > storage.numel() or offset < 0 or any(v < 0 for v in (*size, *stride)):
+            raise pickle.UnpicklingError(f"a tensor of {numel} elements over a storage of {storage.numel()}")
         return torch.as_strided(storage, tuple(size), tuple(stride), offset)  # torch checks the bounds
 
     class Reader(pickle.Unpickler):
@@ -94,8 +101,12 @@ def torchscript_tensors(path: Path, data: bytes, archive: zipfile.ZipFile) -> di
         root = Reader(io.BytesIO(read(f"{prefix}/data.pkl"))).load()
         out: dict = {}
         todo = [("", root)]
+        seen: set[int] = set()  # a module's state may refer back to itself: walk each object once
         while todo:
             name, obj = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
             if isinstance(obj, torch.Tensor):
                 out[name] = obj.clone()  # own memory, not a view into the file's bytes
             elif isinstance(obj, _ScriptObject) and isinstance(obj.state, dict):
