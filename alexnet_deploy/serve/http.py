@@ -34,8 +34,33 @@ MAX_DELAY_MS = 10_000
 DRAIN_S = 30
 _ACCEPT_BACKOFF_S = (0.05, 1.0)  # first and longest pause when accept() has no file descriptor
 _DIGITS = re.compile(r"[0-9]{1,18}")
+MAX_HEADER_BYTES = 64 << 10  # request line and header lines together (the stdlib alone allows 100 lines of 64 KiB)
+_PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"  # an interim answer every HTTP/1.1 client must skip
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
          b"Connection: close\r\nContent-Length: 53\r\n\r\n{\"error\": \"too many connections; retry in a moment\"}\n")
+
+
+class _HeadersTooLarge(Exception):
+    pass
+
+
+class _CappedReader:
+    """The connection's reader while a request line and its headers are read: ``readline`` stops
+    at ``MAX_HEADER_BYTES`` in all (127 idle connections x 100 header lines x 64 KiB was 800 MB)."""
+
+    def __init__(self, raw, limit: int):
+        self.raw, self.left = raw, limit
+
+    def readline(self, size: int = -1) -> bytes:
+        cap = self.left + 1 if size is None or size < 0 else min(size, self.left + 1)
+        line = self.raw.readline(cap)
+        self.left -= len(line)
+        if self.left < 0:
+            raise _HeadersTooLarge
+        return line
+
+    def __getattr__(self, name):
+        return getattr(self.raw, name)
 
 
 class _InFlight:
@@ -136,16 +161,32 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
         def handle_one_request(self):
             # The deadline covers the idle wait on a kept-alive connection, the headers and the body.
             deadlines.set(self.connection, limits.request_timeout_s)
+            raw, self.rfile = self.rfile, _CappedReader(self.rfile, MAX_HEADER_BYTES)
+            self.expect_continue = self.probed = False
             try:
                 super().handle_one_request()
+            except _HeadersTooLarge:
+                for name in ("requestline", "request_version", "command"):
+                    if not hasattr(self, name):
+                        setattr(self, name, "")
+                self._refuse(431, f"the request line and headers exceed {MAX_HEADER_BYTES} bytes")
             finally:
+                self.rfile = raw
                 deadlines.set(self.connection, None)
             if draining.is_set():
                 self.close_connection = True  # answered; no further requests once stopping
 
+        def handle_expect_100(self) -> bool:
+            # Sent only once the request passed its checks (_post), not before: a client told to
+            # continue uploads a body that a 413/404/503 would then throw away.
+            self.expect_continue = True
+            return True
+
         def parse_request(self) -> bool:
             if not super().parse_request():
                 return False
+            if isinstance(self.rfile, _CappedReader):
+                self.rfile = self.rfile.raw  # the headers are in; the body is bounded by Content-Length
             lengths = self.headers.get_all("Content-Length") or []
             if self.headers.get_all("Transfer-Encoding"):
                 if lengths:
@@ -153,6 +194,8 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 return self._refuse(411, "Content-Length is required (chunked bodies are not accepted)")
             if len(lengths) > 1:
                 return self._refuse(400, "more than one Content-Length header")
+            if len(self.headers.get_all("Inference-Header-Content-Length") or []) > 1:
+                return self._refuse(400, "more than one Inference-Header-Content-Length header")
             if lengths and not _DIGITS.fullmatch(lengths[0].strip()):
                 # int() would take "+5" or "1_0"; a proxy in front would not: refuse, never guess
                 return self._refuse(400, "Content-Length must be a decimal number")
@@ -188,11 +231,27 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             return None
 
         def _gone(self) -> bool:
-            """Whether the client has closed its side (checked while its request waits for the model)."""
+            """Whether the client has hung up (checked while its request waits for the model).
+
+            End of input alone does not say so: a client may half-close after its request
+            (``shutdown(SHUT_WR)``, ``nc -N``) and still read the answer. So the first time it is
+            seen, an interim ``100 Continue`` goes out (HTTP/1.1 clients skip it): a socket that is
+            closed answers it with a reset, which the next check sees as POLLHUP/POLLERR.
+            """
             try:
                 poller = select.poll()  # not select.select: descriptors above 1023 are normal here
                 poller.register(self.connection, select.POLLIN)
-                return bool(poller.poll(0)) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                events = poller.poll(0)
+                if not events:
+                    return False
+                if events[0][1] & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                    return True
+                if self.connection.recv(1, socket.MSG_PEEK) != b"":
+                    return False  # a pipelined next request
+                if not self.probed and self.request_version >= "HTTP/1.1":
+                    self.probed = True
+                    self.connection.send(_PROBE)
+                return False  # half-closed, or not yet known (HTTP/1.0 has no interim answer: it is answered)
             except (OSError, ValueError):
                 return True
 
@@ -260,6 +319,10 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             self._json(503, {"error": "the server is busy (too much request data in progress); retry shortly"}, {"Retry-After": "1", "Connection": "close"})
 
         def _infer(self, length: int, header_length: int | None):
+            if self.expect_continue:
+                self.expect_continue = False
+                self.send_response_only(100)
+                self.end_headers()
             body = self.rfile.read(length)
             if len(body) != length:
                 self.close_connection = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 from dataclasses import dataclass
 
@@ -35,12 +36,38 @@ def _parse_int(text: str) -> int:
 
 
 _MAX_JSON_OBJECTS = 64  # a request for this one-input, one-output model needs fewer than 10
+_MAX_JSON_STRINGS = 1024  # names, datatypes, keys: a few dozen; "ab" is 5 bytes of JSON but ~60 of Python
+_MAX_JSON_DEPTH = 32  # {"inputs": [{"data": [[[[...]]]]}]} is 7 deep
+_BYTES_PER_ARRAY = 32  # even nested "data" has a row of W >= 16 numbers (>= 32 bytes) per array
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _check_shape(data: bytes) -> None:
+    """Refuse, before parsing, JSON whose arrays, strings or nesting would outgrow the memory
+    estimate (``[],`` is 3 bytes of text and ~64 of Python list: a 16 MB body of them was +509 MB)."""
+    bare, strings = _STRING.subn(b"", data)
+    brackets = bare.translate(None, _BRACKETS)
+    if brackets.count(b"{") > _MAX_JSON_OBJECTS:
+        raise RequestError(f"the request has more than {_MAX_JSON_OBJECTS} JSON objects; one input, at most one entry per output")
+    if strings > _MAX_JSON_STRINGS:
+        raise RequestError(f"the request has more than {_MAX_JSON_STRINGS} JSON strings; input data must be numbers")
+    arrays = brackets.count(b"[")
+    if arrays > 64 + len(data) // _BYTES_PER_ARRAY:
+        raise RequestError(f"the request has {arrays} JSON arrays for {len(data)} bytes; send \"data\" as one flat list of numbers")
+    if brackets:
+        steps = np.frombuffer(brackets, dtype=np.uint8)
+        depth = int(np.cumsum(np.where((steps == ord("[")) | (steps == ord("{")), 1, -1), dtype=np.int64).max())
+        if depth > _MAX_JSON_DEPTH:
+            raise RequestError(f"the request's JSON nests {depth} deep; at most {_MAX_JSON_DEPTH}")
 
 
 def loads(data: bytes):
     """json.loads that refuses, while parsing, over-long integer literals (a 400, not a 500 later)
     and more than _MAX_JSON_OBJECTS objects (200,000 "outputs" entries decoded to ~50 MB of dicts
-    before they could be counted)."""
+    before they could be counted), and before parsing, too many arrays or strings or too deep a
+    nesting (:func:`_check_shape`)."""
+    _check_shape(data)
     objects = [0]
 
     def count(pairs):
@@ -53,6 +80,22 @@ def loads(data: bytes):
         return json.loads(data, parse_int=_parse_int, object_pairs_hook=count)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RequestError(f"the request body is not valid JSON ({str(exc)[:120]})") from None
+
+
+def _non_numbers(data: list) -> str | None:
+    """The name of a JSON type in ``data`` (flat or nested lists) that is not a number, else None."""
+    types = set(map(type, data))
+    if list in types:
+        types.discard(list)
+        for item in data:
+            if type(item) is list:
+                wrong = _non_numbers(item)
+                if wrong:
+                    return wrong
+    wrong = types - {int, float}  # bool is an int subclass: type(), not isinstance()
+    if wrong:
+        return {str: "a string", bool: "a boolean", type(None): "null", dict: "an object"}.get(next(iter(wrong)), "a non-number")
+    return None
 
 
 @dataclass
@@ -133,6 +176,10 @@ class Codec:
                 raise RequestError("the input has no \"data\" list (or binary_data_size)")
             if len(data) != count and not (data and isinstance(data[0], list)):
                 raise RequestError(f"input has {len(data)} values; shape {shape} needs {count}")
+            wrong = _non_numbers(data)
+            if wrong:
+                # numpy would read "1.5" and true as numbers; Triton refuses them
+                raise RequestError(f"input data must be JSON numbers for datatype {datatype}; got {wrong}")
             try:
                 array = np.asarray(data, dtype=np.float32).reshape(-1)
             except (ValueError, TypeError, OverflowError) as exc:

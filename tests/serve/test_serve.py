@@ -272,6 +272,77 @@ def test_get_with_a_body_is_refused_and_the_connection_closed(server):
     assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
 
 
+# --- Second hostile review: each test below failed before its fix. ---
+
+def test_header_bytes_are_capped_per_request(server):
+    # 100 header lines of 64 KiB each were accepted per connection: 127 idle ones held ~800 MB.
+    _, address = server
+    head = b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-Pad-%d: %s\r\n" % (i, b"a" * 30000) for i in range(3))
+    answer = _raw(address, head + b"\r\n", timeout=10)
+    assert answer.startswith(b"HTTP/1.1 431") and answer.count(b"HTTP/1.1 ") == 1, answer[:300]
+    assert _raw(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Pad: %s\r\nConnection: close\r\n\r\n" % (b"a" * 30000)).startswith(b"HTTP/1.1 200")
+
+
+def test_json_arrays_strings_and_nesting_are_capped_before_parsing(server):
+    # A 16 MB body of "[],[],..." decoded to +509 MB (objects were counted, arrays not).
+    _, address = server
+    for body, word in ((b"[" + b"[]," * 20000 + b"[]]", "arrays"), (b"[" * 40 + b"]" * 40, "deep"), (b"[" + b'"ab",' * 2000 + b'"ab"]', "strings")):
+        status, answer = _post(address, body)
+        assert status == 400 and word in json.loads(answer)["error"], (word, status, answer[:200])
+    nested = {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": np.zeros((1, 3, 224, 224)).tolist()}]}
+    assert _post(address, json.dumps(nested).encode())[0] == 200
+
+
+def test_strings_and_booleans_are_not_fp32_data(server):
+    # numpy read "1.5" and true as numbers (200); Triton refuses them.
+    _, address = server
+    for value in ("1.5", True, None):
+        spec = {"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32", "data": [value] + [0.0] * (3 * 224 * 224 - 1)}
+        status, answer = _post(address, json.dumps({"inputs": [spec]}).encode())
+        assert status == 400 and "FP32" in json.loads(answer)["error"], (value, status, answer[:200])
+
+
+def test_half_closed_client_still_gets_its_answer(windowed):
+    # `printf ... | nc -N`: EOF after a complete request was taken for a hang-up, and nothing was
+    # answered (the 1.5 s batching window lets the server look before the job runs).
+    import socket
+
+    _, address = windowed
+    host, port = address.split(":")
+    body = _json_request(np.zeros((1, 3, 224, 224), np.float32))
+    with socket.create_connection((host, int(port)), timeout=20) as sock:
+        sock.sendall(b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        for _ in range(1000):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            got += chunk
+    assert b"HTTP/1.1 200" in got and b'"logits"' in got, got[:300]
+
+
+def test_expect_100_continue_comes_only_after_the_checks(server):
+    # 100 Continue went out before the checks: the client uploaded a body that was then refused.
+    _, address = server
+    answer = _raw(address, b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (1 << 30))
+    assert answer.startswith(b"HTTP/1.1 413") and b" 100 " not in answer, answer[:300]
+    answer = _raw(address, b"POST /v2/models/other/infer HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 404"), answer[:300]
+    body = _json_request(np.zeros((1, 3, 224, 224), np.float32))
+    status, _ = _post(address, body, {"Content-Type": "application/json", "Expect": "100-continue"})  # http.client skips the 100
+    assert status == 200
+
+
+def test_duplicate_inference_header_content_length_is_refused(server):
+    _, address = server
+    body = _json_request(np.zeros((1, 3, 224, 224), np.float32))
+    request = (b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+               b"Inference-Header-Content-Length: %d\r\nInference-Header-Content-Length: 5\r\n\r\n" % (len(body), len(body))) + body
+    answer = _raw(address, request)
+    assert answer.startswith(b"HTTP/1.1 400") and b"Inference-Header-Content-Length" in answer, answer[:300]
+
+
 @pytest.fixture(scope="module")
 def strict(half_width_onnx):
     """A server with small limits, so each can be reached quickly."""
