@@ -341,7 +341,7 @@ def test_quantize_refuses_bad_input(cli, trained, quantized, tmp_path):
         "holds no image files": ["-p", "int8", "--calib", empty],
         "could be decoded": ["-p", "int8", "--calib", junk.parent],
         "no dynamic quantization": ["-p", "int8-dynamic", "--target", "tensorrt"],
-        "unknown precision": ["-p", "int4"],
+        "'int4' is not one of": ["-p", "int4"],
         "applies to static int8 only": ["-p", "fp16", "--method", "entropy"],
     }
     for message, args in cases.items():
