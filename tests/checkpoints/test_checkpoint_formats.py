@@ -222,6 +222,7 @@ def test_every_format_exports_to_the_same_logits(reference, tmp_path, cli):
     assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_pickled_module_saved_after_from_model_import(tmp_path, cli, reference):
     """Tutorials keep the class in model.py and `from model import AlexNet` in train.py."""
     (tmp_path / "model.py").write_text(
@@ -377,6 +378,7 @@ def test_torchscript_code_never_runs_without_trust(reference, tmp_path, cli):
     assert json.loads(cli.ok("inspect", out, "--json").stdout)["source_sha256"] == digest
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_trusted_torchscript_seed000_layout_decided_by_its_forward(tmp_path, cli):
     model = alive(Seed000AlexNet(num_classes=10), 0).eval()
     path = tmp_path / "seed000.pt"
@@ -392,6 +394,7 @@ def test_trusted_torchscript_seed000_layout_decided_by_its_forward(tmp_path, cli
     assert np.abs(got - want).max() / np.abs(want).max() <= 1e-4
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_legacy_pickled_module_loads_with_trust(tmp_path, cli, reference):
     """torch.save(model, f, _use_new_zipfile_serialization=False) from a training script's __main__."""
     path = tmp_path / "legacy_whole.pth"

@@ -105,6 +105,7 @@ def _check_rows(rows, reference):
         np.testing.assert_allclose(row["probabilities"], [p for _, p in expected], rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_predict_ray_parquet_file_matches_local_path(cli, half_width_onnx, image_folder, reference, tmp_path):
     import pyarrow.parquet as pq
 
@@ -122,6 +123,7 @@ def test_predict_ray_parquet_file_matches_local_path(cli, half_width_onnx, image
     assert "skipped" in result.stderr and "broken.jpg" in result.stderr
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_predict_ray_jsonl_folder_by_path(half_width_onnx, image_folder, reference, tmp_path):
     import pandas as pd
 
@@ -135,6 +137,7 @@ def test_predict_ray_jsonl_folder_by_path(half_width_onnx, image_folder, referen
     _check_rows(frame.to_dict("records"), reference)
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_eval_ray_matches_local_eval(cli, half_width_onnx, tmp_path, ray_local):
     """The same ImageFolder scored locally and on Ray: identical counts, confusion matrix and skipped files."""
     rng = np.random.default_rng(1)

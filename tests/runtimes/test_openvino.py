@@ -87,6 +87,7 @@ def test_bf16_is_refused_on_a_cpu_without_it(half_width_onnx, monkeypatch):
     assert cpu.bf16_problem(["FP32", "BF16"]) is None
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_bf16_only_from_the_fp32_file_and_names_checked(half_width_onnx, store, cli):
     from alexnet_deploy.runtimes import open_runtime
 
@@ -192,6 +193,7 @@ def test_triton_openvino_config_parses(cli, half_width_onnx, tmp_path):
     cli.fails(2, "package", half_width_onnx, "--triton", tmp_path, "--backend", "tensorflow")
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_bench_openvino_rows_host_and_fastest(cli, half_width_onnx):
     data = json.loads(cli.ok("bench", half_width_onnx, "--runtime", "ort,openvino", "--batch", "1,2", "--iterations", 2, "--rounds", 2, "--warmup", 0, "--threads", 1, "--json", "-").stdout)
     machine = data["machine"]

@@ -140,6 +140,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, reference):
     np.testing.assert_allclose(json.loads(body)["outputs"][0]["data"], reference.logits(np.zeros((1, 3, 224, 224), np.float32))[0], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_sigterm_answers_the_request_in_flight(half_width_onnx):
     # The request waits up to 6 s in the batcher for company; SIGTERM comes 2 s after it was sent,
     # long enough for a busy machine to have read it (0.5 s was not, under load).
@@ -578,6 +579,7 @@ def test_abandoned_job_is_dropped_before_it_runs(windowed):
     assert after["inference_count"] == before["inference_count"], (before, after)
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_sigterm_closes_the_listener_at_once(windowed):
     # The listener stayed open during the drain: new clients hung ~28 s, then got a reset.
     import socket
@@ -605,6 +607,7 @@ def test_sigterm_closes_the_listener_at_once(windowed):
     assert process.wait(timeout=90) == 0
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_accept_backs_off_when_out_of_file_descriptors(half_width_onnx):
     # accept() failing with EMFILE was retried at once, forever: a core spun and health checks timed out.
     import resource

@@ -86,6 +86,7 @@ def test_verify_notes_a_different_checkpoint(cli, half_width_onnx, tmp_path, hal
     assert data["first_divergent_layer"] == "classifier.6"
 
 
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
 def test_verify_of_an_ambiguous_checkpoint_uses_the_recorded_layout(cli, tmp_path):
     """A paper-224 export verifies without re-passing --arch: the ONNX record names the layout."""
     from seed_models import Seed000AlexNet, alive
