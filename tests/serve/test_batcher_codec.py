@@ -459,3 +459,32 @@ def test_non_finite_outputs_are_a_422(bad):
     with pytest.raises(RequestError) as info:
         _codec().encode({}, logits)
     assert info.value.status == 422
+
+
+def test_classification_ties_over_many_classes_keep_index_order():
+    """Python's sorted() is stable: the reference order for tied logits (numpy's default sort is not, past 16 items)."""
+    rng = np.random.default_rng(0)
+    values = rng.integers(0, 3, 64).astype(np.float32)
+    codec = Codec("alexnet", "input", CHW, "logits", [f"c{i}" for i in range(64)], 10_000)
+    body, _ = codec.encode({"outputs": [{"name": "logits", "parameters": {"classification": 64}}]}, values[None, :])
+    expected = sorted(range(64), key=lambda i: -values[i])
+    assert [int(s.split(":")[1]) for s in json.loads(body)["outputs"][0]["data"]] == expected
+
+
+def test_string_outputs_entries_are_encoded_like_objects():
+    """decode accepts ``"outputs": ["logits"]``; encode must answer it, not fail with a 500."""
+    body, headers = _codec().encode({"outputs": ["logits"]}, LOGITS)
+    assert headers == {"Content-Type": "application/json"}
+    assert json.loads(body)["outputs"] == [{"name": "logits", "datatype": "FP32", "shape": [2, 3], "data": [1.5, 3.25, 2.0, -1.0, -2.0, 0.125]}]
+
+
+def test_binary_output_is_fp32_whatever_the_runtime_returned():
+    """The metadata declares FP32: a float64 result is sent as 4-byte floats, as declared."""
+    header, blob = _split(*_codec().encode({"parameters": {"binary_data_output": True}}, LOGITS.astype(np.float64)))
+    assert header["outputs"][0]["parameters"] == {"binary_data_size": 24}
+    assert blob == LOGITS.astype("<f4").tobytes()
+
+
+def test_non_finite_output_message():
+    with pytest.raises(RequestError, match="non-finite outputs"):
+        _codec().encode({}, np.full((1, 3), np.nan, np.float32))
