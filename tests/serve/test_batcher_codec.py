@@ -309,6 +309,7 @@ ONE = [0.5] * 12
     (_body([0, 3, 2, 2], []), "the batch is empty"),
     (_body(), 'no "data" list'),
     (_body(data="0.5"), 'no "data" list'),
+    (_body(data=[]), "input has 0 values; shape [1, 3, 2, 2] needs 12"),  # not an IndexError (a 500)
     (_body(data=[0.5] * 11), "input has 11 values; shape [1, 3, 2, 2] needs 12"),
     (_body(data=[0.5] * 13), "input has 13 values"),
     (_body(data=[[0.5] * 11]), "input has 11 values"),
