@@ -322,3 +322,34 @@ def test_torchscript_storage_types(tmp_path, storage, dtype):
     data = out.read_bytes()
     tensors = torchscript_tensors(out, data, zipfile.ZipFile(io.BytesIO(data)))
     assert tensors["w"].dtype == dtype and torch.equal(tensors["w"], reference)
+
+
+# ---- unreadable files ----------------------------------------------------------------------------------
+
+def test_a_truncated_legacy_checkpoint_says_it_ends_early(tmp_path):
+    from alexnet_deploy.checkpoints.load import load_checkpoint
+
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(100)}, buffer, _use_new_zipfile_serialization=False)
+    path = tmp_path / "cut.pth"
+    path.write_bytes(buffer.getvalue()[:10])
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert str(info.value).startswith(f"{path} is not a readable PyTorch checkpoint (the file ends early).")
+    assert info.value.fix == "check that the file was saved with torch.save and copied completely"
+
+
+@pytest.mark.parametrize("exc, reason", [
+    (EOFError("Ran out of input"), "the file ends early"),
+    (RuntimeError("PytorchStreamReader failed reading zip archive: failed finding central directory\nmore"), "the zip archive is truncated or damaged"),
+    (zipfile.BadZipFile("File is not a zip archive"), "the zip archive is truncated or damaged"),
+    (ValueError("bad value\nsecond line"), "ValueError: bad value"),
+    (ValueError("y" * 150), "ValueError: " + "y" * 100),
+    (KeyError(), "KeyError: KeyError"),
+])
+def test_not_a_checkpoint_reasons(exc, reason):
+    from alexnet_deploy.checkpoints.pickles import not_a_checkpoint
+
+    error = not_a_checkpoint(Path("m.pth"), exc)
+    assert isinstance(error, CheckpointError)
+    assert str(error).startswith(f"m.pth is not a readable PyTorch checkpoint ({reason}).")
