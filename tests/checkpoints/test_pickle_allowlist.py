@@ -151,6 +151,11 @@ def test_allowed_class_refuses_everything_else(name):
     assert allowed_class(name, {}) is None
 
 
+def test_allowed_class_refuses_importable_modules_outside_torch_and_torchvision():
+    """An nn.Module class importable by its canonical name, but not from torch or torchvision."""
+    assert allowed_class(f"{_Mixed.__module__}.{_Mixed.__qualname__}", {}) is None
+
+
 def test_refusal_names_the_globals_and_says_what_to_do():
     path = Path("evil.pth")
     malicious = refusal(path, "os.system")
@@ -160,12 +165,14 @@ def test_refusal_names_the_globals_and_says_what_to_do():
     for name in ("mymodel.Net", "__main__.Net", "a.b.MyNet"):
         error = refusal(path, name)
         assert "--trust-code --model FILE.py:" + name.rpartition(".")[2] in error.fix, name
-    for name in ("collections.OrderedDict", "_pickle.Loads", "torch.nn.Evil", "mymodel.net", "builtins.Eval"):
+    for name in ("collections.OrderedDict", "_pickle.Loads", "torch.nn.Evil", "mymodel.net", "builtins.Eval", "_evil.Payload"):
         assert "may be malicious" in refusal(path, name).fix, name
     mixed = refusal(path, "mymodel.Net", "os.system")
     assert "refusing os.system:" in str(mixed) and "mymodel.Net" not in str(mixed) and "may be malicious" in mixed.fix
     many = refusal(path, *[f"m{i}.f" for i in range(6)])
     assert "refusing m0.f, m1.f, m2.f, m3.f and 2 more:" in str(many)
+    five = refusal(path, *[f"m{i}.f" for i in range(5)])
+    assert "refusing m0.f, m1.f, m2.f, m3.f and 1 more:" in str(five)
     four = refusal(path, *[f"m{i}.f" for i in range(4)])
     assert "refusing m0.f, m1.f, m2.f, m3.f:" in str(four)
 
@@ -175,9 +182,9 @@ def test_restricted_unpickler_admits_exactly_the_allowlist():
     assert module.__name__ == "alexnet_restricted_pickle"
     assert module.load(io.BytesIO(pickle.dumps(collections.OrderedDict(a=1), protocol=2))) == collections.OrderedDict(a=1)
     assert module.load(io.BytesIO(_pickle(_global("mymodel", "Net") + b")R"))) == collections.Counter()
-    assert module.load(io.BytesIO(pickle.dumps({"w": [1, 2.5]}, protocol=2)), encoding="latin1") == {"w": [1, 2.5]}  # torch passes encoding=
+    assert module.load(io.BytesIO(b"\x80\x02U\x01\xe9."), encoding="latin1") == "\xe9"  # a Python 2 str: torch passes encoding=
     assert module.load(io.BytesIO(_pickle(_global("__builtin__", "set") + b")R"))) == set()  # Python 2 name, as Python 3 maps it
-    with pytest.raises(CheckpointError, match="refusing os.system"):
+    with pytest.raises(CheckpointError, match=r"^old.pth: refusing os.system"):
         module.load(io.BytesIO(_pickle(_global("os", "system") + b"(" + _text("true") + b"tR")))
     with pytest.raises(CheckpointError, match="refusing collections.deque"):
         module.Unpickler(io.BytesIO(_pickle(_global("collections", "deque") + b")R"))).load()
