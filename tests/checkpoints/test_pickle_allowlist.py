@@ -360,3 +360,60 @@ def test_not_a_checkpoint_reasons(exc, reason):
     error = not_a_checkpoint(Path("m.pth"), exc)
     assert isinstance(error, CheckpointError)
     assert str(error).startswith(f"m.pth is not a readable PyTorch checkpoint ({reason}).")
+
+
+# ---- the loaders enforce the allowlist themselves (not only the static scan before them) ------------------
+
+MAGIC = 0x1950A86A20F9469CFC6C  # torch's legacy (pre-1.6) magic number
+
+
+def _legacy_file(payload: bytes) -> bytes:
+    info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    return pickle.dumps(MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps(info, 2) + payload
+
+
+def _zip_file(data_pkl: bytes) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({"w": torch.zeros(2)}, buffer)
+    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        for info in source.infolist():
+            archive.writestr(info.filename, data_pkl if info.filename.endswith("/data.pkl") else source.read(info))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pre-1.6"])
+def test_load_allowlisted_refuses_a_global_the_scan_did_not_report(tmp_path, legacy):
+    from alexnet_deploy.checkpoints.pickles import load_allowlisted
+
+    marker = tmp_path / "pwned"
+    payload = _pickle(_global("os", "system") + b"(" + _text(f"touch {marker}") + b"tR")
+    data = _legacy_file(payload) if legacy else _zip_file(payload)
+    archive = None if legacy else zipfile.ZipFile(io.BytesIO(data))
+    path = tmp_path / "evil.pth"
+    with pytest.raises(CheckpointError) as info:
+        load_allowlisted(path, data, archive, {"torch.nn.modules.linear.Linear": torch.nn.Linear})
+    assert not marker.exists()
+    assert str(info.value).startswith(f"{path}: refusing os.system: not an nn.Module class"), str(info.value)
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pre-1.6"])
+def test_load_allowlisted_loads_admitted_classes_on_the_cpu(tmp_path, legacy):
+    from alexnet_deploy.checkpoints.pickles import load_allowlisted
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2)).eval()
+    buffer = io.BytesIO()
+    torch.save({"model": model, "best": np.float64(0.5)}, buffer, _use_new_zipfile_serialization=not legacy)
+    data = buffer.getvalue()
+    archive = None if legacy else zipfile.ZipFile(io.BytesIO(data))
+    classes = {"torch.nn.modules.container.Sequential": torch.nn.Sequential, "torch.nn.modules.linear.Linear": torch.nn.Linear}
+    core = getattr(np, "_core", None) or np.core
+    classes.update({f"{core.__name__}.multiarray.scalar": core.multiarray.scalar, "numpy.dtype": np.dtype})
+    loaded = load_allowlisted(tmp_path / "m.pth", data, archive, classes)
+    assert type(loaded["model"]) is torch.nn.Sequential and float(loaded["best"]) == 0.5
+    x = torch.randn(4, 3)
+    assert torch.equal(loaded["model"](x), model(x))
+    with pytest.raises(CheckpointError, match="refusing"):
+        load_allowlisted(tmp_path / "m.pth", data, None if legacy else zipfile.ZipFile(io.BytesIO(data)), {})
