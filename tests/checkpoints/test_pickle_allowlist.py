@@ -205,6 +205,7 @@ class _Mixed(torch.nn.Module):
         self.register_buffer("mask", torch.tensor([True, False, True]))
         self.register_buffer("halves", torch.linspace(-1, 1, 5).half())
         self.register_buffer("empty", torch.zeros(0))
+        self.register_buffer("no_ids", torch.zeros(0, dtype=torch.int64))  # an empty storage keeps its dtype
 
     def forward(self, x):
         return self.head(self.bn(self.conv(x)).mean((2, 3)))
