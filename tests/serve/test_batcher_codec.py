@@ -489,3 +489,19 @@ def test_binary_output_is_fp32_whatever_the_runtime_returned():
 def test_non_finite_output_message():
     with pytest.raises(RequestError, match="non-finite outputs"):
         _codec().encode({}, np.full((1, 3), np.nan, np.float32))
+
+
+def test_a_batcher_never_stopped_does_not_keep_the_process_alive():
+    """The worker is a daemon thread: a server that exits without stop() (a crash path) still exits."""
+    import subprocess
+    import sys
+
+    code = (
+        "from alexnet_deploy.serve.batcher import Batcher\n"
+        "class R:\n"
+        "    def run_all(self, batch, max_batch): return batch\n"
+        "Batcher(R(), 1, 0.0)\n"
+        "print('exiting')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
+    assert result.returncode == 0 and result.stdout == "exiting\n", result.stderr
