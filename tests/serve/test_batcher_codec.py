@@ -69,26 +69,78 @@ def _wait_for(condition, seconds=5.0):
 
 def test_multi_row_requests_batched_together_each_get_exactly_their_rows():
     runtime = _GatedRuntime()
-    batcher = Batcher(runtime, max_batch=5, max_delay_s=0.05, max_queue=8)
+    batcher = Batcher(runtime, max_batch=4, max_delay_s=0.05, max_queue=8)
     try:
-        inputs = {"a": _rows(1, 1), "b": _rows(2, 2), "c": _rows(3, 3), "d": _rows(2, 4)}
+        inputs = {"a": _rows(1, 1), "b": _rows(2, 2), "c": _rows(1, 3), "d": _rows(3, 4), "e": _rows(2, 5)}
         results: dict = {}
         threads = [_submit_in_thread(batcher, inputs["a"], results, "a")]
         _wait_for(lambda: batcher.jobs.qsize() == 0)  # the worker holds "a" (in the gated model or its wait for company)
         time.sleep(0.1)  # past max_delay: "a" is in the model alone
-        for n, key in enumerate("bcd", start=1):
+        for n, key in enumerate("bcde", start=1):
             threads.append(_submit_in_thread(batcher, inputs[key], results, key))
             _wait_for(lambda n=n: batcher.jobs.qsize() == n)  # queued in this order
         runtime.release.set()
         for thread in threads:
             thread.join(5)
-        # "a" alone; then b (2) + c (3) = 5 rows fill the batch; d does not fit and runs next, first
-        assert runtime.calls == [1, 5, 2]
-        assert runtime.max_batches == [5, 5, 5]
+        # "a" alone; b (2) + c (1) = 3 rows, d (3) does not fit the 4 and is first of the next call;
+        # d (3) + e (2) does not fit either: e runs alone
+        assert runtime.calls == [1, 3, 3, 2]
+        assert runtime.max_batches == [4, 4, 4, 4]
         for key, batch in inputs.items():
-            assert isinstance(results[key], np.ndarray), results[key]
+            assert isinstance(results.get(key), np.ndarray), results.get(key)
             np.testing.assert_array_equal(results[key], _expected(batch), err_msg=key)
-        assert batcher.execution_count == 3 and batcher.inference_count == 8 and batcher.dropped_count == 0
+        assert batcher.execution_count == 4 and batcher.inference_count == 9 and batcher.dropped_count == 0
+    finally:
+        runtime.release.set()
+        batcher.stop()
+
+
+def test_rows_that_exactly_fill_the_batch_run_together():
+    runtime = _GatedRuntime()
+    batcher = Batcher(runtime, max_batch=5, max_delay_s=0.05, max_queue=8)
+    try:
+        inputs = {"a": _rows(1, 1), "b": _rows(2, 2), "c": _rows(3, 3), "d": _rows(2, 4)}
+        results: dict = {}
+        threads = [_submit_in_thread(batcher, inputs["a"], results, "a")]
+        _wait_for(lambda: batcher.jobs.qsize() == 0)
+        time.sleep(0.1)
+        for n, key in enumerate("bcd", start=1):
+            threads.append(_submit_in_thread(batcher, inputs[key], results, key))
+            _wait_for(lambda n=n: batcher.jobs.qsize() == n)
+        runtime.release.set()
+        for thread in threads:
+            thread.join(5)
+        assert runtime.calls == [1, 5, 2]
+        for key, batch in inputs.items():
+            np.testing.assert_array_equal(results[key], _expected(batch), err_msg=key)
+    finally:
+        runtime.release.set()
+        batcher.stop()
+
+
+def test_a_job_that_gave_up_in_the_queue_is_skipped_while_collecting():
+    runtime = _GatedRuntime()
+    batcher = Batcher(runtime, max_batch=8, max_delay_s=0.2, max_queue=8)
+    try:
+        results: dict = {}
+        threads = [_submit_in_thread(batcher, _rows(1, 0), results, "held")]
+        _wait_for(lambda: batcher.jobs.qsize() == 0)
+        time.sleep(0.3)  # "held" is in the gated model
+        threads.append(_submit_in_thread(batcher, _rows(1, 1), results, "first"))
+        _wait_for(lambda: batcher.jobs.qsize() == 1)
+        threads.append(_submit_in_thread(batcher, _rows(1, 2), results, "gave-up", timeout=0.2))
+        _wait_for(lambda: batcher.jobs.qsize() == 2)
+        threads.append(_submit_in_thread(batcher, _rows(2, 3), results, "after"))
+        _wait_for(lambda: batcher.jobs.qsize() == 3)
+        threads[2].join(5)  # timed out while queued
+        runtime.release.set()
+        for thread in threads:
+            thread.join(5)
+        assert isinstance(results["gave-up"], RequestError)
+        np.testing.assert_array_equal(results["first"], _expected(_rows(1, 1)))
+        np.testing.assert_array_equal(results["after"], _expected(_rows(2, 3)))
+        assert runtime.calls == [1, 3]  # "first" and "after" together; the abandoned job skipped, not a batch breaker
+        assert batcher.dropped_count == 1
     finally:
         runtime.release.set()
         batcher.stop()
