@@ -195,3 +195,48 @@ def test_histogram_methods_match_one_pass_over_every_image(tiny, tmp_path, metho
         # smaller values later are not counted: the threshold may move by under one of its 2048 bins.
         tolerance = 1e-6 if method == "entropy" else np.abs(want).max() / 2048
         np.testing.assert_allclose(np.asarray(ranges[name].range_value, float), want, rtol=1e-5, atol=tolerance, err_msg=name)
+
+
+class _Recorder:
+    """A Progress that records what calibration reports."""
+
+    def __init__(self):
+        self.totals: list[int] = []
+        self.advanced = 0
+
+    def start(self, description, total):
+        self.totals.append(total)
+
+    def advance(self, units=1):
+        self.advanced += units
+
+
+@pytest.mark.parametrize("method", ["minmax", "entropy"])
+def test_fixed_batch_model_is_fed_padded_batches_and_progress_adds_up(tiny, tmp_path, method):
+    """A model whose batch is fixed at 4, 6 images: the last batch of 2 is padded (repeating an image keeps every range).
+
+    Progress: one pass over the images for minmax, two (pre-pass, histograms) for the histogram methods.
+    """
+    from alexnet_deploy.datasets import open_image_set
+    from alexnet_deploy.progress import Progress
+    from alexnet_deploy.quantize.pipeline import CalibrationImages
+    from alexnet_deploy.quantize.recipes import calibrate_ranges
+    from alexnet_deploy.record import Preprocessing
+
+    proto = onnx.load(str(tiny))
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 4
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(proto, str(fixed))
+    calib = _write_folder(tmp_path / "calib", 6, seed=5, extreme_at=(5,))
+    images = CalibrationImages(Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD), open_image_set(calib, "calibration folder"))
+    recorder = _Recorder()
+    progress = type("P", (Progress,), {"start": lambda self, d, t: recorder.start(d, t), "advance": lambda self, u=1: recorder.advance(u)})()
+    ranges, used = calibrate_ranges(fixed, images, method, None, "input", 4, True, tmp_path, progress)
+    assert sorted(used) == list(range(6))
+    passes = 1 if method == "minmax" else 2
+    assert recorder.totals == [passes * 6] and recorder.advanced == passes * 6
+    if method == "minmax":
+        expected = _reference_ranges(tiny, _torchvision_inputs(calib))
+        for name, (low, high) in expected.items():
+            np.testing.assert_allclose([float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value], [low, high], rtol=1e-5, atol=1e-6, err_msg=name)
