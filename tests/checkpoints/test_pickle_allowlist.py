@@ -277,7 +277,7 @@ def _pid(key: str = "0", dtype: bytes = _global("torch", "FloatStorage"), tag: s
     ("bad-pid-dtype", _pickle(_rebuild(b"(" + _text("storage") + _text("float") + _text("0") + _text("cpu") + b"K\x02t")), "unexpected persistent id"),
     ("bad-pid-key", _pickle(_rebuild(b"(" + _text("storage") + _global("torch", "FloatStorage") + b"K\x00" + _text("cpu") + b"K\x02t")), "unexpected persistent id"),
     ("short-pid", _pickle(_rebuild(b"(" + _text("storage") + _global("torch", "FloatStorage") + b"t")), "unexpected persistent id"),
-    ("bounds", _pickle(_rebuild(_pid(), size=b"(J\x00\x00\x00\x10t")), "storage size"),
+    ("bounds", _pickle(_rebuild(_pid(), size=b"(J\x00\x00\x00\x10t")), "over a storage of"),
     ("float-size", _pickle(_rebuild(_pid(), size=b"(G@\x00\x00\x00\x00\x00\x00\x00t")), "malformed tensor record"),
     ("float-stride", _pickle(_rebuild(_pid(), stride=b"(G?\xf0\x00\x00\x00\x00\x00\x00t")), "malformed tensor record"),
     ("not-a-storage", _pickle(_global("torch._utils", "_rebuild_tensor_v2") + b"(" + b"K\x00" + b"K\x00(K\x01t(K\x01t\x89" + _global("collections", "OrderedDict") + b")RtR"), "malformed tensor record"),
