@@ -36,6 +36,7 @@ def test_timing_loop_excludes_warmup_and_counts_iterations():
     samples = _loop(step, TimingSettings(warmup_s=0.0, iterations=4))
     assert samples == [2.0, 3.0, 4.0, 5.0]  # the first call was the warm-up
 
+@pytest.mark.slow  # seconds of subprocesses or timing waits
 def test_bench_json_schema_and_runtimes_agree(cli, half_width, half_width_onnx, tmp_path):
     csv_path, plot = tmp_path / "b.csv", tmp_path / "b.png"
     result = cli.ok("bench", half_width[0], half_width_onnx, "--runtime", "torch,ort", "--batch", "1,2", "--iterations", 3, "--warmup", 0,
@@ -56,6 +57,7 @@ def test_bench_json_schema_and_runtimes_agree(cli, half_width, half_width_onnx, 
     assert len(csv_path.read_text().strip().splitlines()) == 5
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+@pytest.mark.slow  # seconds of subprocesses or timing waits
 def test_bench_reports_what_cannot_run(cli, half_width_onnx):
     result = cli.fails(2, "bench", half_width_onnx, "--runtime", "ort-cuda" if not HAS_CUDA else "torch", "--iterations", 1, "--warmup", 0)
     assert "nothing could be measured" in result.stderr

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from PIL import Image
 
 
@@ -59,6 +61,7 @@ def test_quantize_never_overwrites_its_source(cli, half_width_onnx):
     assert half_width_onnx.read_bytes() == before
 
 
+@pytest.mark.slow  # seconds of subprocesses or timing waits
 def test_quantize_and_verify_a_fixed_batch_model(cli, half_width, tmp_path):
     import json
 

@@ -179,7 +179,7 @@ def test_verify_with_openvino(cli, half_width_onnx):
 
 
 def test_triton_openvino_config_parses(cli, half_width_onnx, tmp_path):
-    from test_triton_package import parse
+    from triton_config import parse
 
     cli.ok("package", half_width_onnx, "--triton", tmp_path, "--backend", "openvino", "--max-batch", 16)
     folder = tmp_path / "alexnet"

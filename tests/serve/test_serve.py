@@ -392,6 +392,7 @@ def test_multi_row_requests_batched_together_each_get_their_own_rows(gathering, 
     assert after["execution_count"] - before["execution_count"] < len(batches)  # requests from different clients shared a call
 
 
+@pytest.mark.slow  # seconds of subprocesses or timing waits
 def test_slow_clients_are_dropped_at_the_request_deadline(strict):
     # The 30 s timeout was per recv: a byte every 10 s held a connection (and a thread) forever.
     import socket
@@ -566,6 +567,7 @@ def windowed(half_width_onnx):
         process.kill()
 
 
+@pytest.mark.slow  # seconds of subprocesses or timing waits
 def test_abandoned_job_is_dropped_before_it_runs(windowed):
     import time
 
