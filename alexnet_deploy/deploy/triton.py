@@ -244,6 +244,10 @@ def _replace_entry(staging: Path, target: Path, stage_dir: Path, prefix: str) ->
                 os.replace(aside / target.name, target)  # --force must not lose the model it was replacing
             raise
     finally:
-        shutil.rmtree(aside, ignore_errors=True)
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl-C held off is delivered now
+        try:
+            shutil.rmtree(aside, ignore_errors=True)
+        finally:
+            # Restored whatever happened above: a process left with SIGTERM blocked could never be
+            # stopped (and its children inherit the mask).
+            if blocked:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)  # a Ctrl-C held off is delivered now
