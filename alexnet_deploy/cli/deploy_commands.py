@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from alexnet_deploy.cli.app import JsonTarget, command, err, out
-from alexnet_deploy.cli.options import JsonOpt, OnnxRuntime, ThreadsOpt, TritonBackend, flag, value
+from alexnet_deploy.cli.options import JsonOpt, OnnxRuntimeOpt, ThreadsOpt, TritonBackend, flag, value
 from alexnet_deploy.cli.kserve_options import (
     CpuOpt, GpusOpt, KServeOpt, MaxReplicasOpt, MemoryOpt, MinReplicasOpt, NamespaceOpt, ServiceOpt, StorageUriOpt, kserve_manifest,
 )
@@ -24,7 +24,7 @@ def predict(
     topk: Annotated[Optional[int], typer.Option("--topk", help="How many classes to show per image (default 5).")] = None,
     json_target: JsonOpt = None,
     threads: ThreadsOpt = None,
-    runtime: Annotated[Optional[OnnxRuntime], typer.Option("--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy\\[openvino]').")] = None,
+    runtime: OnnxRuntimeOpt = None,
     ray: RayOpt = None,
     actors: ActorsOpt = None,
     batch: RayBatchOpt = None,
@@ -124,7 +124,7 @@ def serve(
     max_batch: Annotated[int, typer.Option("--max-batch", help="Most images the server batches into one model call.")] = 32,
     max_delay_ms: Annotated[float, typer.Option("--max-delay-ms", help="How long a request may wait for others to batch with.")] = 5.0,
     threads: ThreadsOpt = None,
-    runtime: Annotated[Optional[OnnxRuntime], typer.Option("--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy\\[openvino]').")] = None,
+    runtime: OnnxRuntimeOpt = None,
     max_body_mb: Annotated[float, typer.Option("--max-body-mb", help="Largest request body, and input tensor by its declared shape (MiB).", rich_help_panel="Limits")] = 64,
     max_json_mb: Annotated[float, typer.Option("--max-json-mb", help="Largest JSON body or JSON header (MiB); send big batches as binary tensors.", rich_help_panel="Limits")] = 16,
     max_connections: Annotated[int, typer.Option("--max-connections", help="Open client connections; more get 503 and are closed.", rich_help_panel="Limits")] = 128,

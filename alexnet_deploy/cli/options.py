@@ -74,6 +74,10 @@ CropOpt = Annotated[Optional[int], typer.Option("--crop", help="Center-crop size
 MeanOpt = Annotated[Optional[str], typer.Option("--mean", metavar="R,G,B", help="Normalize mean (e.g. 0.485,0.456,0.406).", rich_help_panel="Preprocessing")]
 StdOpt = Annotated[Optional[str], typer.Option("--std", metavar="R,G,B", help="Normalize std (e.g. 0.229,0.224,0.225).", rich_help_panel="Preprocessing")]
 
+# --runtime for commands that run an ONNX file (predict, serve).
+OnnxRuntimeOpt = Annotated[Optional[OnnxRuntime], typer.Option(
+    "--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy\\[openvino]').",
+)]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the runtime (default: the runtime's choice).")]
 
 

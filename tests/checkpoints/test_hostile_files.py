@@ -15,20 +15,7 @@ import torch
 
 from alexnet_deploy.checkpoints.load import load_checkpoint
 from alexnet_deploy.errors import CheckpointError
-
-
-def _text(s: str) -> bytes:  # BINUNICODE
-    raw = s.encode()
-    return b"X" + len(raw).to_bytes(4, "little") + raw
-
-
-def _global(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _long(n: int) -> bytes:  # LONG1
-    raw = n.to_bytes((n.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(raw)]) + raw
+from pickle_bytes import global_ as _global, long1 as _long, text as _text, zip_with_data_pkl  # tests/pickle_bytes.py
 
 
 def _torchscript_with(data_pkl: bytes, storage: bytes | None = None) -> bytes:
@@ -109,15 +96,8 @@ def test_a_class_name_in_the_file_never_imports_its_module(tmp_path, cli):
     module = "torch.testing._internal.common_quantization"  # imports (and patches) things when imported
     assert module not in sys.modules
     payload = b"\x80\x02" + _global(module, "QuantizationTestCase") + b")\x81."
-    buffer = io.BytesIO()
-    torch.save({"w": torch.zeros(2)}, buffer)
-    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for info in source.infolist():
-            archive.writestr(info.filename, payload if info.filename.endswith("/data.pkl") else source.read(info))
     path = tmp_path / "import.pth"
-    path.write_bytes(out.getvalue())
+    path.write_bytes(zip_with_data_pkl(payload))
     with pytest.raises(CheckpointError, match="refusing"):
         load_checkpoint(path, trust_code=True)
     assert module not in sys.modules

@@ -23,15 +23,7 @@ from alexnet_deploy.checkpoints.pickles import (
 )
 from alexnet_deploy.checkpoints.torchscript import is_torchscript, torchscript_tensors
 from alexnet_deploy.errors import CheckpointError
-
-
-def _text(value: str) -> bytes:  # BINUNICODE
-    data = value.encode()
-    return b"X" + len(data).to_bytes(4, "little") + data
-
-
-def _global(module: str, name: str) -> bytes:  # GLOBAL
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+from pickle_bytes import global_ as _global, text as _text, zip_with_data_pkl  # tests/pickle_bytes.py
 
 
 def _pickle(body: bytes) -> bytes:
@@ -373,15 +365,7 @@ def _legacy_file(payload: bytes) -> bytes:
     return pickle.dumps(MAGIC, 2) + pickle.dumps(1001, 2) + pickle.dumps(info, 2) + payload
 
 
-def _zip_file(data_pkl: bytes) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({"w": torch.zeros(2)}, buffer)
-    source = zipfile.ZipFile(io.BytesIO(buffer.getvalue()))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
-        for info in source.infolist():
-            archive.writestr(info.filename, data_pkl if info.filename.endswith("/data.pkl") else source.read(info))
-    return out.getvalue()
+_zip_file = zip_with_data_pkl
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pre-1.6"])
