@@ -16,8 +16,9 @@ from typer.testing import CliRunner  # noqa: E402
 
 from seed_models import SEED_CLASSES, alive  # noqa: E402
 
-# One thread each for torch and onnxruntime keeps timings and numerics steady on a 2-core CI box.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# At most 2 torch threads per process, and the cores shared among pytest-xdist workers: more
+# threads than cores only makes every worker wait.
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))))
 
 
 class Cli:
@@ -117,36 +118,77 @@ def half_width_onnx(store, half_width, cli):
     return out
 
 
+def _trained_cache_root(config, tmp_path_factory=None) -> Path | None:
+    """Where the trained model's weights and images are cached: pytest's cache, else this run's temp root."""
+    import trained_model as tm
+
+    name = f"alexnet-trained-weights-{tm.cache_key()}"
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        return Path(cache.mkdir(name))
+    if tmp_path_factory is None:
+        return None
+    base = tmp_path_factory.getbasetemp()
+    # pytest-xdist workers each get a basetemp below the run's own; they share the run's.
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+
+
+_background_builds = []
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: a fast-tier run must not train
+def pytest_collection_modifyitems(config, items):
+    """Run the tests that need the trained model last, and start training it now, in the background.
+
+    Training takes about a minute on 2 cores; meanwhile every other test runs. The order is
+    the same in every pytest-xdist worker (they must agree), so the trained-model files are
+    also the last to be handed out.
+    """
+    needs = [item for item in items if "trained" in getattr(item, "fixturenames", ())]
+    if not needs:
+        return
+    items[:] = [item for item in items if item not in needs] + needs
+    root = _trained_cache_root(config)
+    if root is not None:
+        import trained_model as tm
+
+        child = tm.start_background_build(root)
+        if child is not None:
+            _background_builds.append(child)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop a background build when the run stopped early (-x, Ctrl-C); else wait for it.
+
+    Waiting matters under pytest-xdist: the worker that started the build may run out of
+    work while another worker still waits for the model.
+    """
+    stopped = bool(session.shouldstop or session.shouldfail) or exitstatus == pytest.ExitCode.INTERRUPTED
+    for child in _background_builds:
+        if child.poll() is None and stopped:
+            child.terminate()
+        child.wait()
+
+
 @pytest.fixture(scope="session")
 def trained(request, tmp_path_factory):
     """A torchvision AlexNet trained here on procedural images, its FP32 export, and image folders.
 
     The image folders and trained weights are cached in pytest's cache directory (keyed
     by the generator/training code and torch version) because training takes a minute or
-    two on a 2-core machine. The ONNX export is made fresh in every session by the code
-    under test: a cached export would hide an exporter regression.
+    two on a 2-core machine; it starts in the background at collection. The ONNX export is
+    made fresh in every session by the code under test: a cached export would hide an
+    exporter regression.
     """
-    import hashlib
-    import json
-
     import trained_model as tm
 
-    key = hashlib.sha256((Path(tm.__file__).read_bytes() + torch.__version__.encode())).hexdigest()[:16]
-    cache = getattr(request.config, "cache", None)
-    root = Path(cache.mkdir(f"alexnet-trained-weights-{key}")) if cache is not None else tmp_path_factory.mktemp("trained")
-    stamp = root / "stamp.json"
-    if not stamp.exists():
-        for name, per_class, seed in (("train", 200, 1), ("calib", 30, 2), ("val", 80, 3)):
-            tm.write_image_folder(root / name, per_class, seed)
-        model, seconds, train_acc = tm.train(root / "train")
-        torch.save({"model_state_dict": model.state_dict(), "classes": list(tm.CLASSES)}, root / "model.pth")
-        stamp.write_text(json.dumps({"train_seconds": seconds, "train_accuracy": train_acc}))  # last: marks the cache complete
+    root = _trained_cache_root(request.config, tmp_path_factory)
+    info = tm.ensure(root)
     onnx_path = tmp_path_factory.mktemp("trained-export") / "model.onnx"
     Cli().ok(
         "export", root / "model.pth", "-o", onnx_path, "--arch", "torchvision", "--input-size", tm.CROP,
         "--resize", tm.RESIZE, "--crop", tm.CROP, "--mean", ",".join(map(str, tm.MEAN)), "--std", ",".join(map(str, tm.STD)),
     )
-    info = json.loads(stamp.read_text())
     return SimpleNamespace(
         root=root, checkpoint=root / "model.pth", onnx=onnx_path,
         train=root / "train", calib=root / "calib", val=root / "val", **info,

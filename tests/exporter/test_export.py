@@ -43,11 +43,9 @@ def check_graph(path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", list(LRN_NODES))
-def test_every_seed_layout_exports_with_parity(layout, seed_checkpoints, store, cli):
-    path, model, size = seed_checkpoints(layout, 10)
-    out = store / f"{layout}.onnx"
-    args = ["export", path, "-o", out, "--json"] + (["--arch", "caffe-227"] if layout == "caffe-227" else [])
-    summary = json.loads(cli.ok(*args).stdout)
+def test_every_seed_layout_exports_with_parity(layout, seed_checkpoints, seed_exports):
+    _, model, size = seed_checkpoints(layout, 10)
+    out, summary = seed_exports(layout)  # `alexnet export --json` of that checkpoint, shared with the report tests
     assert summary["verification"]["passed"] is True
     assert summary["layout"] == layout
     graph = check_graph(out)

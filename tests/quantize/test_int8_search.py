@@ -229,9 +229,15 @@ def test_allow_drop_writes_the_model_but_still_fails(cli, trained, outlier, tmp_
 def test_sensitive_layers_fall_back_to_float_when_equalization_cannot_help(cli, trained, outlier, val_images, tmp_path, monkeypatch):
     """As if no pair could be equalized (LRN everywhere): the search ranks layers and keeps the outlier's in float."""
     monkeypatch.setattr(eq, "equalize", lambda proto: (proto, []))
+    # Only MinMax: that every calibration method is tried first is the test above; the two
+    # histogram calibrations would add a quarter of a minute here and change nothing below.
+    from alexnet_deploy.quantize import recipes
+
+    monkeypatch.setattr(recipes, "METHODS", ("minmax",))
     out = tmp_path / "fallback.int8.onnx"
     report = json.loads(cli.ok("quantize", outlier, "-p", "int8", "--calib", trained.calib, "--holdout", trained.val, "--no-latency", "-o", out, "--json").stdout)
     search = report["search"]
+    assert [s["technique"] for s in search["log"][:2]] == ["calibration method", "cross-layer equalization (FP32 check)"]
     assert search["met"] and search["log"][-1]["technique"] == "fallback to float"
     sensitivity = {s["layer"]: s["loss_points"] for s in search["log"] if s["technique"] == "sensitivity"}
     convs = [n.name for n in onnx.load(str(outlier), load_external_data=False).graph.node if n.op_type == "Conv"]

@@ -244,7 +244,7 @@ def test_verify_images_use_the_models_preprocessing(cli, trained, quantized, tmp
     from alexnet_deploy.verify.metrics import compare_logits
 
     path, _ = quantized("int8")
-    data = json.loads(cli.ok("verify", path, "--reference", trained.onnx, "--images", trained.calib, "--batch-sizes", "1", "--json", "-").stdout)
+    data = json.loads(cli.ok("verify", path, "--reference", trained.onnx, "--images", trained.calib, "--batch-sizes", "30", "--json", "-").stdout)
     files = sorted(trained.calib.rglob("*.png"))
     transform = tm.transforms()  # the record's resize/crop/mean/std, through torchvision
 
@@ -253,7 +253,7 @@ def test_verify_images_use_the_models_preprocessing(cli, trained, quantized, tmp
             return transform(image.convert("RGB")).numpy()
 
     images = np.stack([load(f) for f in files])
-    candidate = np.concatenate([ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": images[i:i + 1]})[0] for i in range(len(images))])
+    candidate = ort_logits(path, images)
     reference = ort_logits(trained.onnx, images)
     assert data["images"] == len(files) == 150
     top1 = (candidate.argmax(1) == reference.argmax(1)).mean()
@@ -377,7 +377,10 @@ def test_undecodable_calibration_files_are_skipped_and_counted(cli, trained, tmp
 
 def test_synthetic_calibration_warns(cli, trained, tmp_path):
     out = tmp_path / "s.onnx"
-    data = json.loads(cli.ok("quantize", trained.onnx, "-p", "int8", "--calib", "synthetic", "--calib-samples", 16, "-o", out, "--json", "--no-latency").stdout)
+    # Agreement on random inputs is not what this test is about; under the default 99% budget a
+    # model trained slightly differently (another CPU's rounding) can send it through the whole search.
+    data = json.loads(cli.ok("quantize", trained.onnx, "-p", "int8", "--calib", "synthetic", "--calib-samples", 16, "--min-agreement", 50,
+                             "-o", out, "--json", "--no-latency").stdout)
     assert data["calibration"]["source"] == "synthetic" and data["calibration"]["images"] == 16
     assert any("accuracy on real images is unknown" in w for w in data["warnings"])
 
