@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -101,9 +102,17 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
 
     ``write`` gets a temporary path in the same directory; if it raises, the temporary
     file is removed and an existing ``path`` is left untouched. A full disk (and the like)
-    becomes an InputError naming that disk.
+    becomes an InputError naming that disk. An existing file keeps its permissions (a 0600
+    file stays private); a symlink to a file is written through, as ``cp`` does, and keeps
+    pointing at the new file.
     """
     path = Path(path)
+    if path.is_symlink() and path.resolve().is_file():
+        path = path.resolve()
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:  # a new file: the usual mode for this umask
+        mode = 0o666 & ~_umask()
     tmp_path = None
     try:
         # The name is cut short in the prefix so a name near NAME_MAX still gets a temporary file.
@@ -113,7 +122,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())  # ENOSPC/EIO of delayed allocation surface here, before the rename
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual mode
+        os.chmod(tmp_path, mode)  # mkstemp makes 0600
         os.replace(tmp_path, path)
     except BaseException as exc:
         if tmp_path is not None:

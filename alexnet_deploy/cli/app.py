@@ -9,6 +9,7 @@ stays the same).
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import math
 import os
@@ -151,11 +152,24 @@ app = typer.Typer(
 )
 
 
+def reflow_help(doc: str | None) -> str | None:
+    """A docstring with each paragraph on one line, so ``--help`` wraps at the terminal's width.
+
+    Typer's rich help keeps the source's line breaks after the first paragraph, and a terminal
+    narrower than the source then breaks every line twice (a long line, then a short one).
+    """
+    if not doc:
+        return doc
+    return "\n\n".join(" ".join(line.strip() for line in paragraph.splitlines()) for paragraph in inspect.cleandoc(doc).split("\n\n"))
+
+
 def command(name: str | None = None):
-    """Register a CLI command: help without value hints for flags, the toolkit's error mapping."""
+    """Register a CLI command: help without value hints for flags, paragraphs reflowed, the toolkit's error mapping."""
 
     def register(function):
-        return app.command(name=name, cls=Command)(handles_errors(function))
+        wrapped = handles_errors(function)
+        wrapped.__doc__ = reflow_help(function.__doc__)
+        return app.command(name=name, cls=Command)(wrapped)
 
     return register
 
@@ -279,9 +293,16 @@ def _version_callback(value: bool):
         raise typer.Exit()
 
 
+def _debug_callback(value: bool):
+    if value:
+        os.environ[DEBUG_ENV] = "1"
+
+
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True, metavar="", help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", callback=_debug_callback, is_eager=True, metavar="",
+                               help="Show the traceback of any error (the exit code stays the same). Also accepted after the command."),
 ):
     """alexnet: export, verify, quantize, evaluate, build, benchmark, inspect, predict, package and serve AlexNet models. Add --debug anywhere to see tracebacks."""
 

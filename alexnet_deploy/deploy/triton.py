@@ -184,14 +184,19 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
         (staging / "config.pbtxt").write_text(config)
         (staging / "labels.txt").write_text("\n".join(labels) + "\n")
         os.chmod(staging, 0o755)
-        if target.exists():
+        if target.exists() or target.is_symlink():
             _replace_entry(staging, target, stage_dir, f".{repo.name}-{name}.old.")
         else:
             os.replace(staging, target)
     except OSError as exc:
         raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # gone already on success; holds the old model after an exchange
+        # Gone already on success; holds the old entry after an exchange. An old entry that was a
+        # symlink is removed as a link: the folder it pointed at is the user's, and stays.
+        if staging.is_symlink():
+            staging.unlink()
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
     used = "tensorrt" if filename == "model.plan" else onnx_backend
     return TritonModel(target, config, used, size, len(labels))
 

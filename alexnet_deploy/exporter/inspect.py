@@ -106,7 +106,10 @@ def inspect_onnx(path: Path) -> dict[str, Any]:
 
 
 def inspect_checkpoint(path: Path, trust_code: bool = False, arch: str | None = None) -> dict[str, Any]:
-    """Format, layout (or why none), classes, input size, parameters and LRN placement of a checkpoint."""
+    """Format, layout (or why none), classes, input size, parameters and LRN placement of a checkpoint.
+
+    With ``arch``, a checkpoint that does not fit that layout raises LayoutError (exit 2).
+    """
     from alexnet_deploy.errors import require
 
     torch = require("torch", "torch", "Inspecting PyTorch checkpoints")
@@ -135,6 +138,8 @@ def inspect_checkpoint(path: Path, trust_code: bool = False, arch: str | None = 
     try:
         match = detect_layout(ckpt.state_dict, arch)
     except LayoutError as exc:
+        if arch:  # the user named a layout that does not fit: bad input, as in export
+            raise
         from alexnet_deploy.checkpoints.resolve import layout_by_forward
 
         # A trusted TorchScript archive can settle an ambiguity by its own forward.

@@ -180,6 +180,18 @@ def test_debug_shows_the_traceback(tmp_path):
     assert result.returncode != 0 and "Traceback" in result.stderr
     plain = subprocess.run([sys.executable, "-m", "alexnet_deploy", "inspect", str(tmp_path / "none.pth")], capture_output=True, text=True)
     assert plain.returncode == 2 and "Traceback" not in plain.stderr and "does not exist" in plain.stderr
+    before = subprocess.run([sys.executable, "-m", "alexnet_deploy", "--debug", "inspect", str(tmp_path / "none.pth")], capture_output=True, text=True)
+    assert before.returncode == 2 and "Traceback" in before.stderr
+    assert "--debug" in subprocess.run([sys.executable, "-m", "alexnet_deploy", "--help"], capture_output=True, text=True).stdout
+
+
+def test_debug_before_the_command_in_process(cli, tmp_path, monkeypatch):
+    """The documented ``alexnet --debug CMD``, parsed by the app itself (as when embedded), not only by main()."""
+    from alexnet_deploy.cli.app import DEBUG_ENV
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    result = cli("--debug", "inspect", tmp_path / "none.pth")
+    assert result.exit_code == 2 and "Traceback" in result.stderr
 
 
 def test_zip_that_is_not_a_checkpoint(cli, tmp_path, out):

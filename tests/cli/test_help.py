@@ -35,6 +35,32 @@ def test_help_explains_every_command(cli):
 
     assert "alexnet-deploy" in cli.ok("--version").stdout
 
+
+def test_help_paragraphs_wrap_at_the_terminal_width_not_at_the_sources(cli):
+    """In an 80-column terminal every line of a description but a paragraph's last is nearly full.
+
+    Typer keeps a docstring's own line breaks, which in a narrower terminal turned each source
+    line into a long line and a short one ("...when the images are" / "an").
+    """
+    import typer
+
+    described = [name for name, command in typer.main.get_command(cli.app).commands.items() if "\n\n" in (command.help or "")]
+    assert len(described) >= 5
+    for name in described:
+        page = cli.runner.invoke(cli.app, [name, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"}).stdout
+        body = page.split("Usage:", 1)[1].split("╭", 1)[0]
+        paragraphs = [[]]
+        for line in (raw.strip() for raw in body.splitlines()[1:]):
+            if line:
+                paragraphs[-1].append(line)
+            elif paragraphs[-1]:
+                paragraphs.append([])
+        assert sum(map(len, paragraphs)) >= 3, page
+        for paragraph in paragraphs:
+            short = [line for line in paragraph[:-1] if len(line) < 55]
+            assert not short, f"{name} --help breaks a paragraph early: {short}"
+
+
 @pytest.mark.slow
 def test_quickstart_runs_the_main_job(tmp_path):
     target = tmp_path / "qs"

@@ -103,6 +103,32 @@ def test_disk_full_at_fsync_leaves_nothing(tmp_path, monkeypatch):
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["x.onnx"]
 
 
+def test_overwriting_keeps_the_files_permissions_and_writes_through_a_symlink(tmp_path):
+    import os
+    import stat
+
+    private = tmp_path / "private.json"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    atomic_write_bytes(private, b"new")
+    assert private.read_bytes() == b"new" and stat.S_IMODE(private.stat().st_mode) == 0o600
+
+    (tmp_path / "models").mkdir()
+    real = tmp_path / "models" / "v3.onnx"
+    real.write_bytes(b"v3")
+    link = tmp_path / "current.onnx"
+    link.symlink_to(real)
+    atomic_write_bytes(link, b"v4")
+    assert link.is_symlink() and os.readlink(link) == str(real) and real.read_bytes() == b"v4"
+    assert sorted(p.name for p in real.parent.iterdir()) == ["v3.onnx"]  # no temporary file left beside it
+
+    fresh = tmp_path / "new.json"
+    atomic_write_bytes(fresh, b"{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o666 & ~umask
+
+
 def test_a_name_near_the_limit_still_gets_a_temporary_file(tmp_path):
     target = tmp_path / ("n" * 250 + ".onnx")  # 255 bytes: legal, but ".NAME.XXXXXXXX.tmp" would not be
     atomic_write_bytes(target, b"ok")

@@ -89,6 +89,28 @@ def test_a_failed_force_replace_keeps_the_old_model(cli, half_width_onnx, tmp_pa
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".repo-")]
 
 
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2-exchange", "two-renames"])
+def test_force_over_a_symlinked_entry_replaces_the_link_and_leaves_its_folder(cli, half_width_onnx, tmp_path, monkeypatch, exchange):
+    import alexnet_deploy.deploy.triton as triton
+
+    if not exchange:
+        monkeypatch.setattr(triton, "_exchange", lambda a, b: False)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "1").mkdir(parents=True)
+    (elsewhere / "config.pbtxt").write_text("the user's own entry")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "alexnet").symlink_to(elsewhere, target_is_directory=True)
+    (repo / "dangling").symlink_to(tmp_path / "gone")
+    cli.ok("package", half_width_onnx, "--triton", repo, "--force")
+    cli.ok("package", half_width_onnx, "--triton", repo, "--name", "dangling", "--force")
+    for name in ("alexnet", "dangling"):
+        assert not (repo / name).is_symlink() and (repo / name / "1" / "model.onnx").is_file()
+    assert (elsewhere / "config.pbtxt").read_text() == "the user's own entry"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "repo"]  # no staging or old entry left behind
+    assert sorted(p.name for p in repo.iterdir()) == ["alexnet", "dangling"]
+
+
 def _engine_without_sidecar(tmp_path):
     path = tmp_path / "lonely.engine"
     path.write_bytes(b"x")

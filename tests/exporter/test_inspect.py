@@ -22,6 +22,14 @@ def test_inspect_ambiguous_checkpoint_names_the_choices(cli, seed_checkpoints):
     refused = cli.fails(2, "export", path)
     assert "--arch caffe-227 or --arch paper-224" in refused.stderr and "padding" in refused.stderr
 
+
+def test_inspect_with_an_arch_that_does_not_fit_is_refused_like_export(cli, seed_checkpoints):
+    path, _, _ = seed_checkpoints("half-width", 10)
+    exported = cli.fails(2, "export", path, "--arch", "torchvision")
+    inspected = cli.fails(2, "inspect", path, "--arch", "torchvision", "--json")
+    assert inspected.stdout == "" and inspected.stderr.splitlines()[0] == exported.stderr.splitlines()[0]
+    assert json.loads(cli.ok("inspect", path, "--arch", "half-width", "--json").stdout)["layout"] == "half-width"
+
 def test_inspect_onnx_json(cli, half_width_onnx):
     data = json.loads(cli.ok("inspect", half_width_onnx, "--json").stdout)
     assert data["kind"] == "onnx" and data["opset"] == 18 and data["layout"] == "half-width"
