@@ -119,7 +119,21 @@ class Group(_PlainHelpOption, TyperGroup):
         return super().parse_args(ctx, normalise_optional_flags(list(args)))
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        """Usage errors as the toolkit's other errors: one line with the problem, one with the fix, exit 2."""
+        """Usage errors as the toolkit's other errors: one line with the problem, one with the fix, exit 2.
+
+        ``--debug`` before the command lasts for this invocation only (the app may be embedded
+        and invoked again).
+        """
+        debug_before = os.environ.get(DEBUG_ENV)
+        try:
+            return self._main(args, prog_name, complete_var, standalone_mode, **extra)
+        finally:
+            if debug_before is None:
+                os.environ.pop(DEBUG_ENV, None)
+            else:
+                os.environ[DEBUG_ENV] = debug_before
+
+    def _main(self, args, prog_name, complete_var, standalone_mode, **extra):
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _ClickException as exc:

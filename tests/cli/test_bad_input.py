@@ -192,6 +192,9 @@ def test_debug_before_the_command_in_process(cli, tmp_path, monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)
     result = cli("--debug", "inspect", tmp_path / "none.pth")
     assert result.exit_code == 2 and "Traceback" in result.stderr
+    assert DEBUG_ENV not in os.environ  # for that invocation only
+    again = cli("inspect", tmp_path / "none.pth")
+    assert again.exit_code == 2 and "Traceback" not in again.stderr
 
 
 def test_zip_that_is_not_a_checkpoint(cli, tmp_path, out):
