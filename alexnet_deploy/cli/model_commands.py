@@ -114,6 +114,7 @@ def inspect(
 def quickstart(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to put the demo files (default alexnet-quickstart).")] = Path("alexnet-quickstart"),
     force: Annotated[bool, flag("--force", help="Use DIR even if it is not empty (its demo files are replaced).")] = False,
+    json_target: JsonOpt = None,
 ):
     """Make a seeded AlexNet checkpoint (seed 001's layout, hand-written LRN), export it, verify it, say what next."""
     from alexnet_deploy.checkpoints.demo import CIFAR10, make_demo_checkpoint, make_sample_images
@@ -127,7 +128,8 @@ def quickstart(
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint = directory / "alexnet.pth"
     labels = directory / "labels.txt"
-    with progress_steps() as step:
+    report = JsonTarget(json_target)
+    with progress_steps(report.quiet) as step:
         step("making a seeded checkpoint (seed 001 layout, 10 CIFAR-10 classes)")
         make_demo_checkpoint(checkpoint)
         atomic_write_bytes(labels, ("\n".join(CIFAR10) + "\n").encode())
@@ -136,15 +138,20 @@ def quickstart(
         outcome = export_checkpoint(checkpoint, directory / "alexnet.onnx", labels=labels, images=samples, progress=step)
     from alexnet_deploy.cli.render import export_table
 
-    out.print(f"[bold]alexnet quickstart[/bold]: made {escape(str(checkpoint))}, {escape(str(labels))} and {escape(str(samples))}/, then exported and verified:\n")
-    out.print(export_table(outcome.to_dict()))
     onnx_path = outcome.path
-    out.print("\n[bold]Try next[/bold]")
-    for line in (
+    next_steps = [
         f"alexnet inspect {checkpoint}",
         f"alexnet inspect {onnx_path}",
         f"alexnet verify {onnx_path} --checkpoint {checkpoint} --images {samples}",
         "alexnet export YOUR.pth --labels YOUR_LABELS   # your own checkpoint",
         "alexnet optimize YOUR.pth --data VAL_DIR --calib TRAIN_DIR   # every precision, evaluated and timed: the file to ship",
-    ):
+    ]
+    data = {"checkpoint": str(checkpoint), "labels": str(labels), "samples": str(samples), "export": outcome.to_dict(), "next": next_steps}
+    report.emit(data)  # the JSON where asked; the text below unless stdout carries the JSON
+    if report.to_stdout:
+        return
+    out.print(f"[bold]alexnet quickstart[/bold]: made {escape(str(checkpoint))}, {escape(str(labels))} and {escape(str(samples))}/, then exported and verified:\n")
+    out.print(export_table(outcome.to_dict()))
+    out.print("\n[bold]Try next[/bold]")
+    for line in next_steps:
         out.print("  " + line, markup=False)

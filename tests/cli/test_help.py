@@ -64,9 +64,19 @@ def test_help_paragraphs_wrap_at_the_terminal_width_not_at_the_sources(cli):
 @pytest.mark.slow
 def test_quickstart_runs_the_main_job(tmp_path):
     target = tmp_path / "qs"
-    result = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target)], capture_output=True, text=True)
+    report = tmp_path / "quickstart.json"
+    result = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target), "--json", str(report)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "PASS" in result.stdout and "2 ONNX LRN node" in result.stdout and "Try next" in result.stdout
     assert {p.name for p in target.iterdir()} == {"alexnet.pth", "alexnet.onnx", "labels.txt", "samples"}
+    import json
+
+    import onnx
+
+    data = json.loads(report.read_text())
+    assert data["export"]["verification"]["passed"] is True and data["checkpoint"] == str(target / "alexnet.pth")
+    written = onnx.load(data["export"]["output"])  # the report describes the file that was written
+    assert data["export"]["lrn_nodes"] == sum(n.op_type == "LRN" for n in written.graph.node) == 2
+    assert all(line in result.stdout for line in data["next"][:3])
     again = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target)], capture_output=True, text=True)
     assert again.returncode == 2 and "not empty" in again.stderr
