@@ -249,3 +249,21 @@ def test_round_robin_medians_run_for_min_seconds():
     started = time.perf_counter()
     round_robin_medians({"a": lambda: calls.append(time.sleep(0.002))}, rounds=1, min_seconds=0.03, min_runs=1)
     assert time.perf_counter() - started >= 0.03 and len(calls) >= 1 + 2
+
+
+def test_harness_overhead_is_the_cost_of_two_clock_reads_in_milliseconds():
+    """Bounded by physics on any CPU: above 10 ns (two perf_counter calls and a Python call), below 1 ms.
+
+    The reference: the same two clock reads timed here with perf_counter_ns, over many calls.
+    """
+    from alexnet_deploy.bench.harness import harness_overhead_ms
+
+    overhead = harness_overhead_ms(samples=500)
+    assert 1e-5 < overhead < 1.0, overhead
+    pairs = 20000
+    start = time.perf_counter_ns()
+    for _ in range(pairs):
+        time.perf_counter()
+        time.perf_counter()
+    reference_ms = (time.perf_counter_ns() - start) / pairs / 1e6
+    assert overhead < 50 * reference_ms + 0.01  # same order as the clock reads themselves (shared machines are noisy)

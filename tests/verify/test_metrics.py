@@ -26,6 +26,30 @@ def test_top_k_agreement_counts_flips_but_not_exact_ties():
     assert list(c.top1) == [True, False, True]  # row 3: all tied, any argmax agrees
     assert c.cosine[2] == 1.0  # both all-zero
 
+def test_tied_candidate_logits_count_as_argmax_does():
+    """INT8 logits tie often: the candidate's top-1 is its first maximal class, as np.argmax (and Classifier) say.
+
+    1000 classes, so numpy's default (unstable) sort would pick another of the tied classes.
+    """
+    rng = np.random.default_rng(7)
+    ref = rng.normal(0, 1, (256, 1000))
+    out = np.round(ref * 2) / 2  # coarse steps: many rows have several classes tied at the top
+    tied = (out == out.max(axis=1, keepdims=True)).sum(axis=1) > 1
+    assert tied.sum() > 20  # the case under test occurs
+    expected = out.argmax(axis=1) == ref.argmax(axis=1)
+    assert not expected[tied].all() and expected[tied].any()
+    np.testing.assert_array_equal(compare_logits(out, ref).top1, expected)
+
+
+def test_a_gap_of_exactly_the_tie_tolerance_is_still_a_tie():
+    from alexnet_deploy.verify.metrics import TIE_TOLERANCE
+
+    ref = np.array([[1.0, 1.0 - TIE_TOLERANCE * 1.0, 0.0]])
+    assert bool(compare_logits(np.array([[0.0, 1.0, 0.0]]), ref).top1[0]) is True
+    below = np.array([[1.0, 1.0 - 2 * TIE_TOLERANCE, 0.0]])
+    assert bool(compare_logits(np.array([[0.0, 1.0, 0.0]]), below).top1[0]) is False
+
+
 def test_non_finite_output_fails_every_metric():
     c = compare_logits(np.array([[np.nan, 1.0]]), np.array([[1.0, 1.0]]))
     assert c.rel_err[0] == np.inf and c.cosine[0] == -1.0
