@@ -107,12 +107,13 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     pointing at the new file.
     """
     path = Path(path)
-    if path.is_symlink() and path.resolve().is_file():
-        path = path.resolve()
+    mode = 0o666 & ~_umask()  # a new file: the usual mode for this umask
     try:
+        if path.is_symlink() and path.resolve().is_file():
+            path = path.resolve()
         mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:  # a new file: the usual mode for this umask
-        mode = 0o666 & ~_umask()
+    except OSError:  # no such file yet, or a name the filesystem refuses (reported below)
+        pass
     tmp_path = None
     try:
         # The name is cut short in the prefix so a name near NAME_MAX still gets a temporary file.
