@@ -77,7 +77,9 @@ def loads(data: bytes):
         return dict(pairs)
 
     try:
-        return json.loads(data, parse_int=_parse_int, object_pairs_hook=count)
+        # UTF-8 only (RFC 8259 8.1; Triton too): json.loads would also take UTF-16/32 bytes, which
+        # _check_shape cannot read ('\\"' encoded in UTF-16 misaligns its strings and hides brackets).
+        return json.loads(data.decode("utf-8-sig", "surrogatepass"), parse_int=_parse_int, object_pairs_hook=count)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise RequestError(f"the request body is not valid JSON ({str(exc)[:120]})") from None
 
@@ -129,6 +131,8 @@ class Codec:
         request = loads(bytes(header))
         if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
             raise RequestError(f"the request needs \"inputs\": a list with one tensor named {self.input_name!r}")
+        if not isinstance(request.get("id", ""), str):  # echoed in the response: NaN there was a 500
+            raise RequestError("\"id\" must be a string")
         if request.get("outputs") is not None and not isinstance(request["outputs"], list):
             raise RequestError("\"outputs\" must be a list")
         for where in [request] + request["inputs"] + (request.get("outputs") or []):

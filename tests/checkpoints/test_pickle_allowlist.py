@@ -273,6 +273,7 @@ def _pid(key: str = "0", dtype: bytes = _global("torch", "FloatStorage"), tag: s
     ("float-size", _pickle(_rebuild(_pid(), size=b"(G@\x00\x00\x00\x00\x00\x00\x00t")), "malformed tensor record"),
     ("float-stride", _pickle(_rebuild(_pid(), stride=b"(G?\xf0\x00\x00\x00\x00\x00\x00t")), "malformed tensor record"),
     ("not-a-storage", _pickle(_global("torch._utils", "_rebuild_tensor_v2") + b"(" + b"K\x00" + b"K\x00(K\x01t(K\x01t\x89" + _global("collections", "OrderedDict") + b")RtR"), "malformed tensor record"),
+    ("broadcast-2d", _pickle(_rebuild(_pid(), size=b"(J\xa0\x86\x01\x00K\x02t", stride=b"(K\x00K\x01t")), "a tensor of 200000 elements over a storage of"),  # every dimension counts
     ("float-offset", _pickle(_global("torch._utils", "_rebuild_tensor_v2") + b"(" + _pid() + b"Q" + b"G?\xf0\x00\x00\x00\x00\x00\x00(K\x01t(K\x01t\x89" + _global("collections", "OrderedDict") + b")RtR"), "malformed tensor record"),
 ])
 def test_hostile_torchscript_records_are_refused_with_the_reason(tmp_path, case, data_pkl, words):
@@ -304,6 +305,78 @@ def test_torchscript_reader_builds_the_tensors_of_a_hand_written_record(tmp_path
     assert list(tensors) == ["a", "c.d"]
     assert torch.equal(tensors["a"], torch.tensor([0.0, 1.0]))
     assert tensors["c.d"].dtype == torch.float64 and tensors["c.d"].tolist() == [2.5]
+
+
+def _hand_archive(out: Path, data_pkl: bytes, records: dict, compress: dict | None = None) -> bytes:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("hand/data.pkl", data_pkl)
+        archive.writestr("hand/constants.pkl", _pickle(b")"))
+        for key, raw in records.items():
+            archive.writestr(f"hand/data/{key}", raw, compress_type=(compress or {}).get(key, zipfile.ZIP_STORED))
+    return out.read_bytes()
+
+
+def _top_with_weight(size: bytes = b"(K\x01t", stride: bytes = b"(K\x01t") -> bytes:
+    return _pickle(_global("__torch__.m", "Top") + b")\x81" + b"}(" + _text("w") + _rebuild(_pid("0"), size=size, stride=stride) + b"ub")
+
+
+@pytest.mark.parametrize("raw", [b"", b"\x00\x00\x80"])
+def test_a_storage_record_shorter_than_one_element_holds_no_elements(tmp_path, raw):
+    """0 or 3 bytes of float32 are no element: a one-element tensor over them is refused, not read from
+    memory the file never held."""
+    data = _hand_archive(tmp_path / "short.pt", _top_with_weight(), {"0": raw})
+    with pytest.raises(CheckpointError, match="a tensor of 1 elements over a storage of 0"):
+        torchscript_tensors(tmp_path / "short.pt", data, zipfile.ZipFile(io.BytesIO(data)))
+
+
+class _Hung(BaseException):
+    pass
+
+
+def test_a_module_state_that_refers_to_itself_is_walked_once(tmp_path):
+    """Top {w: tensor, sub: Sub {me: <the same Sub>}}: the walk ends, with the one tensor."""
+    import signal
+
+    if not hasattr(signal, "setitimer"):
+        pytest.skip("needs SIGALRM")
+    sub = _global("__torch__.m", "Sub") + b")\x81\x94" + b"}(" + _text("me") + b"h\x00" + b"ub"  # MEMOIZE, BINGET 0
+    data_pkl = _pickle(_global("__torch__.m", "Top") + b")\x81" + b"}(" + _text("w") + _rebuild(_pid("0")) + _text("sub") + sub + b"ub")
+    data = _hand_archive(tmp_path / "cycle.pt", data_pkl, {"0": np.array([1.5, -2.0], np.float32).tobytes()})
+
+    def hung(*_):
+        raise _Hung("the walk did not end")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.setitimer(signal.ITIMER_REAL, 2.0)
+    try:
+        tensors = torchscript_tensors(tmp_path / "cycle.pt", data, zipfile.ZipFile(io.BytesIO(data)))
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert list(tensors) == ["w"] and tensors["w"].tolist() == [1.5, -2.0]
+
+
+def test_an_archive_of_one_record_is_refused_as_unreadable(tmp_path):
+    """A program marker and nothing else: a CheckpointError naming the missing data.pkl, not an IndexError."""
+    out = tmp_path / "bare.pt"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("bare/constants.pkl", _pickle(b")"))
+    data = out.read_bytes()
+    with pytest.raises(CheckpointError, match="missing record bare/data.pkl"):
+        torchscript_tensors(out, data, zipfile.ZipFile(io.BytesIO(data)))
+
+
+def test_a_deflated_record_as_large_as_the_file_is_read(tmp_path):
+    """Only a record larger than the whole file is a bomb: one of exactly the file's size is read."""
+    out = tmp_path / "deflated.pt"
+    size = 4096
+    data = _hand_archive(out, _top_with_weight(b"(K\x04t"), {"0": bytes(size)}, {"0": zipfile.ZIP_DEFLATED})
+    with zipfile.ZipFile(out, "a") as archive:
+        archive.comment = b" " * (size - len(data))  # the file is now exactly as large as the record
+    data = out.read_bytes()
+    assert len(data) == size == zipfile.ZipFile(io.BytesIO(data)).getinfo("hand/data/0").file_size
+    tensors = torchscript_tensors(out, data, zipfile.ZipFile(io.BytesIO(data)))
+    assert list(tensors) == ["w"] and tensors["w"].tolist() == [0.0] * 4
 
 
 @pytest.mark.parametrize("storage, dtype", [

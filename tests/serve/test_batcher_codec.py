@@ -557,3 +557,86 @@ def test_a_batcher_never_stopped_does_not_keep_the_process_alive():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10)
     assert result.returncode == 0 and result.stdout == "exiting\n", result.stderr
+
+
+# ---- Codec: pre-parse limits and request fields (mutation-testing survivors) -------------------------
+
+def test_loads_caps_json_strings_at_1024():
+    """At most 1024 strings ("more than 1024" is refused): exactly 1024 parse."""
+    assert loads(json.dumps(["s"] * 1024).encode()) == ["s"] * 1024
+    with pytest.raises(RequestError, match="more than 1024 JSON strings") as info:
+        loads(json.dumps(["s"] * 1025).encode())
+    assert info.value.status == 400
+
+
+def _arrays(count: int, length: int) -> bytes:
+    """``count`` JSON arrays ([[], [], ...], two deep) padded with spaces to ``length`` bytes."""
+    body = b"[" + b",".join([b"[]"] * (count - 1)) + b"]"
+    assert len(body) <= length
+    return body + b" " * (length - len(body))
+
+
+def test_loads_caps_arrays_at_64_plus_one_per_32_bytes():
+    # 320 bytes allow 64 + 320 // 32 = 74 arrays
+    assert loads(_arrays(74, 320)) == [[]] * 73
+    with pytest.raises(RequestError, match="75 JSON arrays for 320 bytes"):
+        loads(_arrays(75, 320))
+
+
+def test_a_large_flat_json_request_decodes():
+    """A real request is kilobytes of numbers in three arrays: the array cap grows with the body, never below 64."""
+    expected = np.arange(100 * 12, dtype=np.float32).reshape(100, *CHW) / 8
+    body = _body([100, *CHW], expected.reshape(-1).tolist())
+    assert len(body) > 64 * 32 * 2
+    _, array = _codec(100 * 12 * 4).decode(body, None)
+    np.testing.assert_array_equal(array, expected)
+
+
+@pytest.mark.parametrize("body", [
+    b"[" * 33 + b"]" * 33,
+    b"[ " * 33 + b"] " * 33,  # whitespace between brackets does not lower the depth
+    b"[[]," + b"[" * 32 + b"]" * 33,  # depth 33 reached after a closed array
+    b'{"a": ' * 16 + b"[" * 17 + b"]" * 17 + b"}" * 16,  # objects nest too
+])
+def test_loads_refuses_nesting_deeper_than_32(body):
+    with pytest.raises(RequestError, match="nests 33 deep; at most 32") as info:
+        loads(body)
+    assert info.value.status == 400
+
+
+def test_loads_accepts_nesting_of_32():
+    value = loads(b"[" * 32 + b"]" * 32)
+    for _ in range(31):
+        (value,) = value
+    assert value == []
+
+
+@pytest.mark.parametrize("bad, words", [("0.5", "a string"), (True, "a boolean"), (None, "null"), ({}, "an object")])
+def test_nested_data_with_non_numbers_is_refused(bad, words):
+    """numpy reads "0.5" and true as numbers; Triton refuses them at any depth."""
+    data = np.full((1, *CHW), 0.5).tolist()
+    data[0][2][1][0] = bad
+    error = _refused(_body(data=data))
+    assert error.status == 400 and f"must be JSON numbers for datatype FP32; got {words}" in str(error), str(error)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-32"])
+def test_json_that_is_not_utf8_is_refused(encoding):
+    """In UTF-16, '\\"' ends a string for a byte-level scan: 1000 arrays in 8 KB hid from the array cap."""
+    text = '{"a": "\\"", "b": [' + ", ".join(["[]"] * 1000) + '], "c": "x"}'
+    assert len(json.loads(text)["b"]) == 1000  # valid JSON
+    with pytest.raises(RequestError, match="not valid JSON") as info:
+        loads(text.encode(encoding))
+    assert info.value.status == 400
+
+
+def test_utf8_with_a_byte_order_mark_is_still_json():
+    assert loads(b"\xef\xbb\xbf" + b'{"a": [1]}') == {"a": [1]}
+
+
+@pytest.mark.parametrize("request_id", ["NaN", "Infinity", "-Infinity", "[NaN]", "7", "null", "{}"])
+def test_request_id_must_be_a_string(request_id):
+    """KServe v2: "id" is a string. It is echoed in the response, where a NaN was a 500 (not JSON)."""
+    body = _body(data=ONE)[:-1] + b', "id": ' + request_id.encode() + b"}"
+    error = _refused(body)
+    assert error.status == 400 and '"id" must be a string' in str(error)
