@@ -153,6 +153,28 @@ def test_calibration_on_n_images_reports_n(cli, tiny, tmp_path, count):
     assert _activation_scales(out)["input"][0] == pytest.approx(_u8_scale(*expected), rel=1e-5)
 
 
+def test_undecodable_calibration_files_are_skipped_and_counted(cli, tiny, tmp_path):
+    calib = _write_folder(tmp_path / "calib", 20, seed=5)
+    (calib / "a" / "broken.png").write_bytes(b"\x89PNG truncated")
+    (calib / "b" / "empty.jpg").write_bytes(b"")
+    holdout = _write_folder(tmp_path / "holdout", 60, seed=6)
+    out = tmp_path / "tiny.int8.onnx"
+    # A random model on noise images: accuracy is not what this test is about (one flip in 50 is 2 points).
+    data = json.loads(cli.ok("quantize", tiny, "-p", "int8", "--calib", calib, "--holdout", holdout, "--holdout-samples", 50, "--max-drop", 100,
+                             "-o", out, "--json", "--no-latency").stdout)
+    assert data["calibration"]["images"] == 20 and data["calibration"]["skipped"] == 2
+    assert data["comparison"]["images"] == 50
+
+
+def test_synthetic_calibration_warns(cli, tiny, tmp_path):
+    out = tmp_path / "s.onnx"
+    data = json.loads(cli.ok("quantize", tiny, "-p", "int8", "--calib", "synthetic", "--calib-samples", 16, "--min-agreement", 0,
+                             "-o", out, "--json", "--no-latency").stdout)
+    assert data["calibration"]["source"] == "synthetic" and data["calibration"]["images"] == 16
+    assert any("accuracy on real images is unknown" in w for w in data["warnings"])
+    assert out.exists()
+
+
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_histogram_methods_match_one_pass_over_every_image(tiny, tmp_path, method):
     """Chunked histograms equal onnxruntime's calibrator fed every image in one call, with the extreme image last.
