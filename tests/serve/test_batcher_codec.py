@@ -10,6 +10,7 @@ import json
 import struct
 import threading
 import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -40,6 +41,20 @@ class _GatedRuntime:
         return batch.reshape(len(batch), -1) * 2.0 + 1.0
 
 
+@contextmanager
+def _running(runtime: _GatedRuntime | None = None, released: bool = False, **settings):
+    """A Batcher over ``runtime`` (a fresh gated one by default, open at once if ``released``), stopped afterwards."""
+    runtime = runtime or _GatedRuntime()
+    if released:
+        runtime.release.set()
+    batcher = Batcher(runtime, **settings)
+    try:
+        yield runtime, batcher
+    finally:
+        runtime.release.set()  # a held call must not keep stop() waiting
+        batcher.stop()
+
+
 def _expected(batch: np.ndarray) -> np.ndarray:
     return batch.reshape(len(batch), -1) * 2.0 + 1.0
 
@@ -68,9 +83,7 @@ def _wait_for(condition, seconds=5.0):
 
 
 def test_multi_row_requests_batched_together_each_get_exactly_their_rows():
-    runtime = _GatedRuntime()
-    batcher = Batcher(runtime, max_batch=4, max_delay_s=0.05, max_queue=8)
-    try:
+    with _running(max_batch=4, max_delay_s=0.05, max_queue=8) as (runtime, batcher):
         inputs = {"a": _rows(1, 1), "b": _rows(2, 2), "c": _rows(1, 3), "d": _rows(3, 4), "e": _rows(2, 5)}
         results: dict = {}
         threads = [_submit_in_thread(batcher, inputs["a"], results, "a")]
@@ -90,15 +103,10 @@ def test_multi_row_requests_batched_together_each_get_exactly_their_rows():
             assert isinstance(results.get(key), np.ndarray), results.get(key)
             np.testing.assert_array_equal(results[key], _expected(batch), err_msg=key)
         assert batcher.execution_count == 4 and batcher.inference_count == 9 and batcher.dropped_count == 0
-    finally:
-        runtime.release.set()
-        batcher.stop()
 
 
 def test_rows_that_exactly_fill_the_batch_run_together():
-    runtime = _GatedRuntime()
-    batcher = Batcher(runtime, max_batch=5, max_delay_s=0.05, max_queue=8)
-    try:
+    with _running(max_batch=5, max_delay_s=0.05, max_queue=8) as (runtime, batcher):
         inputs = {"a": _rows(1, 1), "b": _rows(2, 2), "c": _rows(3, 3), "d": _rows(2, 4)}
         results: dict = {}
         threads = [_submit_in_thread(batcher, inputs["a"], results, "a")]
@@ -113,15 +121,10 @@ def test_rows_that_exactly_fill_the_batch_run_together():
         assert runtime.calls == [1, 5, 2]
         for key, batch in inputs.items():
             np.testing.assert_array_equal(results[key], _expected(batch), err_msg=key)
-    finally:
-        runtime.release.set()
-        batcher.stop()
 
 
 def test_a_job_that_gave_up_in_the_queue_is_skipped_while_collecting():
-    runtime = _GatedRuntime()
-    batcher = Batcher(runtime, max_batch=8, max_delay_s=0.2, max_queue=8)
-    try:
+    with _running(max_batch=8, max_delay_s=0.2, max_queue=8) as (runtime, batcher):
         results: dict = {}
         threads = [_submit_in_thread(batcher, _rows(1, 0), results, "held")]
         _wait_for(lambda: batcher.jobs.qsize() == 0)
@@ -141,16 +144,10 @@ def test_a_job_that_gave_up_in_the_queue_is_skipped_while_collecting():
         np.testing.assert_array_equal(results["after"], _expected(_rows(2, 3)))
         assert runtime.calls == [1, 3]  # "first" and "after" together; the abandoned job skipped, not a batch breaker
         assert batcher.dropped_count == 1
-    finally:
-        runtime.release.set()
-        batcher.stop()
 
 
 def test_jobs_arriving_within_the_delay_share_one_call():
-    runtime = _GatedRuntime()
-    runtime.release.set()
-    batcher = Batcher(runtime, max_batch=8, max_delay_s=0.5, max_queue=8)
-    try:
+    with _running(max_batch=8, max_delay_s=0.5, max_queue=8, released=True) as (runtime, batcher):
         results: dict = {}
         inputs = [_rows(2, i) for i in range(3)]
         threads = [_submit_in_thread(batcher, batch, results, i) for i, batch in enumerate(inputs)]
@@ -159,27 +156,18 @@ def test_jobs_arriving_within_the_delay_share_one_call():
         assert runtime.calls == [6]  # collected within max_delay, not run one by one
         for i, batch in enumerate(inputs):
             np.testing.assert_array_equal(results[i], _expected(batch))
-    finally:
-        batcher.stop()
 
 
 def test_a_full_batch_runs_without_waiting_out_the_delay():
-    runtime = _GatedRuntime()
-    runtime.release.set()
-    batcher = Batcher(runtime, max_batch=2, max_delay_s=5.0, max_queue=8)
-    try:
+    with _running(max_batch=2, max_delay_s=5.0, max_queue=8, released=True) as (runtime, batcher):
         start = time.monotonic()
         out = batcher.submit(_rows(2, 0), timeout=10)
         assert time.monotonic() - start < 2.0  # max_batch rows already: no wait for company
         np.testing.assert_array_equal(out, _expected(_rows(2, 0)))
-    finally:
-        batcher.stop()
 
 
 def test_queue_bound_answers_503_and_cancelled_jobs_never_run():
-    runtime = _GatedRuntime()
-    batcher = Batcher(runtime, max_batch=1, max_delay_s=0.0, max_queue=2)
-    try:
+    with _running(max_batch=1, max_delay_s=0.0, max_queue=2) as (runtime, batcher):
         results: dict = {}
         first = _submit_in_thread(batcher, _rows(1, 0), results, "held")
         _wait_for(lambda: batcher.jobs.qsize() == 0)
@@ -209,16 +197,10 @@ def test_queue_bound_answers_503_and_cancelled_jobs_never_run():
         # the worker is alive and serves the next request
         np.testing.assert_array_equal(batcher.submit(_rows(1, 5), timeout=10), _expected(_rows(1, 5)))
         assert runtime.calls == [1, 1]
-    finally:
-        runtime.release.set()
-        batcher.stop()
 
 
 def test_a_job_cancelled_during_the_wait_for_company_is_not_run():
-    runtime = _GatedRuntime()
-    runtime.release.set()
-    batcher = Batcher(runtime, max_batch=8, max_delay_s=0.6, max_queue=8)
-    try:
+    with _running(max_batch=8, max_delay_s=0.6, max_queue=8, released=True) as (runtime, batcher):
         results: dict = {}
         gone = threading.Event()
         leaving = _submit_in_thread(batcher, _rows(1, 0), results, "leaving", gone=gone.is_set)
@@ -230,8 +212,6 @@ def test_a_job_cancelled_during_the_wait_for_company_is_not_run():
         assert isinstance(results["leaving"], ConnectionAbortedError)
         np.testing.assert_array_equal(results["staying"], _expected(_rows(2, 1)))
         assert runtime.calls == [2] and batcher.dropped_count == 1 and batcher.inference_count == 2
-    finally:
-        batcher.stop()
 
 
 @pytest.mark.parametrize("error, message", [
@@ -240,9 +220,7 @@ def test_a_job_cancelled_during_the_wait_for_company_is_not_run():
     (ValueError("x" * 300), "inference failed: " + "x" * 200),
 ])
 def test_a_failing_model_answers_every_request_in_the_batch_with_500(error, message):
-    runtime = _GatedRuntime(fail=error)
-    batcher = Batcher(runtime, max_batch=4, max_delay_s=0.2, max_queue=8)
-    try:
+    with _running(_GatedRuntime(fail=error), max_batch=4, max_delay_s=0.2, max_queue=8) as (runtime, batcher):
         results: dict = {}
         threads = [_submit_in_thread(batcher, _rows(1, i), results, i) for i in range(2)]
         _wait_for(lambda: batcher.jobs.qsize() == 0)
@@ -255,9 +233,6 @@ def test_a_failing_model_answers_every_request_in_the_batch_with_500(error, mess
         assert batcher.execution_count == 0 and batcher.inference_count == 0
         runtime.fail = None  # the worker survived
         np.testing.assert_array_equal(batcher.submit(_rows(1, 7), timeout=10), _expected(_rows(1, 7)))
-    finally:
-        runtime.release.set()
-        batcher.stop()
 
 
 def test_stop_runs_what_is_queued_then_ends_the_worker():
