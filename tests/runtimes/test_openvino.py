@@ -241,19 +241,15 @@ def test_model_flops_counted_from_the_graph(half_width_onnx, half_width):
 
 def test_openvino_side_imports_without_torch(half_width_onnx):
     """Classifier on openvino stays torch-free, like the onnxruntime side."""
-    import subprocess
-    import sys
+    from torch_free import run_without_torch
 
     code = (
-        "import sys; sys.modules['torch'] = None\n"
         "import numpy as np\n"
         "from alexnet_deploy import Classifier\n"
         f"c = Classifier({str(half_width_onnx)!r}, runtime='openvino')\n"
         "print(c.logits(np.zeros((2, 3, 224, 224), np.float32)).shape, c.precision)\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "(2, 5) fp32"
+    assert run_without_torch(code) == "(2, 5) fp32"
 
 
 def test_suite_plan_and_section_name_the_fastest(tmp_path):
