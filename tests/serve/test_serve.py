@@ -28,12 +28,18 @@ def start_server(model, *args):
     return process, f"{url.hostname}:{url.port}"
 
 
-@pytest.fixture(scope="module")
-def server(half_width_onnx):
-    process, address = start_server(half_width_onnx, "--max-delay-ms", 50, "--max-batch", 16)
+def serving(model, *args):
+    """A fixture body: ``serve`` started with ``args``, yielded as (process, address), killed afterwards."""
+    process, address = start_server(model, *args)
     yield process, address
     if process.poll() is None:
         process.kill()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(half_width_onnx):
+    yield from serving(half_width_onnx, "--max-delay-ms", 50, "--max-batch", 16)
 
 
 @pytest.fixture(scope="module")
@@ -347,20 +353,14 @@ def test_duplicate_inference_header_content_length_is_refused(server):
 @pytest.fixture(scope="module")
 def strict(half_width_onnx):
     """A server with small limits, so each can be reached quickly."""
-    process, address = start_server(half_width_onnx, "--max-delay-ms", 1000, "--max-batch", 8, "--request-timeout-s", 2, "--max-connections", 24,
-                                    "--max-queue", 2, "--max-body-mb", 8, "--max-json-mb", 4, "--max-pending-mb", 128)
-    yield process, address
-    if process.poll() is None:
-        process.kill()
+    yield from serving(half_width_onnx, "--max-delay-ms", 1000, "--max-batch", 8, "--request-timeout-s", 2, "--max-connections", 24,
+                       "--max-queue", 2, "--max-body-mb", 8, "--max-json-mb", 4, "--max-pending-mb", 128)
 
 
 @pytest.fixture(scope="module")
 def gathering(half_width_onnx):
     """A server that waits up to 5 s to fill a batch of 8 rows and runs it the moment it is full."""
-    process, address = start_server(half_width_onnx, "--max-delay-ms", 5000, "--max-batch", 8)
-    yield process, address
-    if process.poll() is None:
-        process.kill()
+    yield from serving(half_width_onnx, "--max-delay-ms", 5000, "--max-batch", 8)
 
 
 def test_multi_row_requests_batched_together_each_get_their_own_rows(gathering, reference):
@@ -561,10 +561,7 @@ def test_serving_imports_neither_torch_nor_the_export_side(half_width_onnx):
 @pytest.fixture(scope="module")
 def windowed(half_width_onnx):
     """A server that holds a request 1.5 s for company: time to hang up, or to signal it."""
-    process, address = start_server(half_width_onnx, "--max-delay-ms", 1500)
-    yield process, address
-    if process.poll() is None:
-        process.kill()
+    yield from serving(half_width_onnx, "--max-delay-ms", 1500)
 
 
 @pytest.mark.slow  # seconds of subprocesses or timing waits
