@@ -121,6 +121,7 @@ def quickstart(
     from alexnet_deploy.exporter.workflow import export_checkpoint
     from alexnet_deploy.fileio import atomic_write_bytes
 
+    report = JsonTarget(json_target)  # checked before DIR is made: a bad --json path leaves nothing behind
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory} exists and is not a directory.", "choose another DIR")
     if directory.is_dir() and any(directory.iterdir()) and not force:
@@ -128,7 +129,6 @@ def quickstart(
     directory.mkdir(parents=True, exist_ok=True)
     checkpoint = directory / "alexnet.pth"
     labels = directory / "labels.txt"
-    report = JsonTarget(json_target)
     with progress_steps(report.quiet) as step:
         step("making a seeded checkpoint (seed 001 layout, 10 CIFAR-10 classes)")
         make_demo_checkpoint(checkpoint)

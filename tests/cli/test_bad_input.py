@@ -222,3 +222,9 @@ def test_paths_with_brackets_are_printed_verbatim(cli, tmp_path):
 def test_verify_against_a_checkpoint_with_another_class_count(cli, half_width_onnx, seed_checkpoints):
     other, _, _ = seed_checkpoints("half-width", 10)
     assert_clean_error(cli.fails(2, "verify", half_width_onnx, "--checkpoint", other), "5 classes", "has 10")
+
+
+def test_quickstart_with_an_unwritable_json_path_makes_nothing(cli, tmp_path):
+    target = tmp_path / "qs"
+    result = cli.fails(2, "quickstart", target, "--json", tmp_path / "missing" / "report.json")
+    assert "JSON report directory" in result.stderr and not target.exists()
