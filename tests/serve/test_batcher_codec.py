@@ -536,6 +536,26 @@ def test_a_batcher_never_stopped_does_not_keep_the_process_alive():
 
 # ---- Codec: pre-parse limits and request fields (mutation-testing survivors) -------------------------
 
+@pytest.mark.parametrize("tail", ["", "\\\\\\n"], ids=["to-the-end", "escaped-newline-at-the-end"])
+def test_loads_of_a_body_of_unclosed_strings_answers_at_once(tail):
+    """'"' then '\\"' repeated: every quote opens a string that never closes. Scanning each to the
+    end made the pre-parse check quadratic (40 KB: 3 s holding the GIL; 4 MB: hours). The regex
+    holds the GIL, so a thread cannot time it out: a child process with a timeout does."""
+    import subprocess
+    import sys
+
+    code = (
+        "from alexnet_deploy.serve.protocol import loads, RequestError\n"
+        f"body = b'\"' + b'\\\\\"' * 2_000_000 + b'{tail}'\n"
+        "try:\n    loads(body)\nexcept RequestError as exc:\n    print(exc.status)\n"
+    )
+    try:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)  # linear: under a second
+    except subprocess.TimeoutExpired:
+        pytest.fail("loads() still scanning a 4 MB body of unclosed strings after 60 s")
+    assert result.stdout.strip() == "400", result.stderr
+
+
 def test_loads_caps_json_strings_at_1024():
     """At most 1024 strings ("more than 1024" is refused): exactly 1024 parse."""
     assert loads(json.dumps(["s"] * 1024).encode()) == ["s"] * 1024
