@@ -38,6 +38,9 @@ class _ScriptObject:
         self.state = state
 
 
+_CLONE_LIMIT = 2  # tensors may hold at most this many times the storage bytes (tied weights repeat a few)
+
+
 def torchscript_tensors(path: Path, data: bytes, archive: zipfile.ZipFile) -> dict:
     """The named tensors of a TorchScript archive, read without running anything from it.
 
@@ -100,6 +103,8 @@ def torchscript_tensors(path: Path, data: bytes, archive: zipfile.ZipFile) -> di
     try:
         root = Reader(io.BytesIO(read(f"{prefix}/data.pkl"))).load()
         out: dict = {}
+        held = sum(storage.numel() * storage.element_size() for storage in storages.values())
+        cloned = 0
         todo = [("", root)]
         seen: set[int] = set()  # a module's state may refer back to itself: walk each object once
         while todo:
@@ -108,6 +113,11 @@ def torchscript_tensors(path: Path, data: bytes, archive: zipfile.ZipFile) -> di
                 continue
             seen.add(id(obj))
             if isinstance(obj, torch.Tensor):
+                # Each tensor fits its storage, but many may view the same one, and each is
+                # cloned: a 1 MB pickle could ask for 80,000 copies. Tied weights share a little.
+                cloned += obj.numel() * obj.element_size()
+                if cloned > _CLONE_LIMIT * held:
+                    raise pickle.UnpicklingError(f"its tensors ask for {cloned} bytes, over {_CLONE_LIMIT}x the {held} bytes of storage the file holds")
                 out[name] = obj.clone()  # own memory, not a view into the file's bytes
             elif isinstance(obj, _ScriptObject) and isinstance(obj.state, dict):
                 todo += [(f"{name}.{k}" if name else str(k), v) for k, v in obj.state.items()]

@@ -475,3 +475,20 @@ def test_load_allowlisted_loads_admitted_classes_on_the_cpu(tmp_path, legacy):
     assert torch.equal(loaded["model"](x), model(x))
     with pytest.raises(CheckpointError, match="refusing"):
         load_allowlisted(tmp_path / "m.pth", data, None if legacy else zipfile.ZipFile(io.BytesIO(data)), {})
+
+
+@pytest.mark.parametrize("views, refused", [(2, False), (3, True), (1000, True)])
+def test_many_tensors_over_one_storage_cannot_multiply_memory(tmp_path, views, refused):
+    """Each view fits its storage, but each is cloned: N full views of a 4 KB storage would take
+    N x 4 KB. Up to twice the storage the file holds is read (tied weights); more is refused."""
+    entries = b"".join(_text(f"w{i}") + _rebuild(_pid("0"), size=b"(M\x00\x04t") for i in range(views))  # 1024 floats each
+    data_pkl = _pickle(_global("__torch__.m", "Top") + b")\x81" + b"}(" + entries + b"ub")
+    data = _hand_archive(tmp_path / "views.pt", data_pkl, {"0": np.arange(1024, dtype=np.float32).tobytes()})
+    read = lambda: torchscript_tensors(tmp_path / "views.pt", data, zipfile.ZipFile(io.BytesIO(data)))  # noqa: E731
+    if not refused:
+        tensors = read()
+        assert len(tensors) == views and all(torch.equal(t, torch.arange(1024, dtype=torch.float32)) for t in tensors.values())
+        return
+    with pytest.raises(CheckpointError) as info:
+        read()
+    assert "storage the file holds" in str(info.value) and "--trust-code" in info.value.fix
