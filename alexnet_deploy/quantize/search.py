@@ -5,7 +5,7 @@ The search, cheapest first, stops at the first candidate within the budget:
 2. cross-layer equalization of the FP32 graph (checked against the original to 1e-4),
    then equalization plus bias correction, with the best method so far;
 3. per-layer sensitivity (what is lost when only that layer is quantized) on the best
-   graph so far, then the most sensitive layers kept in float, one more at a time.
+   graph so far, then the most sensitive layers kept in float, one more at a time (never all).
 
 Every candidate is quantized and measured on the held-out images: top-1 accuracy against
 the labels when there are labels, else top-1 agreement with FP32. Calibration ranges are
@@ -215,7 +215,7 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
             log.append({"step": len(log) + 1, "technique": "sensitivity", "graph": tag, "method": how, "layer": layer,
                         "loss_points": 100 * loss, "mean_rel_err": only.measured["mean_rel_err"], "seconds": round(time.perf_counter() - started, 2)})
         order = [layer for _, _, layer in sorted(losses, key=lambda item: (-item[0], -item[1]))]
-        for count in range(1, len(order) + 1):
+        for count in range(1, len(order)):  # all of them in float would be an FP32 model called INT8
             kept = order[:count]
             candidate = attempt(tag, how, exclude=kept, float_layers=kept, technique="fallback to float")
             if budget.holds(candidate.measured):

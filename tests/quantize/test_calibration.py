@@ -262,3 +262,27 @@ def test_fixed_batch_model_is_fed_padded_batches_and_progress_adds_up(tiny, tmp_
         expected = _reference_ranges(tiny, _torchvision_inputs(calib))
         for name, (low, high) in expected.items():
             np.testing.assert_allclose([float(np.asarray(v).reshape(-1)[0]) for v in ranges[name].range_value], [low, high], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_the_search_never_keeps_every_layer_in_float(cli, tiny, tmp_path, monkeypatch):
+    """A budget only an unquantized model meets is missed (exit 1, nothing written): with every
+    Conv/Gemm kept in float the file would be an FP32 model labelled INT8 (no Q/DQ for TensorRT)."""
+    from alexnet_deploy.quantize import recipes, search
+
+    layers = {"conv1", "conv2", "fc"}
+    excluded = []
+    real_quantize = recipes.quantize_with_ranges
+
+    def quantize_with_ranges(path, ranges, target, how, work, exclude=()):
+        excluded.append(set(exclude))
+        return real_quantize(path, ranges, target, how, work, exclude)
+
+    monkeypatch.setattr(recipes, "quantize_with_ranges", quantize_with_ranges)
+    monkeypatch.setattr(search.Budget, "holds", lambda self, measured: layers <= excluded[-1])
+    calib = _write_folder(tmp_path / "calib", 16, seed=8)
+    out = tmp_path / "tiny.int8.onnx"
+    result = cli.fails(1, "quantize", tiny, "-p", "int8", "--calib", calib, "--holdout", calib, "-o", out, "--json", "--no-latency")
+    report = json.loads(result.stdout)
+    fallbacks = [step["float_layers"] for step in report["search"]["log"] if step["technique"] == "fallback to float"]
+    assert fallbacks and max(len(kept) for kept in fallbacks) == len(layers) - 1
+    assert not out.exists()
