@@ -14,6 +14,28 @@ from alexnet_deploy.serve.protocol import RequestError
 DRAIN_S = 30  # at stop, how long the worker may take to finish what is queued
 
 
+class Share:
+    """A request's share of a memory budget (anything with ``give(amount)``), given back exactly once.
+
+    Once its job is queued the share belongs to the batcher, which gives it back when the worker
+    is done with the job: a client that gives up leaves its tensor in the queue, and the memory
+    must stay counted until the worker drops it.
+    """
+
+    def __init__(self, budget, amount: int):
+        self.budget, self.amount = budget, amount
+        self.queued = False
+        self._given = False
+        self._lock = threading.Lock()
+
+    def give(self) -> None:
+        with self._lock:
+            if self._given:
+                return
+            self._given = True
+        self.budget.give(self.amount)
+
+
 @dataclass
 class Job:
     batch: np.ndarray
@@ -23,6 +45,13 @@ class Job:
     # Set by the waiting request when its client gave up (timeout or disconnect); the worker
     # skips such jobs, so an abandoned request costs no model time.
     cancelled: bool = False
+    share: Share | None = None
+
+    def finish(self) -> None:
+        """The worker is done with this job: wake its request and give back its memory share."""
+        self.done.set()
+        if self.share is not None:
+            self.share.give()
 
 
 class Batcher:
@@ -45,13 +74,19 @@ class Batcher:
         self._thread = threading.Thread(target=self._loop, name="alexnet-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, batch: np.ndarray, timeout: float = 60.0, gone=None) -> np.ndarray:
-        """The model's output rows for ``batch``; ``gone()`` says whether the client has disconnected."""
-        job = Job(batch)
+    def submit(self, batch: np.ndarray, timeout: float = 60.0, gone=None, share: Share | None = None) -> np.ndarray:
+        """The model's output rows for ``batch``; ``gone()`` says whether the client has disconnected.
+
+        A ``share`` is given back by the worker once it is done with the job (``share.queued``
+        says the batcher took it); if the queue is full it stays with the caller.
+        """
+        job = Job(batch, share=share)
         try:
             self.jobs.put_nowait(job)
         except queue.Full:
             raise RequestError("the server is busy (request queue full); retry shortly", 503, {"Retry-After": "1"}) from None
+        if share is not None:
+            share.queued = True
         deadline = time.monotonic() + timeout
         # Wait in short slices so a client that hangs up is noticed and its job dropped before it runs.
         while not job.done.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
@@ -86,11 +121,11 @@ class Batcher:
                 self._collect_and_run(first)
             except Exception as exc:  # never let the worker die: every later request would hang
                 first.error = first.error or f"batching failed: {type(exc).__name__}"
-                first.done.set()
+                first.finish()
 
     def _drop(self, job: Job) -> None:
         self.dropped_count += 1
-        job.done.set()
+        job.finish()
 
     def _collect_and_run(self, first: Job) -> None:
         """Wait up to max_delay for more jobs (none once stopping), then run them as one batch."""
@@ -129,7 +164,7 @@ class Batcher:
             for job in group:
                 job.error = f"inference failed: {str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}"
         for job in group:
-            job.done.set()
+            job.finish()
 
     def stop(self) -> None:
         """Run what is still queued, then end the worker."""

@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from alexnet_deploy.errors import InputError
+from alexnet_deploy.serve.batcher import Share
 from alexnet_deploy.serve.limits import Limits, request_cost
 from alexnet_deploy.serve.model import ModelService
 from alexnet_deploy.serve.protocol import RequestError
@@ -309,16 +310,18 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             cost = request_cost(min(json_length, length), binary=False) + request_cost(max(0, length - json_length), binary=True)
             if not budget.take(cost):
                 return self._busy()
+            share = Share(budget, cost)
             try:
-                self._infer(length, header_length)
+                self._infer(length, header_length, share)
             finally:
-                budget.give(cost)
+                if not share.queued:  # else the batcher gives it back when its worker is done with the tensor
+                    share.give()
 
         def _busy(self):
             self.close_connection = True  # its body is not read
             self._json(503, {"error": "the server is busy (too much request data in progress); retry shortly"}, {"Retry-After": "1", "Connection": "close"})
 
-        def _infer(self, length: int, header_length: int | None):
+        def _infer(self, length: int, header_length: int | None, share: Share):
             if self.expect_continue:
                 self.expect_continue = False
                 self.send_response_only(100)
@@ -329,7 +332,7 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 return self._json(400, {"error": f"the body ended after {len(body)} of {length} bytes"})
             deadlines.set(self.connection, None)  # the request is in; the model's time is bounded by infer_timeout_s
             try:
-                payload, headers = service.infer(body, header_length, self._gone)
+                payload, headers = service.infer(body, header_length, self._gone, share)
             except RequestError as exc:
                 return self._json(exc.status, {"error": str(exc)}, exc.headers)
             except ConnectionAbortedError:

@@ -32,10 +32,13 @@ class ModelService:
     def metadata(self) -> dict:
         return self.codec.metadata()
 
-    def infer(self, body: bytes, header_length: int | None, gone=None) -> tuple[bytes, dict[str, str]]:
-        """Decode a v2 infer request, run it, encode the response; RequestError for bad requests."""
+    def infer(self, body: bytes, header_length: int | None, gone=None, share=None) -> tuple[bytes, dict[str, str]]:
+        """Decode a v2 infer request, run it, encode the response; RequestError for bad requests.
+
+        ``share`` (a batcher.Share) passes to the batcher with the decoded tensor; see Batcher.submit.
+        """
         request, batch = self.codec.decode(body, header_length)
-        logits = self.batcher.submit(batch, self.limits.infer_timeout_s, gone)
+        logits = self.batcher.submit(batch, self.limits.infer_timeout_s, gone, share)
         return self.codec.encode(request, logits)
 
     def close(self) -> None:

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 
-from alexnet_deploy.serve.batcher import Batcher
+from alexnet_deploy.serve.batcher import Batcher, Share
 from alexnet_deploy.serve.protocol import Codec, RequestError, loads
 
 CHW = (3, 2, 2)
@@ -635,3 +635,40 @@ def test_request_id_must_be_a_string(request_id):
     body = _body(data=ONE)[:-1] + b', "id": ' + request_id.encode() + b"}"
     error = _refused(body)
     assert error.status == 400 and '"id" must be a string' in str(error)
+
+
+class _CountingBudget:
+    def __init__(self):
+        self.given = []
+
+    def give(self, amount):
+        self.given.append(amount)
+
+
+def test_a_request_that_gives_up_keeps_its_memory_share_until_the_worker_drops_its_tensor():
+    """The tensor of an abandoned request stays queued until the worker reaches it, so its share
+    of --max-pending-mb stays counted until then (given back at once, new requests could queue
+    max_queue x max_body bytes behind a stuck model)."""
+    with _running(max_batch=1, max_delay_s=0.0, max_queue=8) as (runtime, batcher):
+        results: dict = {}
+        _submit_in_thread(batcher, _rows(1, 0), results, "held")  # occupies the worker until released
+        _wait_for(lambda: batcher.jobs.qsize() == 0)
+        budget = _CountingBudget()
+        share = Share(budget, 1000)
+        with pytest.raises(RequestError) as timed_out:
+            batcher.submit(_rows(1, 1), timeout=0.2, share=share)
+        assert timed_out.value.status == 503 and share.queued
+        assert budget.given == []  # still queued: still counted
+        runtime.release.set()
+        _wait_for(lambda: budget.given == [1000])  # dropped by the worker, given back once
+        assert batcher.dropped_count == 1 and runtime.calls == [1]
+    full = _CountingBudget()
+    with _running(max_batch=1, max_delay_s=0.0, max_queue=1) as (runtime, batcher):
+        _submit_in_thread(batcher, _rows(1, 0), {}, "held")
+        _wait_for(lambda: batcher.jobs.qsize() == 0)
+        _submit_in_thread(batcher, _rows(1, 1), {}, "queued")
+        _wait_for(lambda: batcher.jobs.qsize() == 1)
+        refused = Share(full, 5)
+        with pytest.raises(RequestError):
+            batcher.submit(_rows(1, 2), timeout=1, share=refused)
+        assert not refused.queued and full.given == []  # never queued: the caller gives it back
