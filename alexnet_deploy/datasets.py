@@ -41,9 +41,12 @@ class ImageSet:
         targets = [self.targets[i] for i in indices] if self.targets is not None else None
         return ImageSet(self.root, [self.paths[i] for i in indices], targets, self.classes)
 
-    def digest(self) -> str:
-        """sha256 of the sorted relative file names: identifies which images were used."""
-        names = sorted(str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p) for p in self.paths)
+    def digest(self, sizes: bool = False) -> str:
+        """sha256 of the sorted relative file names (and, with ``sizes``, each file's size): identifies which images were used."""
+        names = sorted(
+            (str(p.relative_to(self.root)) if p.is_relative_to(self.root) else str(p)) + (f":{p.stat().st_size}" if sizes else "")
+            for p in self.paths
+        )
         return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 

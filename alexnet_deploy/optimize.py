@@ -73,15 +73,12 @@ def _digest(path: Path) -> str:
     return sha256_file(path) if Path(path).exists() else "missing"
 
 
-def _folder_digest(folder: Path | None) -> str | None:
-    """Names and sizes of every image under ``folder``: a changed data set invalidates the stages that read it."""
-    if folder is None:
-        return None
-    from alexnet_deploy.datasets import open_image_set
-
-    images = open_image_set(Path(folder), "image folder")
-    listing = "\n".join(f"{p.relative_to(images.root) if p.is_relative_to(images.root) else p}:{p.stat().st_size}" for p in images.paths)
-    return hashlib.sha256(listing.encode()).hexdigest()
+def export_inputs(source: Path, model_options, preprocessing) -> dict[str, Any]:
+    """What the export stage's result depends on: the source's bytes, the options, and the
+    contents of a ``--model FILE.py:Class`` file (editing the class must redo the export)."""
+    model = getattr(model_options, "model", None)
+    model_file = _digest(Path(model.rpartition(":")[0])) if model else None
+    return {"source": _digest(source), "options": repr(model_options), "model_file": model_file, "pre": repr(preprocessing)}
 
 
 def _openvino_missing() -> str | None:
@@ -159,12 +156,14 @@ def optimize(
     runtimes = [r for r in runtimes if r != "openvino-bf16"]  # BF16 is its own variant (below)
     out = Path(out_dir) if out_dir is not None else source.with_name(f"{source.stem}-optimized")
     data = Path(data)
-    data_digest = _folder_digest(data)
     from alexnet_deploy.datasets import open_image_set
 
-    if not open_image_set(data, "data folder").labelled:
+    data_set = open_image_set(data, "data folder")
+    if not data_set.labelled:
         raise InputError(f"{data} is not an ImageFolder (one sub-folder of images per class).", "give labelled validation images: --data VAL_DIR")
-    calib_digest = _folder_digest(calib) if calib is not None else data_digest
+    # Names and sizes of every image: a changed data set invalidates the stages that read it.
+    data_digest = data_set.digest(sizes=True)
+    calib_digest = open_image_set(Path(calib), "calibration folder").digest(sizes=True) if calib is not None else data_digest
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder.", "choose another -o OUT_DIR")
     out.mkdir(parents=True, exist_ok=True)
@@ -184,7 +183,7 @@ def optimize(
         return {"files": [str(fp32)], "exported": True, "verification": outcome.verification.to_dict() if outcome.verification else None}
 
     progress("stage 1/5: export and verify" if kind == "checkpoint" else "stage 1/5: copying the FP32 model")
-    exported = stages.run("export", {"source": _digest(source), "options": repr(model_options), "pre": repr(preprocessing)}, export, progress)
+    exported = stages.run("export", export_inputs(source, model_options, preprocessing), export, progress)
     fp32_digest = _digest(fp32)
 
     # 2. Variants.
