@@ -316,6 +316,7 @@ def quantize_model(
     truth = _truth(compared, record.labels, notes)
 
     searched = None
+    fp32_logits = None
     if precision == "int8":
         from alexnet_deploy.quantize.search import search_int8
 
@@ -339,13 +340,14 @@ def quantize_model(
     except Exception as exc:
         raise CheckFailed(f"the {precision} model fails onnx.checker ({str(exc).splitlines()[0][:160]}); nothing was written.", "run with --debug and report it") from None
 
-    progress.start(f"comparing with FP32 on {len(compared.batch)} images", 2 * len(compared.batch))
+    progress.start(f"comparing with FP32 on {len(compared.batch)} images", (1 if fp32_logits is not None else 2) * len(compared.batch))
     try:
         new_rt = OrtRuntime(data, precision=precision)
     except InputError as exc:  # the source loaded, so this is a failed result, not bad input
         raise CheckFailed(f"the {precision} model does not load in onnxruntime ({exc.problem}); nothing was written.", "run with --debug and report it") from None
     with OrtRuntime(source) as fp32_rt, new_rt:
-        reference = fp32_rt.run_all(compared.batch, 32, progress.advance)
+        # The search already ran FP32 on these images: the same session settings, so the same logits.
+        reference = fp32_logits if fp32_logits is not None else fp32_rt.run_all(compared.batch, 32, progress.advance)
         candidate = new_rt.run_all(compared.batch, 32, progress.advance)
         if not np.isfinite(candidate).all():
             raise CheckFailed(f"the {precision} model produces non-finite logits (overflow); nothing was written.", "use another precision or report it with --debug")
