@@ -579,31 +579,37 @@ def test_abandoned_job_is_dropped_before_it_runs(windowed):
 
 
 @pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
-def test_sigterm_closes_the_listener_at_once(windowed):
+def test_sigterm_closes_the_listener_at_once(half_width_onnx):
     # The listener stayed open during the drain: new clients hung ~28 s, then got a reset.
+    # Its own server (as `windowed`): a signalled shared server would fail whichever test ran after.
     import socket
     import time
 
-    process, address = windowed
+    process, address = start_server(half_width_onnx, "--max-delay-ms", 1500)
     answer = {}
 
     def request():
         batch = np.zeros((1, 3, 224, 224), np.float32)
         answer["logits"] = http_client.InferenceServerClient(address).infer("alexnet", _inputs(batch)).as_numpy("logits")
 
-    thread = threading.Thread(target=request)
-    thread.start()
-    time.sleep(0.5)  # the request waits in the batcher
-    process.send_signal(signal.SIGTERM)
-    time.sleep(0.5)
-    host, port = address.split(":")
-    started = time.monotonic()
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection((host, int(port)), timeout=5).close()
-    assert time.monotonic() - started < 1
-    thread.join(timeout=30)
-    assert answer["logits"].shape == (1, 5)
-    assert process.wait(timeout=90) == 0
+    try:
+        thread = threading.Thread(target=request)
+        thread.start()
+        time.sleep(0.5)  # the request waits in the batcher
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        host, port = address.split(":")
+        started = time.monotonic()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((host, int(port)), timeout=5).close()
+        assert time.monotonic() - started < 1
+        thread.join(timeout=30)
+        assert answer["logits"].shape == (1, 5)
+        assert process.wait(timeout=90) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
@@ -652,8 +658,12 @@ def test_accept_backs_off_when_out_of_file_descriptors(half_width_onnx):
         process.wait(timeout=10)
 
 
-def test_sigterm_stops_cleanly(server):  # last: it ends the module's shared server
-    process, address = server
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=90) == 0
-    assert "stopped" in process.stderr.read()
+def test_sigterm_stops_cleanly(half_width_onnx):  # its own server: no other test depends on its order
+    process, _ = start_server(half_width_onnx)
+    try:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=90) == 0
+        assert "stopped" in process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
