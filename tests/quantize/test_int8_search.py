@@ -246,9 +246,10 @@ def test_sensitive_layers_fall_back_to_float_when_equalization_cannot_help(cli, 
     assert kept and set(kept) <= set(sensitivity)
     written = onnx.load(str(out))
     inits = {t.name: t for t in written.graph.initializer}
-    for node in written.graph.node:
-        if node.name in kept:  # kept in float: weights are a float initializer, not a DequantizeLinear output
-            assert inits[node.input[1]].data_type == TensorProto.FLOAT
+    float_nodes = [node for node in written.graph.node if node.name in kept]
+    assert {node.name for node in float_nodes} == set(kept)  # every kept layer is in the written graph, by name
+    for node in float_nodes:  # kept in float: weights are a float initializer, not a DequantizeLinear output
+        assert inits[node.input[1]].data_type == TensorProto.FLOAT
     images, labels = val_images
     fp32_top1 = (_ort(outlier, images).argmax(1) == labels).mean()
     assert 100 * (fp32_top1 - (_ort(out, images).argmax(1) == labels).mean()) <= 1.0
