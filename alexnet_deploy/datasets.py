@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.record import default_labels
-from alexnet_deploy.preprocess import IMAGE_SUFFIXES, list_images
+from alexnet_deploy.preprocess import IMAGE_SUFFIXES, check_image_folder, scan_images
 
 
 @dataclass
@@ -25,12 +25,14 @@ class ImageSet:
     """Image files, with class indices (into ``classes``) when the folder is an ImageFolder.
 
     An unlabelled set may still list ``classes`` (sub-folders that hold no images).
+    ``excluded``: entries the listing left out (links out of the folder, non-regular files), with the reason.
     """
 
     root: Path
     paths: list[Path]
     targets: list[int] | None = None
     classes: list[str] | None = None
+    excluded: list[tuple[Path, str]] = field(default_factory=list)
 
     @property
     def labelled(self) -> bool:
@@ -39,7 +41,7 @@ class ImageSet:
     def subset(self, indices: Sequence[int]) -> "ImageSet":
         """The images at ``indices`` (in that order)."""
         targets = [self.targets[i] for i in indices] if self.targets is not None else None
-        return ImageSet(self.root, [self.paths[i] for i in indices], targets, self.classes)
+        return ImageSet(self.root, [self.paths[i] for i in indices], targets, self.classes, self.excluded)
 
     def digest(self, sizes: bool = False) -> str:
         """sha256 of the sorted relative file names (and, with ``sizes``, each file's size): identifies which images were used."""
@@ -50,36 +52,34 @@ class ImageSet:
         return hashlib.sha256("\n".join(names).encode()).hexdigest()
 
 
-def _class_files(folder: Path) -> list[Path]:
-    files = []
-    for dirpath, _, filenames in sorted(os.walk(folder, followlinks=True)):
-        files += [Path(dirpath) / name for name in sorted(filenames) if name.lower().endswith(IMAGE_SUFFIXES)]
-    return files
-
-
-def open_image_set(root: Path, what: str = "image folder") -> ImageSet:
+def open_image_set(root: Path, what: str = "image folder", follow_links: bool = False) -> ImageSet:
     """The images under ``root``: labelled if it holds class sub-folders, else all images found.
 
+    Files are listed as ``preprocess.scan_images`` lists them: links out of the folder and
+    links to folders are not followed unless ``follow_links`` (they land in ``excluded``).
     InputError when the folder is missing or holds no image files.
     """
-    root = Path(root)
-    if not root.exists():
-        raise InputError(f"{what} {root} does not exist.", "check the path")
-    if not root.is_dir():
-        raise InputError(f"{what} {root} is not a folder.", "give a directory of images (or one sub-folder per class)")
-    classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
+    root = check_image_folder(Path(root), what)
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    # ImageFolder's classes are the sub-folders; a link to one counts only when links are followed.
+    classes = [entry.name for entry in entries if entry.is_dir() and (follow_links or not entry.is_symlink())]
     paths: list[Path] = []
     targets: list[int] = []
+    excluded: list[tuple[Path, str]] = []
+    if follow_links is False:
+        excluded += [(Path(entry.path), "a link to a folder (not followed; --follow-links to follow it)") for entry in entries if entry.is_dir() and entry.is_symlink()]
     for index, name in enumerate(classes):
-        files = _class_files(root / name)
-        paths += files
-        targets += [index] * len(files)
+        listing = scan_images(root / name, follow_links=follow_links)
+        paths += listing.files
+        targets += [index] * len(listing.files)
+        excluded += listing.excluded
     if paths:
-        return ImageSet(root, paths, targets, classes)
-    paths = list_images(root)
-    if not paths:
-        raise InputError(f"{what} {root} holds no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...).", "point it at a folder of images")
-    return ImageSet(root, paths, None, classes or None)  # unlabelled; classes kept to say why
+        return ImageSet(root, paths, targets, classes, excluded)
+    listing = scan_images(root, follow_links=follow_links)
+    if not listing.files:
+        where = f" ({len(listing.excluded)} entries left out: {listing.excluded[0][0].name} is {listing.excluded[0][1]})" if listing.excluded else ""
+        raise InputError(f"{what} {root} holds no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...){where}.", "point it at a folder of images")
+    return ImageSet(root, listing.files, None, classes or None, listing.excluded)  # unlabelled; classes kept to say why
 
 
 def class_index_map(folder_classes: Sequence[str], model_labels: Sequence[str]) -> tuple[list[int], str]:

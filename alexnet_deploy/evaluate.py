@@ -18,7 +18,7 @@ import numpy as np
 from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.record import Preprocessing
-from alexnet_deploy.preprocess import preprocess_image
+from alexnet_deploy.image_stream import ImageStream
 from alexnet_deploy.progress import ProgressLike, as_progress
 
 
@@ -41,6 +41,8 @@ class EvalReport:
     matched: str
     skipped: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Folder entries the listing left out (links out of the folder, non-regular files): {"path", "reason"}.
+    excluded: list[dict[str, str]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,13 +129,17 @@ def evaluate(
     threads: int | None = None,
     progress: ProgressLike = None,
     keep_predictions: bool = False,
+    workers: int | None = None,
+    follow_links: bool = False,
 ) -> EvalReport:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on the ImageFolder ``data``.
 
     ``runtime`` is 'ort', 'openvino', 'openvino-bf16' (ONNX files) or 'torch' (checkpoints);
     default: ort for ONNX files, torch for checkpoints.
     ``limit`` evaluates a seeded random subset of that many images (every class keeps its
-    share on average). Undecodable files are skipped and listed. ``keep_predictions`` sets
+    share on average). Undecodable files are skipped and listed. Images are decoded by
+    ``workers`` threads (default one per CPU) while the model runs; links out of ``data`` are
+    not followed unless ``follow_links``. ``keep_predictions`` sets
     ``report.predictions`` (top-1 class per scored image, in file order; not in ``to_dict``),
     which ``optimize`` uses for agreement between variants.
     """
@@ -142,7 +148,7 @@ def evaluate(
         raise InputError(f"--batch {batch} must be at least 1.", "e.g. --batch 32")
     if limit is not None and limit < 1:
         raise InputError(f"--limit {limit} must be at least 1.", "drop it to use every image")
-    images = open_image_set(Path(data), "data folder")
+    images = open_image_set(Path(data), "data folder", follow_links)
     if not images.labelled:
         problem = "its class sub-folders hold no images" if images.classes else "it has no class sub-folders"
         raise InputError(f"{data} is not an ImageFolder ({problem}), so there is nothing to score against.", "give an ImageFolder root: one sub-folder of images per class, named by the model's labels")
@@ -153,13 +159,19 @@ def evaluate(
     mapping, matched = class_index_map(images.classes, loaded.labels)
     predictions: list[int] = []
     with loaded.runtime as rt:
-        report = _score(rt, loaded, images, mapping, matched, batch, str(model), progress, predictions)
+        report = _score(rt, loaded, images, mapping, matched, batch, str(model), progress, predictions, workers)
+    report.excluded = excluded_entries(images)
     if keep_predictions:
         report.predictions = predictions
     return report
 
 
-def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress, predictions: list[int] | None = None) -> EvalReport:
+def excluded_entries(images: ImageSet) -> list[dict[str, str]]:
+    """The report's ``excluded`` list: what listing ``images``' folder left out, and why."""
+    return [{"path": str(path), "reason": reason} for path, reason in images.excluded]
+
+
+def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress, predictions: list[int] | None = None, workers: int | None = None) -> EvalReport:
     info = rt.info()
     if info.input_shape[2] != loaded.preprocessing.crop:
         raise InputError(f"the model takes {info.input_shape[2]}x{info.input_shape[3]} input but its preprocessing crops to {loaded.preprocessing.crop}.", "pass --crop/--input-size matching the model")
@@ -170,21 +182,16 @@ def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name,
     model_seconds = 0.0
     started = time.perf_counter()
     progress.start(f"evaluating {len(images.paths)} images", len(images.paths))
-    for start in range(0, len(images.paths), batch):
-        arrays, truths = [], []
-        for path, target in zip(images.paths[start:start + batch], images.targets[start:start + batch]):
-            try:
-                arrays.append(preprocess_image(path, loaded.preprocessing))
-                truths.append(mapping[target])
-            except InputError:
-                skipped.append(str(path))
-            progress.advance()
-        if not arrays:
+    stream = ImageStream(images.paths, loaded.preprocessing, batch=batch, workers=workers)
+    for chunk in stream:  # decoded on a thread pool while the model runs on the previous chunk
+        skipped += [str(images.paths[index]) for index, _ in chunk.skipped]
+        progress.advance(len(chunk.indices) + len(chunk.skipped))
+        if not chunk.indices:
             continue
         tick = time.perf_counter()
-        logits = rt.run_all(np.stack(arrays), batch)
+        logits = rt.run_all(chunk.array, batch)
         model_seconds += time.perf_counter() - tick
-        truth = np.asarray(truths)
+        truth = np.asarray([mapping[images.targets[index]] for index in chunk.indices])
         predicted = logits.argmax(axis=1)
         if predictions is not None:
             predictions.extend(int(p) for p in predicted)

@@ -136,8 +136,11 @@ def optimize(
     preprocessing=None,
     timing=None,
     progress: ProgressLike = None,
+    follow_links: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage (resuming finished ones) and return the report (also written to OUT_DIR)."""
+    """Run every stage (resuming finished ones) and return the report (also written to OUT_DIR).
+
+    Links out of the image folders are not followed unless ``follow_links``."""
     from alexnet_deploy.onnx_file import check_input_file, file_kind
 
     progress = as_progress(progress)
@@ -158,12 +161,12 @@ def optimize(
     data = Path(data)
     from alexnet_deploy.datasets import open_image_set
 
-    data_set = open_image_set(data, "data folder")
+    data_set = open_image_set(data, "data folder", follow_links)
     if not data_set.labelled:
         raise InputError(f"{data} is not an ImageFolder (one sub-folder of images per class).", "give labelled validation images: --data VAL_DIR")
     # Names and sizes of every image: a changed data set invalidates the stages that read it.
     data_digest = data_set.digest(sizes=True)
-    calib_digest = open_image_set(Path(calib), "calibration folder").digest(sizes=True) if calib is not None else data_digest
+    calib_digest = open_image_set(Path(calib), "calibration folder", follow_links).digest(sizes=True) if calib is not None else data_digest
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder.", "choose another -o OUT_DIR")
     out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +198,7 @@ def optimize(
     fp16_path = out / "model.fp16.onnx"
 
     def make_fp16() -> dict[str, Any]:
-        outcome = quantize_model(fp32, "fp16", fp16_path, target=target, holdout=data, measure_latency=False, progress=progress)
+        outcome = quantize_model(fp32, "fp16", fp16_path, target=target, holdout=data, measure_latency=False, progress=progress, follow_links=follow_links)
         return {"files": [str(fp16_path)], "comparison": outcome.comparison}
 
     stages.run("fp16", {"fp32": fp32_digest, "data": data_digest, "target": target}, make_fp16, progress)
@@ -208,7 +211,7 @@ def optimize(
 
     def make_int8() -> dict[str, Any]:
         outcome = quantize_model(fp32, "int8", int8_path, calib=calib or data, target=target, holdout=data, measure_latency=False,
-                                 budget=Budget(max_drop=max_drop), progress=progress)
+                                 budget=Budget(max_drop=max_drop), progress=progress, follow_links=follow_links)
         return {"files": [str(int8_path)] if outcome.written else [], "written": outcome.written, "search": outcome.search, "comparison": outcome.comparison}
 
     int8 = stages.run("int8", {"fp32": fp32_digest, "data": data_digest, "calib": calib_digest, "target": target, "max_drop": max_drop}, make_int8, progress)
@@ -239,13 +242,14 @@ def optimize(
             progress(f"stage 3/5: evaluating {name} on {eval_runtime}")
 
             def run_eval(path=path, eval_runtime=eval_runtime) -> dict[str, Any]:
-                return _evaluation(evaluate(path, data, runtime=eval_runtime, batch=32, progress=progress, keep_predictions=True))
+                return _evaluation(evaluate(path, data, runtime=eval_runtime, batch=32, progress=progress, keep_predictions=True, follow_links=follow_links))
 
             key = "" if eval_runtime == "ort" else f"-{eval_runtime}"  # keeps the cache of runs made before OpenVINO was measured
             evaluations[(name, eval_runtime)] = stages.run(f"eval-{name}{key}", {"file": _digest(path), "data": data_digest, "runtime": eval_runtime}, run_eval, progress)
     if ("fp32", "ort") not in evaluations:  # the budget is measured against FP32 on onnxruntime, the reference runtime
         evaluations[("fp32", "ort")] = stages.run("eval-fp32", {"file": _digest(variants["fp32"]), "data": data_digest, "runtime": "ort"},
-                                                  lambda: _evaluation(evaluate(variants["fp32"], data, runtime="ort", batch=32, progress=progress, keep_predictions=True)), progress)
+                                                  lambda: _evaluation(evaluate(variants["fp32"], data, runtime="ort", batch=32, progress=progress, keep_predictions=True,
+                                                                               follow_links=follow_links)), progress)
 
     # 4. Speed of every variant on every runtime of the target.
     from alexnet_deploy.bench.harness import TimingSettings

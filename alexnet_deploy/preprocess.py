@@ -2,55 +2,45 @@
 
 Torch-free (PIL + numpy), so ``Classifier`` and the onnxruntime side use it without
 torch. Equality with torchvision on the same PIL image is tested (max difference 1e-6).
+The transform itself lives in :mod:`alexnet_deploy.imaging` (shipped verbatim to Triton);
+this module applies a record's :class:`Preprocessing` and speaks the toolkit's errors.
+
+Image folders are listed without leaving them: a link to a file outside the folder, a link
+to a folder, and anything that is not a regular file (a FIFO would block the read) are
+left out and reported, unless ``follow_links`` is asked for.
 """
 
 from __future__ import annotations
 
+import os
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from alexnet_deploy import imaging
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.record import Preprocessing
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-_PIL_INTERPOLATION = {
-    "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC,
-    "nearest": Image.Resampling.NEAREST,
-}
+MAX_IMAGE_PIXELS = imaging.MAX_IMAGE_PIXELS
+MAX_RESIZED_PIXELS = imaging.MAX_RESIZED_PIXELS
 
 
-def _resized_size(width: int, height: int, spec: Preprocessing) -> tuple[int, int]:
-    if spec.resize_mode == "exact":
-        return spec.resize, spec.resize
-    # torchvision: the shorter side becomes `resize`, the longer one int(resize * long / short).
-    if width <= height:
-        return spec.resize, int(spec.resize * height / width)
-    return int(spec.resize * width / height), spec.resize
+def _describe(source) -> str:
+    """How an error names ``source``: 'image PATH', 'image bytes' or 'image'."""
+    if isinstance(source, (str, os.PathLike)):
+        return f"image {source}"
+    return "image bytes" if isinstance(source, (bytes, bytearray, memoryview)) else "image"
 
 
-def _center_crop(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    if size > width or size > height:
-        # torchvision pads with zeros when the crop is larger than the image.
-        padded = Image.new(image.mode, (max(width, size), max(height, size)))
-        left = (max(width, size) - width) // 2
-        top = (max(height, size) - height) // 2
-        padded.paste(image, (left, top))
-        image, (width, height) = padded, padded.size
-    top = int(round((height - size) / 2.0))
-    left = int(round((width - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
-
-
-def to_rgb_image(source) -> Image.Image:
-    """A PIL RGB image from a path, a PIL image or an HxWx3 uint8 array."""
+def _rgb(source, max_pixels: int) -> Image.Image:
+    """to_rgb_image's work; ImageRejected (a short reason) for a file that cannot be used."""
     if isinstance(source, Image.Image):
-        return source.convert("RGB")
+        return source if source.mode == "RGB" else source.convert("RGB")
     if isinstance(source, np.ndarray):
         if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
             raise InputError(
@@ -58,57 +48,156 @@ def to_rgb_image(source) -> Image.Image:
                 "convert it, e.g. np.asarray(pil_image.convert('RGB'))",
             )
         return Image.fromarray(source, "RGB")
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"image {path} does not exist or is not a file.", "check the path")
+    if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
+        raise imaging.ImageRejected("does not exist or is not a file")
+    return imaging.decode_rgb(source, max_pixels)
+
+
+def to_rgb_image(source, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """A PIL RGB image from a path, encoded bytes, a PIL image or an HxWx3 uint8 array.
+
+    InputError (its ``problem`` says why) for a missing file, an undecodable one, or one
+    whose header declares more than ``max_pixels`` pixels (checked before decoding).
+    """
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise InputError(f"image {path} cannot be decoded ({type(exc).__name__}).", "remove or replace the file") from None
+        return _rgb(source, max_pixels)
+    except imaging.ImageRejected as exc:
+        fix = "check the path" if "does not exist" in str(exc) else "remove or replace the file"
+        raise InputError(f"{_describe(source)} {exc}.", fix) from None
 
 
-def preprocess_image(source, spec: Preprocessing) -> np.ndarray:
-    """One image -> float32 CHW array, equal to torchvision's transforms for ``spec``."""
-    image = to_rgb_image(source)
-    image = image.resize(_resized_size(*image.size, spec), _PIL_INTERPOLATION[spec.interpolation])
-    image = _center_crop(image, spec.crop)
-    array = np.asarray(image, dtype=np.float32) / np.float32(255.0)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    return np.ascontiguousarray(((array - mean) / std).transpose(2, 0, 1))
+def model_input(source, spec: Preprocessing, out: np.ndarray | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """preprocess_image's work; ImageRejected, whose text is the short reason, for an image that cannot be used."""
+    image = _rgb(source, max_pixels)
+    return imaging.transform(image, spec.resize, spec.crop, spec.mean, spec.std, spec.interpolation, spec.resize_mode, out)
+
+
+def preprocess_image(source, spec: Preprocessing, out: np.ndarray | None = None) -> np.ndarray:
+    """One image (path, encoded bytes, PIL image, HxWx3 uint8 array) -> float32 CHW, equal to torchvision's transforms for ``spec``.
+
+    ``out``: a 3 x crop x crop float32 array to fill instead of a new one. InputError for a
+    missing file or an image that cannot be decoded or is over the pixel limits
+    (imaging.MAX_IMAGE_PIXELS decoded, imaging.MAX_RESIZED_PIXELS resized).
+    """
+    try:
+        return model_input(source, spec, out)
+    except imaging.ImageRejected as exc:
+        fix = "check the path" if "does not exist" in str(exc) else "remove or replace the file"
+        raise InputError(f"{_describe(source)} {exc}.", fix) from None
 
 
 def preprocess_batch(sources: Sequence, spec: Preprocessing) -> np.ndarray:
-    """Several images -> float32 NCHW array."""
-    return np.stack([preprocess_image(s, spec) for s in sources])
+    """Several images -> float32 NCHW array (InputError at the first that cannot be used)."""
+    batch = np.empty((len(sources), 3, spec.crop, spec.crop), np.float32)
+    for row, source in zip(batch, sources):
+        preprocess_image(source, spec, out=row)
+    return batch
 
 
-def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (by suffix), sorted; InputError if the folder is missing."""
+@dataclass
+class Listing:
+    """Image files found under a folder, and the entries left out with the reason."""
+
+    files: list[Path] = field(default_factory=list)
+    excluded: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def scan_images(folder: Path, recursive: bool = True, follow_links: bool = False, suffixes=IMAGE_SUFFIXES) -> Listing:
+    """Image files under ``folder`` (by suffix, walked in sorted order, as ImageFolder walks it) and what was left out.
+
+    Without ``follow_links``: a symlink to a folder is not entered, a symlink to a file is
+    taken only when the file is inside ``folder``, and only regular files are taken. With
+    it, links are followed anywhere, each real folder once (a loop of links ends).
+    """
+    folder = Path(folder)
+    root = os.path.realpath(folder)
+    listing = Listing()
+    seen_dirs = {root}
+
+    found: list[tuple[str, list[Path]]] = []  # (folder, its image files): sorted by folder below, as ImageFolder does
+
+    def walk(directory: Path) -> None:
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            listing.excluded.append((directory, f"cannot be listed ({exc.strerror or type(exc).__name__})"))
+            return
+        files: list[Path] = []
+        found.append((str(directory), files))
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                continue
+            if is_dir:
+                if not recursive:
+                    continue
+                if is_link and not follow_links:
+                    listing.excluded.append((path, "a link to a folder (not followed; --follow-links to follow it)"))
+                    continue
+                if follow_links:  # each real folder once: links may form loops or reach a folder twice
+                    real = os.path.realpath(path)
+                    if real in seen_dirs:
+                        listing.excluded.append((path, "a folder already listed (through a link)"))
+                        continue
+                    seen_dirs.add(real)
+                walk(path)
+                continue
+            if not entry.name.lower().endswith(suffixes):
+                continue
+            if is_link and not follow_links and not _inside(os.path.realpath(path), root):
+                listing.excluded.append((path, "a link to a file outside the folder (not followed; --follow-links to follow it)"))
+                continue
+            try:
+                mode = os.stat(path).st_mode
+            except OSError as exc:
+                listing.excluded.append((path, f"cannot be read ({exc.strerror or type(exc).__name__})"))
+                continue
+            if not stat.S_ISREG(mode):
+                listing.excluded.append((path, "not a regular file"))
+                continue
+            files.append(path)
+
+    walk(folder)
+    for _, files in sorted(found, key=lambda item: item[0]):  # torchvision: sorted(os.walk(...)), then sorted names
+        listing.files += files
+    return listing
+
+
+def check_image_folder(folder: Path, what: str = "image folder") -> Path:
+    """``folder`` as a Path, or InputError when it is missing or not a folder."""
     folder = Path(folder)
     if not folder.exists():
-        raise InputError(f"image folder {folder} does not exist.", "check the path")
+        raise InputError(f"{what} {folder} does not exist.", "check the path")
     if not folder.is_dir():
-        raise InputError(f"{folder} is not a folder of images.", "give a directory")
-    pattern: Iterable[Path] = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in pattern if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        raise InputError(f"{what} {folder} is not a folder.", "give a directory of images")
+    return folder
 
 
-def load_images(paths: Sequence[Path], spec: Preprocessing, advance=None) -> tuple[np.ndarray, list[Path], list[Path]]:
+def list_images(folder: Path, recursive: bool = True, follow_links: bool = False) -> list[Path]:
+    """Image files under ``folder`` (by suffix), sorted; InputError if the folder is missing. See scan_images."""
+    return sorted(scan_images(check_image_folder(folder), recursive, follow_links).files)
+
+
+def load_images(paths: Sequence[Path], spec: Preprocessing, advance=None, workers: int | None = None) -> tuple[np.ndarray, list[Path], list[Path]]:
     """Preprocess every decodable image; return (batch, used paths, skipped undecodable paths).
 
-    ``advance(1)`` is called after each file when given (for progress bars).
+    Decoded on a thread pool (see image_stream); ``advance(n)`` is called as images are done.
     """
+    from alexnet_deploy.image_stream import ImageStream
+
     arrays, used, skipped = [], [], []
-    for path in paths:
-        try:
-            arrays.append(preprocess_image(path, spec))
-            used.append(path)
-        except InputError:
-            skipped.append(path)
+    for chunk in ImageStream(list(paths), spec, workers=workers):
+        arrays.append(chunk.array)
+        used += [paths[i] for i in chunk.indices]
+        skipped += [paths[i] for i, _ in chunk.skipped]
         if advance is not None:
-            advance(1)
-    batch = np.stack(arrays) if arrays else np.zeros((0, 3, spec.crop, spec.crop), np.float32)
+            advance(len(chunk.indices) + len(chunk.skipped))
+    batch = np.concatenate(arrays) if arrays else np.zeros((0, 3, spec.crop, spec.crop), np.float32)
     return batch, used, skipped

@@ -9,6 +9,7 @@ values are JSON. This module imports no torch.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -22,6 +23,10 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 RESIZE_MODES = ("shorter", "exact")
+# Bounds a record must keep (checked whenever one is made or read back): a file that says
+# "resize 60000" made one 64x64 image take 93 s and 14 GB.
+MAX_SIDE = 4096
+MAX_RESIZE_RATIO = 4
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,14 @@ class Preprocessing:
     def __post_init__(self):
         if self.resize < 1 or self.crop < 1:
             raise InputError(f"resize ({self.resize}) and crop ({self.crop}) must be positive.")
+        if max(self.resize, self.crop) > MAX_SIDE:
+            raise InputError(f"resize ({self.resize}) and crop ({self.crop}) must be at most {MAX_SIDE} pixels.")
+        if not self.crop <= self.resize * MAX_RESIZE_RATIO or not self.resize <= self.crop * MAX_RESIZE_RATIO:
+            raise InputError(f"resize {self.resize} is not within {MAX_RESIZE_RATIO}x of crop {self.crop} (torchvision's recipe is Resize(256), CenterCrop(224)).")
         if len(self.mean) != 3 or len(self.std) != 3:
             raise InputError("mean and std need three values (R,G,B), e.g. --mean 0.485,0.456,0.406.")
+        if not all(math.isfinite(v) for v in (*self.mean, *self.std)):
+            raise InputError(f"mean and std must be finite numbers, got mean {list(self.mean)} std {list(self.std)}.")
         if any(s <= 0 for s in self.std):
             raise InputError(f"std values must be positive, got {list(self.std)}.")
         if self.interpolation not in INTERPOLATIONS:
@@ -126,8 +137,11 @@ class ModelRecord:
             labels = json.loads(props[PREFIX + "labels"])
             if not isinstance(details, dict) or not isinstance(labels, list):
                 raise ValueError("labels must be a list and details an object")
+            if not labels or not all(isinstance(label, str) for label in labels):
+                raise ValueError("labels must be a non-empty list of strings")
+            check_labels(labels, f"{where}'s labels", "re-export it with `alexnet export --labels FILE`")
             return cls(
-                labels=tuple(str(label) for label in labels),
+                labels=tuple(labels),
                 preprocessing=Preprocessing.from_dict(json.loads(props[PREFIX + "preprocessing"])),
                 layout=props.get(PREFIX + "layout", ""),
                 source_sha256=props.get(PREFIX + "source_sha256", ""),
@@ -156,8 +170,39 @@ def read_props(model_proto) -> dict[str, str]:
 
 
 def read_record(model_proto, where: str = "model") -> ModelRecord:
-    """The record stored in an ``onnx.ModelProto``."""
-    return ModelRecord.from_props(read_props(model_proto), where)
+    """The record stored in an ``onnx.ModelProto``, checked against the graph it describes.
+
+    InputError (one line, before any image is decoded) when the record is damaged or does
+    not fit the graph: a crop other than the input size the graph fixes, or a label count
+    other than the output width it fixes.
+    """
+    record = ModelRecord.from_props(read_props(model_proto), where)
+    check_record_fits_graph(record, model_proto.graph, where)
+    return record
+
+
+def _graph_dims(value_info) -> list[int | None]:
+    """A graph input's or output's dimensions (None where not fixed)."""
+    shape = value_info.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in shape.dim]
+
+
+def check_record_fits_graph(record: ModelRecord, graph, where: str = "model") -> None:
+    """InputError when ``record`` contradicts what ``graph`` fixes: its input size (the crop) or its class count."""
+    initializers = {init.name for init in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in initializers]
+    if inputs:
+        dims = _graph_dims(inputs[0])
+        crop = record.preprocessing.crop
+        if len(dims) == 4 and any(side is not None and side != crop for side in dims[2:]):
+            shown = "x".join("?" if side is None else str(side) for side in dims[2:])
+            raise InputError(f"{where}'s preprocessing crops to {crop}x{crop} but its graph takes {shown} input (damaged metadata).",
+                             "re-export the model (alexnet export) so that its record matches the graph")
+    if graph.output:
+        dims = _graph_dims(graph.output[0])
+        if len(dims) == 2 and dims[1] is not None and dims[1] != record.num_classes:
+            raise InputError(f"{where} has {record.num_classes} labels but its graph outputs {dims[1]} classes (damaged metadata).",
+                             "re-export it with `alexnet export --labels FILE` holding one label per class")
 
 
 def read_record_or_none(model_proto, where: str = "model") -> ModelRecord | None:

@@ -9,8 +9,8 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
-from alexnet_deploy.cli.app import JsonTarget, command, err, out
-from alexnet_deploy.cli.options import JsonOpt, OnnxRuntimeOpt, ThreadsOpt, TritonBackend, flag, value
+from alexnet_deploy.cli.app import JsonTarget, command, err, out, progress_steps
+from alexnet_deploy.cli.options import FollowLinksOpt, JsonOpt, OnnxRuntimeOpt, ThreadsOpt, TritonBackend, WorkersOpt, flag, value
 from alexnet_deploy.cli.kserve_options import (
     CpuOpt, GpusOpt, KServeOpt, MaxReplicasOpt, MemoryOpt, MinReplicasOpt, NamespaceOpt, ServiceOpt, StorageUriOpt, kserve_manifest,
 )
@@ -22,20 +22,26 @@ def predict(
     model_file: Annotated[Path, typer.Argument(metavar="MODEL.onnx", help="An exported ONNX model (FP32, FP16 or INT8).")],
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files, or folders of them.")],
     topk: Annotated[Optional[int], typer.Option("--topk", help="How many classes to show per image (default 5).")] = None,
+    output: RayOutputOpt = None,
+    batch: RayBatchOpt = None,
     json_target: JsonOpt = None,
     threads: ThreadsOpt = None,
+    workers: WorkersOpt = None,
+    follow_links: FollowLinksOpt = False,
     runtime: OnnxRuntimeOpt = None,
     ray: RayOpt = None,
     actors: ActorsOpt = None,
-    batch: RayBatchOpt = None,
-    output: RayOutputOpt = None,
     output_format: RayFormatOpt = None,
 ):
     """Label images: the top classes and their probabilities, with labels and preprocessing from the model file.
 
-    Undecodable files are skipped and listed; no decodable image at all is an error.
+    Images are decoded and preprocessed by --workers threads while the model runs on the
+    previous batch; results keep the input order. Undecodable files and images over the
+    pixel limit are skipped and listed; no decodable image at all is an error. With
+    -o FILE.parquet|FILE.jsonl the rows stream into that file (for folders of any size).
     With --ray the same predictions are computed by Ray Data (local instance or cluster).
     """
+    from alexnet_deploy.errors import InputError
     from alexnet_deploy.predict import predict_files
 
     report = JsonTarget(json_target)
@@ -43,23 +49,28 @@ def predict(
         from alexnet_deploy.cli.ray_options import run_predict_ray
 
         if value(runtime) not in (None, "ort"):
-            from alexnet_deploy.errors import InputError
-
             raise InputError("--ray runs the model on onnxruntime in its actors; --runtime applies to local runs.", "drop --runtime, or drop --ray")
-
+        if workers is not None or follow_links:
+            raise InputError("--workers and --follow-links apply to local runs; Ray reads and decodes in its own tasks.", "drop them, or drop --ray")
         return run_predict_ray(model_file, images, topk, report, threads, ray, actors, batch, output, output_format)
-    if (actors, batch, output, output_format) != (None, None, None, None):
-        from alexnet_deploy.errors import InputError
+    if actors is not None or output_format is not None:
+        raise InputError("--actors and --format apply to --ray runs (a local -o takes its format from the file name).", "add --ray (a local Ray instance) or drop them")
 
-        raise InputError("--actors, --batch, --output and --format apply to --ray runs.", "add --ray (a local Ray instance) or drop them")
-    result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads, runtime=value(runtime) or "ort")
-    report.emit(result)
-    if not report.quiet:
-        for item in result["predictions"]:
+    def show(item) -> None:
+        if not report.quiet and output is None:
             best = ", ".join(f"{escape(label)} {p:.1%}" for label, p in item["top"])
             out.print(f"{escape(item['image'])}: {best}")
+
+    with progress_steps(report.quiet or output is None) as progress:  # a bar only while rows go to a file
+        result = predict_files(model_file, images, topk=5 if topk is None else topk, threads=threads, runtime=value(runtime) or "ort",
+                               output=None if output is None else Path(output), batch=batch, workers=workers, follow_links=follow_links,
+                               on_prediction=show, progress=progress)
+    report.emit(result)
     for skipped in result["skipped"]:
         err.print(f"skipped {skipped['image']}: {skipped['reason']}", markup=False)
+    if output is not None and not report.quiet:
+        out.print(f"[green]labelled[/green] {result['images']} images -> {escape(str(output))} ({result['format']}): "
+                  f"{result['images_per_s']:.1f} images/s, {len(result['skipped'])} skipped")
 
 
 @command()

@@ -9,7 +9,7 @@ import typer
 
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.cli.app import JsonTarget, command, progress_steps
-from alexnet_deploy.cli.options import JsonOpt, Target, value, with_model_options, with_preprocessing
+from alexnet_deploy.cli.options import FollowLinksOpt, JsonOpt, Target, value, with_model_options, with_preprocessing
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.record import PreprocessingOverrides
 
@@ -27,6 +27,7 @@ def optimize(
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="A variant qualifies when its top-1 is at most this many points under FP32 (default 1.0).")] = None,
     out_dir: Annotated[Optional[Path], typer.Option("-o", "--out-dir", metavar="OUT_DIR", help="Where the variants and reports go (default: SOURCE-optimized/ next to it). Rerunning resumes.")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", metavar="SECONDS", help="Timed seconds per benchmark measurement (default 3).")] = None,
+    follow_links: FollowLinksOpt = False,
     json_target: JsonOpt = None,
     model_options: ModelOptions = None,
     preprocessing: PreprocessingOverrides = None,
@@ -53,6 +54,7 @@ def optimize(
             max_drop=1.0 if max_drop is None else max_drop,
             model_options=model_options, preprocessing=preprocessing,
             timing=TimingSettings(warmup_s=min(1.0, duration), duration_s=duration) if duration else None, progress=progress,
+            follow_links=follow_links,
         )
     from rich.markdown import Markdown
     from rich.text import Text

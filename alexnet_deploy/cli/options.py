@@ -79,6 +79,13 @@ OnnxRuntimeOpt = Annotated[Optional[OnnxRuntime], typer.Option(
     "--runtime", help="ort (default), openvino (the file's precision), openvino-bf16 (an FP32 file in BF16, CPUs with native BF16; pip install 'alexnet-deploy\\[openvino]').",
 )]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", help="CPU threads for the runtime (default: the runtime's choice).")]
+# Image decoding (predict, eval, bench --e2e): threads that decode and preprocess ahead of the model.
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", help="Threads that decode and preprocess images while the model runs (default: one per CPU).")]
+# Image folders (predict, eval, quantize, optimize): whether symlinks may lead out of the folder.
+FollowLinksOpt = Annotated[bool, typer.Option(
+    "--follow-links", metavar="",
+    help="Follow symlinks in image folders, also out of them (default: links to folders, and links to files outside the folder, are left out and listed).",
+)]
 
 
 def flag(*names: str, help: str, panel: str | None = None):

@@ -10,7 +10,7 @@ import typer
 from alexnet_deploy.checkpoints.options import ModelOptions
 from alexnet_deploy.cli.app import JsonTarget, command, progress_steps
 from alexnet_deploy.cli.options import (
-    EvalRuntime, JsonOpt, Method, Precision, Target, ThreadsOpt, flag, value, with_model_options, with_preprocessing,
+    EvalRuntime, FollowLinksOpt, JsonOpt, Method, Precision, Target, ThreadsOpt, WorkersOpt, flag, value, with_model_options, with_preprocessing,
 )
 from alexnet_deploy.cli.ray_options import ActorsOpt, RayOpt
 from alexnet_deploy.errors import InputError
@@ -33,6 +33,7 @@ def quantize(
     min_agreement: Annotated[Optional[float], typer.Option("--min-agreement", metavar="PCT", help="int8 budget with unlabelled images: top-1 agreement with FP32 of at least this % (default 99).", rich_help_panel="Accuracy budget")] = None,
     no_search: Annotated[bool, flag("--no-search", help="int8: the single recipe (--method), no search; still refused outside the budget.", panel="Accuracy budget")] = False,
     allow_drop: Annotated[bool, flag("--allow-drop", help="int8: write the best model found even when it misses the budget (the exit code is still 1).", panel="Accuracy budget")] = False,
+    follow_links: FollowLinksOpt = False,
     json_target: JsonOpt = None,
 ):
     """Make an FP16 or INT8 variant of an FP32 ONNX model and compare it with FP32 on held-out images.
@@ -56,6 +57,7 @@ def quantize(
             model_file, value(precision), output=output, calib=calib, calib_samples=calib_samples, method=value(method),
             target=value(target) or "cpu", holdout=holdout, holdout_samples=500 if holdout_samples is None else holdout_samples,
             measure_latency=not no_latency, progress=progress, budget=budget, search=not no_search, allow_drop=allow_drop,
+            follow_links=follow_links,
         )
     from alexnet_deploy.cli.render import quantize_table
 
@@ -80,6 +82,8 @@ def eval_command(
     json_target: JsonOpt = None,
     confusion: Annotated[Optional[Path], typer.Option("--confusion", metavar="FILE.png", help="Also draw the confusion matrix to this PNG.")] = None,
     threads: ThreadsOpt = None,
+    workers: WorkersOpt = None,
+    follow_links: FollowLinksOpt = False,
     model_options: ModelOptions = None,
     preprocessing: PreprocessingOverrides = None,
     ray: RayOpt = None,
@@ -88,7 +92,9 @@ def eval_command(
     """Accuracy on an ImageFolder: top-1, top-5, per class, confusion matrix, throughput.
 
     Preprocessing comes from the ONNX metadata (checkpoints: the layout's defaults or
-    --resize/--crop/--mean/--std) and equals torchvision's transforms.
+    --resize/--crop/--mean/--std) and equals torchvision's transforms. Images are decoded
+    by --workers threads while the model runs; undecodable files and images over the pixel
+    limit are skipped and listed, and so are links out of the folder (--follow-links).
     """
     from alexnet_deploy.evaluate import evaluate, write_confusion_png
     from alexnet_deploy.fileio import check_writable
@@ -102,14 +108,16 @@ def eval_command(
         from alexnet_deploy.cli.ray_options import run_eval_ray
 
         checkpoint_flags = model_options != ModelOptions() or preprocessing != PreprocessingOverrides()
-        report = run_eval_ray(model_file, data, value(runtime), batch, limit, threads, ray, actors, report_target, checkpoint_flags)
+        if workers is not None:
+            raise InputError("--workers applies to local runs; Ray decodes in its own tasks.", "drop --workers, or drop --ray")
+        report = run_eval_ray(model_file, data, value(runtime), batch, limit, threads, ray, actors, report_target, checkpoint_flags, follow_links)
     elif actors is not None:
         raise InputError("--actors applies to --ray runs.", "add --ray or drop it")
     else:
         with progress_steps(report_target.quiet) as progress:
             report = evaluate(
                 model_file, data, runtime=value(runtime), batch=32 if batch is None else batch, limit=limit, threads=threads, progress=progress,
-                model_options=model_options, preprocessing=preprocessing,
+                model_options=model_options, preprocessing=preprocessing, workers=workers, follow_links=follow_links,
             )
     if confusion is not None:
         write_confusion_png(report, confusion)

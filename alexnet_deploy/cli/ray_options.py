@@ -16,10 +16,10 @@ RayOpt = Annotated[Optional[str], typer.Option(
     help="Run on Ray Data: bare --ray starts a local instance (or uses RAY_ADDRESS); --ray auto joins a `ray start` cluster; --ray ray://HOST:10001 uses Ray Client.",
 )]
 ActorsOpt = Annotated[Optional[int], typer.Option("--actors", rich_help_panel=RAY_PANEL, help="Classifier actors (default: the cluster's CPUs minus one, left for decoding).")]
-RayBatchOpt = Annotated[Optional[int], typer.Option("--batch", rich_help_panel=RAY_PANEL, help="Images per model call in each actor (default 32).")]
+RayBatchOpt = Annotated[Optional[int], typer.Option("--batch", help="Images per model call (with --ray: in each actor) (default 32).")]
 RayOutputOpt = Annotated[Optional[str], typer.Option(
-    "--output", "-o", metavar="FILE|DIR", rich_help_panel=RAY_PANEL,
-    help="Write rows (path, labels, probabilities, error) to FILE.parquet / FILE.jsonl, or to a folder of part files written by the workers (a cluster's shared storage, e.g. s3://...).",
+    "--output", "-o", metavar="FILE|DIR",
+    help="Write rows (path, labels, probabilities, error) to FILE.parquet / FILE.jsonl instead of printing them (Parquet needs pyarrow); with --ray also a folder of part files written by the workers (a cluster's shared storage, e.g. s3://...).",
 )]
 RayFormatOpt = Annotated[Optional[str], typer.Option("--format", metavar="parquet|jsonl", rich_help_panel=RAY_PANEL, help="Format of an --output folder (default parquet; a file's comes from its suffix).")]
 
@@ -56,7 +56,7 @@ def run_predict_ray(model_file: Path, images, topk, report, threads, address, ac
         )
 
 
-def run_eval_ray(model_file: Path, data: Path, runtime, batch, limit, threads, address, actors, report, checkpoint_flags: bool):
+def run_eval_ray(model_file: Path, data: Path, runtime, batch, limit, threads, address, actors, report, checkpoint_flags: bool, follow_links: bool = False):
     """``alexnet eval --ray``: ONNX models only (checkpoint flags refused), the local eval's report."""
     from alexnet_deploy.cli.app import err
     from alexnet_deploy.deploy.ray_batch import eval_ray
@@ -68,4 +68,5 @@ def run_eval_ray(model_file: Path, data: Path, runtime, batch, limit, threads, a
     def log(message: str) -> None:
         err.print(f"{message} …", markup=False)
 
-    return eval_ray(model_file, data, address=address, actors=actors, batch=batch, limit=limit, threads=threads, show_progress=err.is_terminal, log=log)
+    return eval_ray(model_file, data, address=address, actors=actors, batch=batch, limit=limit, threads=threads, show_progress=err.is_terminal, log=log,
+                    follow_links=follow_links)

@@ -218,7 +218,10 @@ def eval_table(report, confusion_png=None):
     title = "per class" if len(worst) <= 10 else "worst 10 classes"
     table.add_row(title, "\n".join(f"{escape(name)}: {_pct(v['top1'])} of {v['n']}" for name, v in shown))
     if report.skipped:
-        table.add_row("skipped", f"{len(report.skipped)} undecodable file(s), e.g. {escape(report.skipped[0])}")
+        table.add_row("skipped", f"{len(report.skipped)} undecodable or oversized file(s), e.g. {escape(report.skipped[0])}")
+    if report.excluded:
+        first = report.excluded[0]
+        table.add_row("left out", f"{len(report.excluded)} folder entr{'y' if len(report.excluded) == 1 else 'ies'}, e.g. {escape(first['path'])}: {escape(first['reason'])}")
     if confusion_png is not None:
         table.add_row("confusion PNG", escape(str(confusion_png)))
     _notes(table, report.notes)

@@ -13,7 +13,6 @@ is an optional extra, imported only here.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import os
@@ -27,9 +26,9 @@ import numpy as np
 
 from alexnet_deploy.errors import EnvironmentFailure, InputError, require
 
+from alexnet_deploy.prediction_files import FORMATS  # the row format is shared with the local path
+
 DEFAULT_BATCH = 32
-FORMATS = {".parquet": "parquet", ".jsonl": "jsonl", ".json": "jsonl"}
-COLUMNS = ("path", "labels", "probabilities", "error")
 
 
 def is_ray_address(token: str | None) -> bool:
@@ -56,31 +55,25 @@ def _uri(source: str) -> bool:
 def _decode_batch(batch: dict[str, np.ndarray], spec) -> dict[str, np.ndarray]:
     """Raw file bytes -> preprocessed float32 CHW tensors; a file that fails gets an error, not an exception.
 
-    Catching everything per row is deliberate: an exception here would fail the whole block
-    (every image that shares it), and Ray Data's max_errored_blocks drops whole blocks too.
+    The same code and limits as the local path (``preprocess.model_input``: pixel limits
+    checked from the header, exact torchvision preprocessing). Catching everything per row
+    is deliberate: an exception here would fail the whole block (every image that shares
+    it), and Ray Data's max_errored_blocks drops whole blocks too.
     """
-    from PIL import Image
+    from alexnet_deploy.imaging import ImageRejected
+    from alexnet_deploy.preprocess import model_input
 
-    from alexnet_deploy.preprocess import preprocess_image
-
-    images, errors = [], []
-    blank = np.zeros((3, spec.crop, spec.crop), np.float32)
-    for raw in batch["bytes"]:
+    images = np.zeros((len(batch["bytes"]), 3, spec.crop, spec.crop), np.float32)
+    errors = []
+    for row, raw in zip(images, batch["bytes"]):
         try:
-            with Image.open(io.BytesIO(raw)) as image:
-                image.load()  # decode now, so a truncated file fails here and not later
-                rgb = image.convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - reported per image, see above
-            images.append(blank)
-            errors.append(f"cannot be decoded ({type(exc).__name__})")  # as the local path words it
-            continue
-        try:
-            images.append(preprocess_image(rgb, spec))
+            model_input(bytes(raw), spec, out=row)
             errors.append("")
-        except Exception as exc:  # noqa: BLE001
-            images.append(blank)
+        except ImageRejected as exc:
+            errors.append(str(exc))  # as the local path words it
+        except Exception as exc:  # noqa: BLE001 - reported per image, see above
             errors.append(_reason(exc))
-    return {"path": np.asarray(batch["path"], dtype=object), "image": np.stack(images), "error": np.asarray(errors, dtype=object)}
+    return {"path": np.asarray(batch["path"], dtype=object), "image": images, "error": np.asarray(errors, dtype=object)}
 
 
 def _reason(exc: BaseException) -> str:
@@ -163,9 +156,12 @@ class RayReport:
         return data
 
 
-def _files(sources: Sequence) -> tuple[list[str], int | None]:
-    """Absolute local image paths (folders expanded as the local path does) and URIs passed through."""
-    from alexnet_deploy.preprocess import list_images
+def _files(sources: Sequence, excluded: list[dict[str, str]] | None = None) -> tuple[list[str], int | None]:
+    """Absolute local image paths (folders listed as the local path lists them) and URIs passed through.
+
+    Folder entries left out (links out of the folder, non-regular files) are added to ``excluded``.
+    """
+    from alexnet_deploy.preprocess import scan_images
 
     files: list[str] = []
     remote = False
@@ -176,7 +172,10 @@ def _files(sources: Sequence) -> tuple[list[str], int | None]:
             continue
         path = Path(source)
         if path.is_dir():
-            files += [str(p.resolve()) for p in list_images(path)]
+            listing = scan_images(path)
+            files += [str(p.resolve()) for p in sorted(listing.files)]
+            if excluded is not None:
+                excluded += [{"image": str(p), "reason": reason} for p, reason in listing.excluded]
         elif path.exists():
             files.append(str(path.resolve()))
         else:
@@ -274,7 +273,8 @@ def predict_ray(
         raise InputError(f"--batch {batch} must be at least 1.", f"e.g. --batch {DEFAULT_BATCH}")
     model = check_input_file(Path(model), "model")
     record = read_record(load_onnx(model, load_weights=False), str(model))  # bad models fail here, before Ray starts
-    files, count = _files(sources)
+    excluded: list[dict[str, str]] = []
+    files, count = _files(sources, excluded)
     kind, fmt = _output_kind(output, fmt)
     if kind == "file":
         from alexnet_deploy.fileio import check_writable
@@ -286,6 +286,7 @@ def predict_ray(
         tick = time.perf_counter()
         dataset = session.pipeline(files, count, record.preprocessing, batch, topk)
         images, skipped, predictions = _sink(dataset, kind, fmt, output, on_prediction)
+        skipped = excluded + skipped
         seconds = time.perf_counter() - tick
     if images == 0:
         raise InputError(f"none of the {len(skipped)} image file(s) could be decoded.", "give readable .jpg/.png images")
@@ -390,27 +391,18 @@ def _sink(dataset, kind, fmt, output, on_prediction):
     if kind == "file":
         # One file: the rows stream through the driver a batch at a time (never all held at once).
         from alexnet_deploy.fileio import atomic_write
+        from alexnet_deploy.prediction_files import RowWriter
 
         images = 0
 
         def write(tmp: Path) -> None:
             nonlocal images
-            writer = None
             with open(tmp, "wb") as handle:
+                writer = RowWriter(handle, fmt)
                 for table in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
                     images += _split(table, skipped)
-                    if fmt == "parquet":
-                        import pyarrow.parquet as pq
-
-                        writer = writer or pq.ParquetWriter(handle, table.schema)
-                        writer.write_table(table)
-                    else:
-                        import json
-
-                        for row in table.to_pylist():
-                            handle.write((json.dumps(row) + "\n").encode())
-                if writer is not None:
-                    writer.close()
+                    writer.write_table(table)
+                writer.close()
 
         atomic_write(Path(output), write)
         return images, skipped, None
@@ -429,13 +421,13 @@ def _sink(dataset, kind, fmt, output, on_prediction):
 
 def eval_ray(model: Path, data: Path, address: str | None = None, actors: int | None = None, batch: int | None = None,
              limit: int | None = None, threads: int | None = None, show_progress: bool = False,
-             log: Callable[[str], None] = lambda message: None):
+             log: Callable[[str], None] = lambda message: None, follow_links: bool = False):
     """``alexnet eval --ray``: the local eval's report (an EvalReport), the images labelled on Ray.
 
     Only class indices come back to the driver, a batch at a time, into the confusion matrix.
     """
     from alexnet_deploy.datasets import class_index_map, open_image_set, split_indices
-    from alexnet_deploy.evaluate import summarize
+    from alexnet_deploy.evaluate import excluded_entries, summarize
     from alexnet_deploy.onnx_file import check_input_file, file_kind, load_onnx
     from alexnet_deploy.record import read_record
 
@@ -448,7 +440,7 @@ def eval_ray(model: Path, data: Path, address: str | None = None, actors: int | 
     if file_kind(model) != "onnx":
         raise InputError(f"eval --ray runs ONNX models; {model} is not one.", f"export it first (alexnet export {model}) or drop --ray")
     record = read_record(load_onnx(model, load_weights=False), str(model))
-    images = open_image_set(Path(data), "data folder")
+    images = open_image_set(Path(data), "data folder", follow_links)
     if not images.labelled:
         raise InputError(f"{data} is not an ImageFolder, so there is nothing to score against.", "give an ImageFolder root: one sub-folder of images per class")
     if limit is not None and limit < len(images.paths):
@@ -476,4 +468,5 @@ def eval_ray(model: Path, data: Path, address: str | None = None, actors: int | 
     report = summarize(str(model), "ort", record.precision, labels, confusion, top5_hits, mapping, matched,
                        skipped, seconds, None, batch, images.root, len(images.paths))  # the actors' model time is not measured
     report.notes.append(f"labelled on Ray ({session.address}, {session.actors} actor(s)); Ray start {session.start_s:.1f} s not counted")
+    report.excluded = excluded_entries(images)
     return report

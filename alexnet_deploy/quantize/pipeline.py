@@ -23,6 +23,7 @@ from alexnet_deploy.onnx_file import fixed_batch, load_onnx
 from alexnet_deploy.quantize.recipes import METHODS, PRECISIONS, RECIPES, TARGETS
 from alexnet_deploy.quantize.search import Budget
 from alexnet_deploy.record import graph_precision
+from alexnet_deploy.image_stream import DEFAULT_AHEAD, ImageStream
 from alexnet_deploy.preprocess import load_images, preprocess_image
 from alexnet_deploy.progress import ProgressLike, as_progress
 from alexnet_deploy.runtimes.ort import OrtRuntime
@@ -132,28 +133,20 @@ class CalibrationImages:
     def __len__(self) -> int:
         return self.count
 
-    def _load(self, index: int):
-        if self._synthetic is not None:
-            return preprocess_image(self._synthetic[index], self.spec)
-        try:
-            return preprocess_image(self.images.paths[index], self.spec)
-        except InputError:
-            self.undecodable.add(index)
-            return None
+    def batches(self, batch: int, order=None, ahead: int = DEFAULT_AHEAD):
+        """Lists of at most ``batch`` (index, CHW float32 array) pairs, undecodable files left out.
 
-    def batches(self, batch: int, order=None):
-        """Lists of at most ``batch`` (index, CHW float32 array) pairs, undecodable files left out."""
-        rows = []
-        for index in range(self.count) if order is None else order:
-            array = self._load(index)
-            if array is None:
-                continue
-            rows.append((index, array))
-            if len(rows) == batch:
-                yield rows
-                rows = []
-        if rows:
-            yield rows
+        Decoded on a thread pool, up to ``ahead`` batches ahead of the consumer (image_stream.ImageStream).
+        """
+        indices = list(range(self.count)) if order is None else list(order)
+        if self._synthetic is not None:
+            sources = [self._synthetic[i] for i in indices]
+        else:
+            sources = [self.images.paths[i] for i in indices]
+        for chunk in ImageStream(sources, self.spec, batch=batch, ahead=ahead):
+            self.undecodable.update(indices[position] for position, _ in chunk.skipped)
+            if chunk.indices:
+                yield [(indices[position], array) for position, array in zip(chunk.indices, chunk.array)]
 
     def describe(self, used: list[int]) -> dict[str, Any]:
         """The report's calibration entry for the images the ranges came from (``used``: their indices)."""
@@ -166,7 +159,7 @@ class CalibrationImages:
         }
 
 
-def plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress=None, seed=0) -> tuple[CalibrationImages | None, _Images, list[str]]:
+def plan_images(precision, calib, holdout, calib_samples, holdout_samples, record, progress=None, seed=0, follow_links: bool = False) -> tuple[CalibrationImages | None, _Images, list[str]]:
     """(calibration images (not yet decoded) or None, comparison images, notes) for a quantize run.
 
     Held-out images are a seeded random draw from the images not used for calibration,
@@ -175,9 +168,9 @@ def plan_images(precision, calib, holdout, calib_samples, holdout_samples, recor
     progress = as_progress(progress)
     notes: list[str] = []
     calibration = None
-    held_set = open_image_set(Path(holdout), "held-out folder") if holdout is not None else None
+    held_set = open_image_set(Path(holdout), "held-out folder", follow_links) if holdout is not None else None
     synthetic = calib is not None and str(calib) == "synthetic"
-    calib_set = None if calib is None or synthetic else open_image_set(Path(calib), "calibration folder")
+    calib_set = None if calib is None or synthetic else open_image_set(Path(calib), "calibration folder", follow_links)
 
     if precision == "int8":
         if synthetic:
@@ -279,6 +272,7 @@ def quantize_model(
     budget: Budget | None = None,
     search: bool = True,
     allow_drop: bool = False,
+    follow_links: bool = False,
 ) -> QuantizeOutcome:
     """Write an FP16/INT8 variant of the FP32 ONNX model at ``source`` and compare it with the source.
 
@@ -288,7 +282,8 @@ def quantize_model(
     within the budget, nothing is written (``outcome.written`` is False) unless
     ``allow_drop``. Raises InputError (nothing written) for unusable inputs and CheckFailed
     when the result does not load or gives non-finite logits. FP16 and dynamic INT8 keep a
-    warning below 99% agreement.
+    warning below 99% agreement. Links out of the image folders are not followed unless
+    ``follow_links``.
     """
     import onnx
 
@@ -312,7 +307,8 @@ def quantize_model(
     if holdout_samples < 1:
         raise InputError(f"--holdout-samples {holdout_samples} must be at least 1.", "e.g. --holdout-samples 500")
     method = method or "minmax"
-    calibration, compared, notes = plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress)
+    calibration, compared, notes = plan_images(precision, calib, holdout, calib_samples or DEFAULT_CALIB_SAMPLES, holdout_samples, record, progress,
+                                               follow_links=follow_links)
     truth = _truth(compared, record.labels, notes)
 
     searched = None

@@ -226,7 +226,7 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
 def _calibration_sample(images, count: int = EQUALIZE_CHECK_IMAGES) -> np.ndarray:
     """Up to ``count`` preprocessed calibration images (for bias correction's input means)."""
     rows = []
-    for group in images.batches(count):
+    for group in images.batches(count, ahead=0):  # one batch is all it takes: decode nothing more
         rows += [array for _, array in group]
         break
     return np.stack(rows)

@@ -16,9 +16,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "alexnet_deploy"
 
 # Lower numbers are lower floors; a module may import its own floor and anything below it.
 LEVELS = {
-    "_lazy": 0, "errors": 0, "fileio": 0, "progress": 0, "timing": 0, "onnx_file": 0, "parsing": 0,
+    "_lazy": 0, "errors": 0, "fileio": 0, "progress": 0, "timing": 0, "onnx_file": 0, "parsing": 0, "imaging": 0,
     "record": 1,
-    "labels": 2, "preprocess": 2, "datasets": 2,
+    "labels": 2, "preprocess": 2, "datasets": 2, "image_stream": 2, "prediction_files": 2,
     "runtimes": 3,
     "classifier": 4,
     "predict": 5,
@@ -34,7 +34,7 @@ LEVELS = {
 
 # The runtime side: what an app embedding a model file imports. None of it may import torch,
 # torchvision or the export side, not even lazily.
-RUNTIME_SIDE = ("record", "labels", "preprocess", "datasets", "runtimes.base", "runtimes.ort", "runtimes.openvino", "classifier", "predict", "serve", "deploy")
+RUNTIME_SIDE = ("record", "labels", "imaging", "preprocess", "image_stream", "prediction_files", "datasets", "runtimes.base", "runtimes.ort", "runtimes.openvino", "classifier", "predict", "serve", "deploy")
 TORCH_SIDE = ("torch", "torchvision", "onnxscript", "alexnet_deploy.checkpoints", "alexnet_deploy.exporter")
 
 
