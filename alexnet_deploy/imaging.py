@@ -45,23 +45,31 @@ class ImageRejected(ValueError):
     """An image that cannot be used: undecodable, or larger than the pixel limits. ``str()`` says why."""
 
 
+class ImageTooLarge(ImageRejected):
+    """An image over the pixel limits (decoded, or resized)."""
+
+
 def check_pixels(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """ImageRejected when a ``width`` x ``height`` image holds more than ``max_pixels`` pixels."""
+    """ImageTooLarge when a ``width`` x ``height`` image holds more than ``max_pixels`` pixels."""
     if width * height > max_pixels:
-        raise ImageRejected(f"{width}x{height} pixels is over the limit of {max_pixels:,} pixels per image")
+        raise ImageTooLarge(f"{width}x{height} pixels is over the limit of {max_pixels:,} pixels per image")
 
 
-def decode_rgb(source, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def decode_rgb(source, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> Image.Image:
     """An RGB PIL image decoded from a path, encoded bytes or a binary file object.
 
-    The size is checked against ``max_pixels`` from the header, before decoding.
-    ImageRejected (naming the reason) for anything that cannot be decoded.
+    The size is checked against ``max_pixels`` from the header, before decoding; then
+    ``before_load(width, height)`` is called when given (a server reserves the memory the
+    decode will take; an exception there propagates). ImageRejected (naming the reason)
+    for anything that cannot be decoded.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     try:
         with Image.open(source) as image:
             check_pixels(*image.size, max_pixels)
+            if before_load is not None:
+                before_load(*image.size)
             image.load()
             # convert() copies even when the mode is already RGB (0.5 ms for 500x375): skip it then,
             # unless the file has more frames (its image object still refers to the closed file).
@@ -128,7 +136,7 @@ def transform(image: Image.Image, resize: int, crop: int, mean, std, interpolati
     """
     size = resized_size(*image.size, resize, mode)
     if size[0] * size[1] > MAX_RESIZED_PIXELS:
-        raise ImageRejected(f"resizing {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} is over the limit of {MAX_RESIZED_PIXELS:,} pixels (an extreme aspect ratio)")
+        raise ImageTooLarge(f"resizing {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} is over the limit of {MAX_RESIZED_PIXELS:,} pixels (an extreme aspect ratio)")
     pixels = np.asarray(center_crop(image.resize(size, INTERPOLATIONS[interpolation]), crop))
     table = normalize_table(mean, std)
     if out is None:

@@ -37,7 +37,7 @@ def _describe(source) -> str:
     return "image bytes" if isinstance(source, (bytes, bytearray, memoryview)) else "image"
 
 
-def _rgb(source, max_pixels: int) -> Image.Image:
+def _rgb(source, max_pixels: int, before_load=None) -> Image.Image:
     """to_rgb_image's work; ImageRejected (a short reason) for a file that cannot be used."""
     if isinstance(source, Image.Image):
         return source if source.mode == "RGB" else source.convert("RGB")
@@ -50,7 +50,7 @@ def _rgb(source, max_pixels: int) -> Image.Image:
         return Image.fromarray(source, "RGB")
     if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
         raise imaging.ImageRejected("does not exist or is not a file")
-    return imaging.decode_rgb(source, max_pixels)
+    return imaging.decode_rgb(source, max_pixels, before_load)
 
 
 def to_rgb_image(source, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -66,9 +66,12 @@ def to_rgb_image(source, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
         raise InputError(f"{_describe(source)} {exc}.", fix) from None
 
 
-def model_input(source, spec: Preprocessing, out: np.ndarray | None = None, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    """preprocess_image's work; ImageRejected, whose text is the short reason, for an image that cannot be used."""
-    image = _rgb(source, max_pixels)
+def model_input(source, spec: Preprocessing, out: np.ndarray | None = None, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> np.ndarray:
+    """preprocess_image's work; ImageRejected, whose text is the short reason, for an image that cannot be used.
+
+    ``before_load(width, height)``: see imaging.decode_rgb (encoded sources only).
+    """
+    image = _rgb(source, max_pixels, before_load)
     return imaging.transform(image, spec.resize, spec.crop, spec.mean, spec.std, spec.interpolation, spec.resize_mode, out)
 
 

@@ -12,13 +12,13 @@ POISON_SIZE = (13, 17)
 
 
 def poison_preprocessing() -> None:
-    import alexnet_deploy.preprocess as preprocess
+    import alexnet_deploy.imaging as imaging
 
-    original = preprocess.preprocess_image
+    original = imaging.transform
 
-    def preprocess_image(source, spec):
-        if getattr(source, "size", None) == POISON_SIZE:
+    def transform(image, *args, **kwargs):  # the decoded image's transform, whichever path calls it
+        if getattr(image, "size", None) == POISON_SIZE:
             raise RuntimeError("injected worker failure")
-        return original(source, spec)
+        return original(image, *args, **kwargs)
 
-    preprocess.preprocess_image = preprocess_image
+    imaging.transform = transform

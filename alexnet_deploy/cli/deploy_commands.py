@@ -83,6 +83,7 @@ def package(
     no_dynamic_batching: Annotated[bool, flag("--no-dynamic-batching", help="Do not let Triton batch concurrent requests.")] = False,
     force: Annotated[bool, flag("--force", help="Replace an existing model of the same name.")] = False,
     backend: Annotated[Optional[TritonBackend], typer.Option("--backend", help="For ONNX models: onnxruntime (default) or openvino (Triton's OpenVINO backend, CPU; computes in BF16 on BF16 CPUs, it has no key to force f32).")] = None,
+    image_input: Annotated[bool, flag("--image-input", help="Also write NAME_image, an ensemble that takes encoded JPEG/PNG files (BYTES input 'image') and preprocesses them with the file's record in a Python backend step, NAME_preprocess (Triton's Python needs numpy and Pillow).")] = False,
     json_target: JsonOpt = None,
     kserve: KServeOpt = False,
     storage_uri: StorageUriOpt = None,
@@ -96,7 +97,9 @@ def package(
 ):
     """Write a Triton Inference Server model repository entry: config.pbtxt, labels.txt, 1/model.onnx or 1/model.plan.
 
-    With --kserve, also a KServe InferenceService that serves the repository on Triton.
+    An ONNX file's external weights are copied with it, and the copy must load (onnx.checker)
+    before it takes its place. With --image-input, also an ensemble that accepts encoded
+    images. With --kserve, also a KServe InferenceService that serves the repository on Triton.
     """
     from alexnet_deploy.deploy.triton import package_triton
 
@@ -108,7 +111,8 @@ def package(
         raise InputError("--storage-uri, --service, --namespace, --min/max-replicas, --cpu, --memory and --gpus apply to --kserve.", "add --kserve or drop them")
     if kserve:  # made (and checked) before the repository is written
         manifest_path, manifest = kserve_manifest(model_file, triton, name or "alexnet", *kserve_values)
-    result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force, backend=value(backend))
+    result = package_triton(model_file, triton, name or "alexnet", max_batch, 1 if instances is None else instances, not no_dynamic_batching, force,
+                            backend=value(backend), image_input=image_input)
     data = result.to_dict()
     if kserve:
         from alexnet_deploy.deploy.kserve import write_manifest
@@ -118,6 +122,8 @@ def package(
     report.emit(data)
     if not report.quiet:
         out.print(f"[green]wrote[/green] {escape(str(result.path))} ({result.backend} backend, max_batch_size {result.max_batch_size}, {result.labels} labels)")
+        if result.image_ensemble is not None:
+            out.print(f"[green]wrote[/green] {escape(str(result.image_ensemble))} (ensemble: encoded images in 'image') and {escape(str(result.preprocess))} (Python backend step)")
         out.print(f"  serve it: tritonserver --model-repository {escape(str(Path(triton).resolve()))}", markup=False)
         if kserve:
             out.print(f"[green]wrote[/green] {escape(data['kserve']['path'])} (KServe InferenceService, Triton runtime, v2 protocol)")

@@ -38,16 +38,24 @@ DEFAULT_MAX_BATCH = 64
 
 @dataclass
 class TritonModel:
-    """What was written: the model folder, its config text and the figures in it."""
+    """What was written: the model folder, its config text and the figures in it.
+
+    ``image_ensemble``/``preprocess``: the folders of the encoded-image entry (an ensemble) and
+    its Python backend step, when ``image_input`` asked for them.
+    """
 
     path: Path
     config: str
     backend: str
     max_batch_size: int
     labels: int
+    image_ensemble: Path | None = None
+    preprocess: Path | None = None
 
     def to_dict(self) -> dict:
-        return {"path": str(self.path), "backend": self.backend, "max_batch_size": self.max_batch_size, "labels": self.labels, "config": self.config}
+        return {"path": str(self.path), "backend": self.backend, "max_batch_size": self.max_batch_size, "labels": self.labels, "config": self.config,
+                "image_ensemble": None if self.image_ensemble is None else str(self.image_ensemble),
+                "preprocess": None if self.preprocess is None else str(self.preprocess)}
 
 
 def _quote(text: str) -> str:
@@ -93,11 +101,107 @@ def render_config(name: str, backend: str, input_name: str, input_type: str, inp
     return "\n".join(lines) + "\n"
 
 
+IMAGE_INPUT = "image"  # the ensemble's BYTES input, as `alexnet serve` names it
+
+
+def render_preprocess_config(name: str, tensor_name: str, tensor_type: str, chw, max_batch_size: int, instances: int, preprocessing: dict) -> str:
+    """config.pbtxt of the Python backend step: encoded images (TYPE_STRING, one per row) -> the model's input tensor."""
+    return "\n".join([
+        f"name: {_quote(name)}",
+        'backend: "python"',
+        f"max_batch_size: {max_batch_size}",
+        f'input [ {{ name: "{IMAGE_INPUT}" data_type: TYPE_STRING dims: [ 1 ] }} ]',
+        f"output [ {{ name: {_quote(tensor_name)} data_type: {tensor_type} dims: {_dims(chw)} }} ]",
+        f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]",
+        f'parameters [ {{ key: "preprocessing" value: {{ string_value: {_quote(json.dumps(preprocessing, sort_keys=True))} }} }} ]',
+    ]) + "\n"
+
+
+def render_ensemble_config(name: str, preprocess: str, model: str, tensor_name: str, output_name: str, output_dims, max_batch_size: int) -> str:
+    """config.pbtxt of the ensemble that takes encoded images: the Python step, then the model."""
+    return "\n".join([
+        f"name: {_quote(name)}",
+        'platform: "ensemble"',
+        f"max_batch_size: {max_batch_size}",
+        f'input [ {{ name: "{IMAGE_INPUT}" data_type: TYPE_STRING dims: [ 1 ] }} ]',
+        f'output [ {{ name: {_quote(output_name)} data_type: TYPE_FP32 dims: {_dims(output_dims)} label_filename: "labels.txt" }} ]',
+        "ensemble_scheduling {",
+        "  step [",
+        f'    {{ model_name: {_quote(preprocess)} model_version: -1 input_map {{ key: "{IMAGE_INPUT}" value: "{IMAGE_INPUT}" }} '
+        f'output_map {{ key: {_quote(tensor_name)} value: "preprocessed" }} }},',
+        f'    {{ model_name: {_quote(model)} model_version: -1 input_map {{ key: {_quote(tensor_name)} value: "preprocessed" }} '
+        f"output_map {{ key: {_quote(output_name)} value: {_quote(output_name)} }} }}",
+        "  ]",
+        "}",
+    ]) + "\n"
+
+
+def python_model_source() -> str:
+    """The Python backend's model.py: the toolkit's imaging module, then the Triton adapter, verbatim."""
+    from alexnet_deploy import imaging
+    from alexnet_deploy.deploy import triton_python_model
+
+    return Path(imaging.__file__).read_text() + "\n\n" + Path(triton_python_model.__file__).read_text()
+
+
+def external_data_files(proto, model: Path) -> list[str]:
+    """Relative paths (to ``model``'s folder) of the files holding ``proto``'s external weights.
+
+    InputError when one is missing, too short for what the model reads from it, or not a
+    plain relative path inside the model's folder (it could not be copied beside it).
+    """
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo
+
+    folder = model.resolve().parent
+    needed: dict[str, int] = {}
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = ExternalDataInfo(tensor)
+        location = Path(info.location)
+        if location.is_absolute() or ".." in location.parts or not info.location:
+            raise InputError(f"{model} keeps weights in {info.location!r}, which is not a file beside it.", "re-save the model with its weights inside (onnx.save without external data)")
+        end = (info.offset or 0) + (info.length or 0)
+        needed[info.location] = max(needed.get(info.location, 0), end)
+    for location, end in needed.items():
+        path = folder / location
+        if not path.is_file():
+            raise InputError(f"{model} keeps its weights in {location}, which is missing beside it.", f"put {location} next to {model.name}, or package the file that holds its weights")
+        if path.stat().st_size < end:
+            raise InputError(f"{model}'s weights file {location} is shorter ({path.stat().st_size} bytes) than the model reads ({end}).", "re-export or re-copy the model and its weights file")
+    return sorted(needed)
+
+
+def check_loads(path: Path) -> None:
+    """InputError unless the ONNX file at ``path`` (with any external weights beside it) passes onnx.checker."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as exc:  # noqa: BLE001 - ValidationError, DecodeError, OSError: the file is not usable
+        raise InputError(f"the model does not load ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}); nothing was packaged.",
+                         "package the .onnx that `alexnet export`/`quantize` wrote, with its weights") from None
+
+
+@dataclass
+class _Entry:
+    """One repository folder to write: files by relative path (text, or a source file to copy)."""
+
+    name: str
+    files: dict[str, str | Path]
+    check: str | None = None  # a staged ONNX file (relative path) that must load before it is moved into place
+
+
 def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: int | None = None, instances: int = 1,
-                   dynamic_batching: bool = True, force: bool = False, backend: str | None = None) -> TritonModel:
+                   dynamic_batching: bool = True, force: bool = False, backend: str | None = None, image_input: bool = False) -> TritonModel:
     """Write ``repo/name`` for ``model`` (an ONNX file from this toolkit, or an engine with its sidecar).
 
     ``backend`` for ONNX files: 'onnxruntime' (default) or 'openvino'; engines always use tensorrt.
+    An ONNX file's external weights are copied beside it, and the copy must pass onnx.checker
+    before it is moved into place. ``image_input`` also writes ``NAME_image``, an ensemble that
+    takes encoded images (BYTES ``image``), and its Python backend step ``NAME_preprocess``,
+    which preprocesses them with this toolkit's own code (Triton's Python needs numpy and Pillow).
     """
     from alexnet_deploy.record import check_labels
     from alexnet_deploy.onnx_file import check_input_file, check_model_name, file_kind
@@ -112,14 +216,18 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise InputError(f"{repo} exists and is not a folder.", "give a directory for the model repository")
-    target = repo / name
-    if target.exists() and not force:
-        raise InputError(f"{target} already exists.", "choose another --name, or add --force to replace it")
+    names = [name] + ([f"{name}_preprocess", f"{name}_image"] if image_input else [])
+    for entry in names:
+        check_model_name(entry)
+        if (repo / entry).exists() and not force:
+            raise InputError(f"{repo / entry} already exists.", "choose another --name, or add --force to replace it")
 
     if backend not in (None, "onnxruntime", "openvino"):
         raise InputError(f"unknown Triton backend {backend!r}.", "use --backend onnxruntime or --backend openvino")
     if kind == "engine" and backend is not None:
         raise InputError(f"{model} is a TensorRT engine: it runs on Triton's tensorrt backend only (not --backend {backend}).", "drop --backend, or package the .onnx")
+    files: dict[str, str | Path] = {}
+    check = None
     if kind == "engine":
         from alexnet_deploy.runtimes.tensorrt import read_sidecar
 
@@ -135,13 +243,16 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             if max_batch is not None and max_batch > limit:
                 raise InputError(f"--max-batch {max_batch} exceeds the engine's profile (max {limit}).", f"use --max-batch {limit} or less, or rebuild with a larger --max-batch")
             size, in_dims, out_dims = min(max_batch or DEFAULT_MAX_BATCH, limit), sidecar.input_shape, [len(sidecar.labels)]
-        config = render_config(name, "tensorrt", sidecar.input_name, "TYPE_FP32", in_dims, sidecar.output_name, "TYPE_FP32",
-                               out_dims, size, instances, dynamic_batching, gpu=True)
-        labels, filename = sidecar.labels, "model.plan"
+        in_name, in_type, out_name = sidecar.input_name, "TYPE_FP32", sidecar.output_name
+        config = render_config(name, "tensorrt", in_name, in_type, in_dims, out_name, "TYPE_FP32", out_dims, size, instances, dynamic_batching, gpu=True)
+        labels, preprocessing = sidecar.labels, dict(sidecar.preprocessing or {})
+        files["1/model.plan"] = model
         if not labels:
             raise InputError(f"{model}'s sidecar has no labels.", "build the engine from an ONNX file made by `alexnet export`")
         check_labels(labels, f"{model}'s sidecar labels", "rebuild the engine from an ONNX file exported with clean --labels")
     elif kind == "onnx":
+        from dataclasses import asdict
+
         from alexnet_deploy.record import read_record
         from alexnet_deploy.onnx_file import load_onnx
 
@@ -162,30 +273,68 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             size, in_shape = max_batch or DEFAULT_MAX_BATCH, in_dims[1:]
             out_shape = out_dims[1:] if all(d > 0 for d in out_dims[1:]) else [len(record.labels)]
         onnx_backend = backend or "onnxruntime"
-        config = render_config(name, onnx_backend, graph_in.name, in_type, in_shape, graph_out.name, out_type, out_shape,
-                               size, instances, dynamic_batching, gpu=False)
-        labels, filename = list(record.labels), "model.onnx"
+        in_name, out_name = graph_in.name, graph_out.name
+        config = render_config(name, onnx_backend, in_name, in_type, in_shape, out_name, out_type, out_shape, size, instances, dynamic_batching, gpu=False)
+        labels, preprocessing = list(record.labels), asdict(record.preprocessing)
+        in_dims, out_dims = in_shape, out_shape
+        files["1/model.onnx"] = model
+        for location in external_data_files(proto, model):  # weights kept beside the file travel with it
+            files[f"1/{location}"] = model.resolve().parent / location
+        check = "1/model.onnx"
         check_labels(labels, f"{model}'s labels", "re-export it with `alexnet export --labels FILE` (one label per line)")
     else:
         raise InputError(f"{model} is neither an ONNX model nor a TensorRT engine.", "package the .onnx from `alexnet export`/`quantize`, or an .engine from `alexnet build`")
 
+    labels_text = "\n".join(labels) + "\n"
+    entries = [_Entry(name, {"config.pbtxt": config, "labels.txt": labels_text, **files}, check)]
+    if image_input:
+        if size == 0:
+            raise InputError(f"{model} has a fixed batch, so an ensemble cannot batch images into it (--image-input).", "re-export with --batch dynamic, or drop --image-input")
+        if not preprocessing:
+            raise InputError(f"{model} records no preprocessing, so encoded images cannot be prepared for it.", "build the engine from an ONNX file made by `alexnet export`")
+        preprocess_name, ensemble_name = names[1], names[2]
+        entries.append(_Entry(preprocess_name, {
+            "config.pbtxt": render_preprocess_config(preprocess_name, in_name, in_type, in_dims, size, instances, preprocessing),
+            "1/model.py": python_model_source(),
+        }))
+        entries.append(_Entry(ensemble_name, {
+            "config.pbtxt": render_ensemble_config(ensemble_name, preprocess_name, name, in_name, out_name, out_dims, size),
+            "labels.txt": labels_text,
+            "1/": "",  # Triton wants a version folder, even an empty one, for an ensemble
+        }))
+    written = [_write_entry(repo, entry, force) for entry in entries]
+    used = "tensorrt" if kind == "engine" else onnx_backend
+    return TritonModel(written[0], config, used, size, len(labels), written[2] if image_input else None, written[1] if image_input else None)
+
+
+def _write_entry(repo: Path, entry: _Entry, force: bool) -> Path:
+    """Assemble ``entry`` beside ``repo`` and move it into place in one step (see the module docstring)."""
+    target = repo / entry.name
     try:
         repo.mkdir(parents=True, exist_ok=True)
         # Staged beside the repository, where a polling Triton will not look; inside it (hidden)
         # when it is a mount point (a rename cannot cross filesystems) or its parent is read-only.
         parent = repo.resolve().parent
         stage_dir = parent if os.access(parent, os.W_OK) and os.stat(parent).st_dev == os.stat(repo).st_dev else repo.resolve()
-        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{name}.", dir=stage_dir))
+        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{entry.name}.", dir=stage_dir))
     except OSError as exc:
         raise InputError(f"cannot write the model repository {repo} ({exc.strerror or exc}).", "choose a writable --triton folder") from None
     try:
-        (staging / "1").mkdir()
-        shutil.copyfile(model, staging / "1" / filename)
-        (staging / "config.pbtxt").write_text(config)
-        (staging / "labels.txt").write_text("\n".join(labels) + "\n")
+        for relative, content in entry.files.items():
+            path = staging / relative
+            if relative.endswith("/"):
+                path.mkdir(parents=True, exist_ok=True)  # a folder only
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, Path):
+                shutil.copyfile(content, path)
+            else:
+                path.write_text(content)
+        if entry.check is not None:
+            check_loads(staging / entry.check)
         os.chmod(staging, 0o755)
         if target.exists() or target.is_symlink():
-            _replace_entry(staging, target, stage_dir, f".{repo.name}-{name}.old.")
+            _replace_entry(staging, target, stage_dir, f".{repo.name}-{entry.name}.old.")
         else:
             os.replace(staging, target)
     except OSError as exc:
@@ -197,8 +346,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             staging.unlink()
         else:
             shutil.rmtree(staging, ignore_errors=True)
-    used = "tensorrt" if filename == "model.plan" else onnx_backend
-    return TritonModel(target, config, used, size, len(labels))
+    return target
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

@@ -35,6 +35,17 @@ class Share:
             self._given = True
         self.budget.give(self.amount)
 
+    def grow(self, amount: int) -> bool:
+        """Take ``amount`` more from the budget into this share (False, nothing taken, when it has not got that much)."""
+        if not self.budget.take(amount):
+            return False
+        with self._lock:
+            if not self._given:
+                self.amount += amount
+                return True
+        self.budget.give(amount)  # already given back: do not keep what nobody will return
+        return False
+
 
 @dataclass
 class Job:
@@ -46,6 +57,7 @@ class Job:
     # skips such jobs, so an abandoned request costs no model time.
     cancelled: bool = False
     share: Share | None = None
+    queued_at: float = field(default_factory=time.monotonic)
 
     def finish(self) -> None:
         """The worker is done with this job: wake its request and give back its memory share."""
@@ -61,8 +73,9 @@ class Batcher:
     rather than let waiting requests (and their input tensors) pile up without bound.
     """
 
-    def __init__(self, runtime, max_batch: int, max_delay_s: float, max_queue: int = 64):
+    def __init__(self, runtime, max_batch: int, max_delay_s: float, max_queue: int = 64, metrics=None):
         self.runtime = runtime
+        self.metrics = metrics  # a serve.metrics.ServeMetrics: queue and infer time per request
         self.max_batch = max_batch
         self.max_delay_s = max_delay_s
         self.jobs: queue.Queue = queue.Queue(maxsize=max_queue)
@@ -152,8 +165,14 @@ class Batcher:
             self._run(group)
 
     def _run(self, group: list[Job]) -> None:
+        started = time.monotonic()
         try:
             logits = self.runtime.run_all(np.concatenate([job.batch for job in group]), self.max_batch)
+            if self.metrics is not None:
+                took = time.monotonic() - started
+                for job in group:
+                    self.metrics.observe("alexnet_request_queue_seconds", started - job.queued_at)
+                    self.metrics.observe("alexnet_request_infer_seconds", took)
             self.execution_count += 1
             self.inference_count += sum(len(job.batch) for job in group)
             start = 0

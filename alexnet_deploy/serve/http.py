@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import errno
 import json
+import queue
 import re
 import select
+import selectors
 import signal
 import socket
 import sys
@@ -28,6 +30,7 @@ from pathlib import Path
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.serve.batcher import Share
 from alexnet_deploy.serve.limits import Limits, request_cost
+from alexnet_deploy.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from alexnet_deploy.serve.model import ModelService
 from alexnet_deploy.serve.protocol import RequestError
 
@@ -139,6 +142,104 @@ class _Deadlines:
                     pass
 
 
+def endpoint_of(path: str) -> str:
+    """The ``endpoint`` label of a request path in the metrics: infer, health, metadata, stats, metrics or other."""
+    path = path.split("?", 1)[0].rstrip("/")
+    if path.endswith("/infer"):
+        return "infer"
+    if path.startswith("/v2/health") or path.endswith("/ready"):
+        return "health"
+    if path.endswith("/stats"):
+        return "stats"
+    if path == "/metrics":
+        return "metrics"
+    return "metadata" if path.startswith("/v2") else "other"
+
+
+class _Overflow:
+    """Connections beyond ``--max-connections``: one thread reads each one's request head for at
+    most ``DEADLINE_S`` and answers health probes and ``/metrics`` (so Kubernetes does not restart
+    a pod whose slots are all held, by load or by clients that never finish their headers); every
+    other request gets 503 with Retry-After. At most ``CAPACITY`` wait at once: past that the
+    longest-waiting one is answered 503 to make room, so a flood cannot crowd out a probe.
+    """
+
+    CAPACITY = 64
+    DEADLINE_S = 2.0
+    MAX_HEAD = 8 << 10
+
+    def __init__(self, answer):
+        self.answer = answer  # request head (bytes, possibly incomplete) -> response bytes
+        self.incoming: queue.SimpleQueue = queue.SimpleQueue()
+        self.waiting: dict[socket.socket, tuple[float, bytearray]] = {}  # insertion order = arrival order
+        self.selector = selectors.DefaultSelector()
+        self.wake_read, self.wake_write = socket.socketpair()
+        self.wake_read.setblocking(False)
+        self.selector.register(self.wake_read, selectors.EVENT_READ)
+        threading.Thread(target=self._loop, name="alexnet-overflow", daemon=True).start()
+
+    def add(self, connection: socket.socket) -> None:
+        """Take over ``connection`` (from the accept loop; never blocks it)."""
+        self.incoming.put(connection)
+        try:
+            self.wake_write.send(b"\0")
+        except OSError:  # the wake-up pipe is full: the loop is awake anyway
+            pass
+
+    def _finish(self, connection: socket.socket) -> None:
+        _, head = self.waiting.pop(connection)
+        try:
+            self.selector.unregister(connection)
+        except (KeyError, ValueError):
+            pass
+        try:
+            connection.send(self.answer(bytes(head)))  # small: fits the socket buffer of a non-blocking send
+            connection.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        connection.close()
+
+    def _loop(self) -> None:
+        while True:
+            for key, _ in self.selector.select(timeout=0.25):
+                connection = key.fileobj
+                if connection is self.wake_read:
+                    try:
+                        while self.wake_read.recv(4096):
+                            pass
+                    except OSError:
+                        pass
+                    continue
+                try:
+                    data = connection.recv(self.MAX_HEAD)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    data = b""
+                head = self.waiting[connection][1]
+                head += data
+                if not data or b"\r\n\r\n" in head or len(head) >= self.MAX_HEAD:
+                    self._finish(connection)
+            while True:
+                try:
+                    connection = self.incoming.get_nowait()
+                except queue.Empty:
+                    break
+                if len(self.waiting) >= self.CAPACITY:
+                    self._finish(next(iter(self.waiting)))  # the longest waiting makes room
+                connection.setblocking(False)
+                self.waiting[connection] = (time.monotonic() + self.DEADLINE_S, bytearray())
+                self.selector.register(connection, selectors.EVENT_READ)
+            now = time.monotonic()
+            for connection in [c for c, (deadline, _) in self.waiting.items() if deadline <= now]:
+                self._finish(connection)
+
+
+def _plain_response(status: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
+    head = f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
 def make_server(service: ModelService, host: str, port: int, limits: Limits | None = None) -> ThreadingHTTPServer:
     """An HTTP server answering the v2 protocol for ``service`` (call ``serve_forever``).
 
@@ -149,6 +250,32 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
     deadlines = _Deadlines()
     budget = _Budget(limits.max_pending)
     draining = threading.Event()
+    metrics = service.metrics
+    health_paths = {"/v2/health/live", "/v2/health/ready", f"/v2/models/{service.name}/ready", f"/v2/models/{service.name}/versions/1/ready"}
+
+    def metrics_text() -> bytes:
+        batcher = service.batcher
+        return metrics.render({
+            "alexnet_inference_count_total": ("Images run through the model.", batcher.inference_count),
+            "alexnet_execution_count_total": ("Model calls (batches) run.", batcher.execution_count),
+            "alexnet_dropped_requests_total": ("Queued requests dropped before they ran because their client gave up.", batcher.dropped_count),
+        })
+
+    def overflow_answer(head: bytes) -> bytes:
+        """What a connection beyond the limit gets: health probes and /metrics are answered, the rest 503."""
+        parts = head.split(b"\r\n", 1)[0].split()
+        path = parts[1].decode("latin-1").split("?", 1)[0].rstrip("/") if len(parts) == 3 else ""
+        if parts[:1] == [b"GET"] and b"\r\n\r\n" in head:
+            if path in health_paths:
+                metrics.count_request("health", 200)
+                return _plain_response("200 OK")
+            if path == "/metrics":
+                metrics.count_request("metrics", 200)
+                return _plain_response("200 OK", metrics_text(), METRICS_CONTENT_TYPE)
+        metrics.count_request(endpoint_of(path), 503)
+        return _BUSY
+
+    overflow = _Overflow(overflow_answer)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -211,6 +338,7 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             return False
 
         def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+            metrics.count_request(endpoint_of(getattr(self, "path", "") or ""), status)
             self.send_response(status)
             for key, value in (headers if headers is not None else {"Content-Type": "application/json"}).items():
                 self.send_header(key, value)
@@ -260,6 +388,8 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             path = self.path.split("?", 1)[0].rstrip("/")
             if path in ("/v2/health/live", "/v2/health/ready"):
                 return self._send(200, b"", {})
+            if path == "/metrics":
+                return self._send(200, metrics_text(), {"Content-Type": METRICS_CONTENT_TYPE})
             if path == "/v2":
                 from alexnet_deploy import __version__
 
@@ -372,12 +502,7 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 if not full:
                     self.active += 1
             if full:
-                try:
-                    request.settimeout(0)  # never block the accept loop on a client
-                    request.send(_BUSY)
-                except OSError:
-                    pass
-                self.shutdown_request(request)
+                overflow.add(request)  # health probes are still answered there; the rest get 503
                 return
             try:
                 super().process_request(request, client_address)

@@ -1,13 +1,30 @@
-"""The served model: an onnxruntime session, its protocol codec and its batcher."""
+"""The served model: its runtime, its protocol codec, its batcher and its metrics."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
+
+from alexnet_deploy.imaging import ImageRejected, ImageTooLarge, resized_size
+from alexnet_deploy.preprocess import model_input
 from alexnet_deploy.record import read_record
 from alexnet_deploy.serve.batcher import Batcher
 from alexnet_deploy.serve.limits import Limits
-from alexnet_deploy.serve.protocol import Codec
+from alexnet_deploy.serve.metrics import ServeMetrics
+from alexnet_deploy.serve.protocol import Codec, EncodedImages, RequestError
+
+
+def decode_cost(width: int, height: int, spec) -> int:
+    """Bytes that decoding and resizing one ``width`` x ``height`` image holds at its peak.
+
+    Pillow keeps RGB as 4 bytes a pixel: the decoded image (and a converted copy for modes
+    other than RGB) plus the resized one.
+    """
+    resized = resized_size(width, height, spec.resize, spec.resize_mode)
+    return 4 * (2 * width * height + resized[0] * resized[1])
 
 
 class ModelService:
@@ -25,9 +42,14 @@ class ModelService:
         self.runtime = open_runtime(path, runtime, threads)  # 'ort', 'openvino', 'openvino-bf16', ...
         info = self.runtime.info()
         self.name = name
-        self.codec = Codec(name, info.input_name, tuple(int(v) for v in info.input_shape[1:]), output_name, list(self.record.labels), self.limits.max_body)
+        self.spec = self.record.preprocessing
+        published = {**asdict(self.spec), "torchvision": self.spec.describe()}
+        self.codec = Codec(name, info.input_name, tuple(int(v) for v in info.input_shape[1:]), output_name, list(self.record.labels),
+                           self.limits.max_body, preprocessing=published)
+        self.metrics = ServeMetrics(name)
         limit = info.max_batch or max_batch
-        self.batcher = Batcher(self.runtime, max(1, min(max_batch, limit)), max_delay_ms / 1000.0, self.limits.max_queue)
+        self.batcher = Batcher(self.runtime, max(1, min(max_batch, limit)), max_delay_ms / 1000.0, self.limits.max_queue, self.metrics)
+        self.metrics.gauge("alexnet_queue_requests", "Requests waiting for the model now.", self.batcher.jobs.qsize)
 
     def metadata(self) -> dict:
         return self.codec.metadata()
@@ -36,10 +58,53 @@ class ModelService:
         """Decode a v2 infer request, run it, encode the response; RequestError for bad requests.
 
         ``share`` (a batcher.Share) passes to the batcher with the decoded tensor; see Batcher.submit.
+        Encoded images are decoded here, one at a time, each first reserving the memory it
+        needs from ``share``'s budget (503 while others hold it, 413 when it can never fit).
         """
+        started = time.monotonic()
         request, batch = self.codec.decode(body, header_length)
+        if isinstance(batch, EncodedImages):
+            batch = self.preprocess(batch, share)
+        self.metrics.observe("alexnet_request_preprocess_seconds", time.monotonic() - started)
         logits = self.batcher.submit(batch, self.limits.infer_timeout_s, gone, share)
         return self.codec.encode(request, logits)
+
+    def preprocess(self, images: EncodedImages, share=None) -> np.ndarray:
+        """Encoded images -> the model's float32 NCHW batch, with the record's preprocessing (as Classifier does).
+
+        With a ``share``, the batch's bytes join it (they stay queued with the request) and each
+        image's decoding memory is taken from its budget while it is decoded.
+        """
+        budget = None if share is None else share.budget
+        tensor_bytes = len(images) * 3 * self.spec.crop * self.spec.crop * 4
+        if share is not None and not share.grow(tensor_bytes):
+            raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
+        batch = np.empty((len(images), 3, self.spec.crop, self.spec.crop), np.float32)
+        for index, (encoded, row) in enumerate(zip(images, batch)):
+            held = []
+
+            def reserve(width: int, height: int) -> None:
+                if budget is None:
+                    return
+                cost = decode_cost(width, height, self.spec)
+                if cost > budget.total:
+                    raise RequestError(f"image {index} ({width}x{height}) needs {cost >> 20} MiB to decode, over this server's "
+                                       f"{budget.total >> 20} MiB for requests in progress (--max-pending-mb); send it smaller", 413)
+                if not budget.take(cost):
+                    raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
+                held.append(cost)
+
+            try:
+                model_input(encoded, self.spec, out=row, before_load=reserve)
+            except ImageTooLarge as exc:
+                raise RequestError(f"image {index}: {exc}; send it smaller", 413) from None
+            except ImageRejected as exc:
+                raise RequestError(f"image {index}: {exc} (send JPEG, PNG or another format Pillow reads)") from None
+            finally:
+                for cost in held:
+                    budget.give(cost)
+        self.metrics.count_images(len(images))
+        return batch
 
     def close(self) -> None:
         self.batcher.stop()

@@ -1,4 +1,9 @@
-"""The KServe v2 / Triton HTTP inference protocol for a one-input, one-output classifier: no I/O here.
+"""The KServe v2 / Triton HTTP inference protocol for a one-output classifier: no I/O here.
+
+A request carries one of two inputs: the model's own FP32 tensor (already preprocessed), or
+``image``, a BYTES tensor of encoded images (JPEG, PNG, ...) that the server preprocesses with
+the record in the model file. BYTES travel as base64 strings in JSON, or in the binary tensor
+extension as Triton serializes them (each element: a 4-byte little-endian length, then the bytes).
 
 Decoding validates everything a client controls before spending memory on it: JSON size and
 integer literals while parsing, then the declared shape and datatype against the model and the
@@ -8,6 +13,8 @@ input datatype only, no casting), so a client written against this server also w
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import re
@@ -17,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 
 _ITEMSIZE = {"FP32": 4}  # the model's declared input datatype; Triton accepts nothing else
+IMAGE_INPUT = "image"  # the BYTES input of encoded images
+IMAGE_FORMATS = ["JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF"]  # what Pillow decodes; named in the metadata
 _MAX_INT_DIGITS = 20  # any integer the protocol needs (shapes, sizes, counts) fits; a 400-digit literal would overflow numpy
 
 
@@ -103,9 +112,13 @@ def _non_numbers(data: list) -> str | None:
     return None
 
 
+class EncodedImages(list):
+    """The images of an ``image`` input: one bytes-like object per image, still encoded."""
+
+
 @dataclass
 class Codec:
-    """Request decoding and response encoding for one model (names, input CHW, labels)."""
+    """Request decoding and response encoding for one model (names, input CHW, labels, preprocessing)."""
 
     name: str
     input_name: str
@@ -114,16 +127,26 @@ class Codec:
     labels: list[str]
     max_tensor_bytes: int
     input_datatype: str = "FP32"
+    preprocessing: dict | None = None  # published in the metadata: how ``image`` inputs become the tensor
+    image_input: str = IMAGE_INPUT  # the BYTES input's name (another when the model's own input is called that)
+
+    def __post_init__(self):
+        if self.image_input == self.input_name:
+            self.image_input = f"{IMAGE_INPUT}_bytes"
 
     def metadata(self) -> dict:
-        return {
-            "name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx",
-            "inputs": [{"name": self.input_name, "datatype": self.input_datatype, "shape": [-1, *self.chw]}],
-            "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, len(self.labels)]}],
-        }
+        inputs = [{"name": self.input_name, "datatype": self.input_datatype, "shape": [-1, *self.chw]}]
+        data = {"name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx", "inputs": inputs,
+                "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, len(self.labels)]}]}
+        if self.preprocessing is not None:
+            inputs.append({"name": self.image_input, "datatype": "BYTES", "shape": [-1]})
+            # Either input alone makes a request; the second is preprocessed here exactly as below.
+            data["parameters"] = {"preprocessing": self.preprocessing, "image_input": self.image_input, "image_formats": IMAGE_FORMATS,
+                                  "tensor_input": self.input_name}
+        return data
 
-    def decode(self, body: bytes, header_length: int | None) -> tuple[dict, np.ndarray]:
-        """(the request's JSON, its input batch) or RequestError; the outputs asked for are validated too."""
+    def decode(self, body: bytes, header_length: int | None) -> tuple[dict, np.ndarray | EncodedImages]:
+        """(the request's JSON, its input batch or its encoded images) or RequestError; the outputs asked for are validated too."""
         view = memoryview(body)  # slices of a view do not copy a 64 MB body
         if header_length is not None:
             if not 0 < header_length <= len(body):
@@ -142,7 +165,56 @@ class Codec:
             if isinstance(where, dict) and not isinstance(where.get("parameters", {}), dict):
                 raise RequestError("\"parameters\" must be an object")
         self._check_outputs(request.get("outputs") or [])
-        return request, self._decode_input(request["inputs"][0], binary)
+        spec = request["inputs"][0]
+        if self.preprocessing is not None and isinstance(spec, dict) and spec.get("name") == self.image_input:
+            return request, self._decode_images(spec, binary)
+        return request, self._decode_input(spec, binary)
+
+    def _decode_images(self, spec: dict, binary: memoryview) -> EncodedImages:
+        """The encoded images of an ``image`` input (BYTES, shape [N] or [N, 1]): base64 strings in JSON, or Triton's binary BYTES."""
+        if spec.get("datatype") != "BYTES":
+            raise RequestError(f"input {self.image_input!r} takes datatype BYTES (encoded JPEG/PNG files), not {str(spec.get('datatype'))[:20]!r}")
+        shape = spec.get("shape")
+        if not isinstance(shape, list) or not all(type(v) is int and v >= 0 for v in shape) or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1):
+            raise RequestError(f"input {self.image_input!r} has shape {str(shape)[:80]}; send [N] (or [N, 1]): one encoded image per element")
+        count = shape[0]
+        if count < 1:
+            raise RequestError("the batch is empty")
+        tensor = count * math.prod(self.chw) * _ITEMSIZE["FP32"]
+        if tensor > self.max_tensor_bytes:
+            raise RequestError(f"{count} images make a {tensor}-byte input tensor, over this server's {self.max_tensor_bytes} (--max-body-mb); send fewer per request", 413)
+        size = (spec.get("parameters") or {}).get("binary_data_size")
+        images = EncodedImages()
+        if size is not None:
+            if type(size) is not int or size != len(binary):
+                raise RequestError(f"binary_data_size {str(size)[:40]} does not match the {len(binary)} bytes sent")
+            position = 0
+            for index in range(count):  # Triton's BYTES serialization: <uint32 little-endian length><bytes>, per element
+                if position + 4 > len(binary):
+                    raise RequestError(f"the binary data holds {index} of the {count} images the shape declares")
+                length = struct.unpack_from("<I", binary, position)[0]
+                position += 4
+                if position + length > len(binary):
+                    raise RequestError(f"image {index} declares {length} bytes; only {len(binary) - position} follow")
+                images.append(binary[position:position + length])
+                position += length
+            if position != len(binary):
+                raise RequestError(f"{len(binary) - position} bytes follow the {count} images the shape declares")
+        else:
+            data = spec.get("data")
+            if isinstance(data, list) and len(shape) == 2 and all(type(item) is list and len(item) == 1 for item in data):
+                data = [item[0] for item in data]  # [N, 1] as nested lists
+            if not isinstance(data, list) or len(data) != count or not all(type(item) is str for item in data):
+                raise RequestError(f"input {self.image_input!r} needs \"data\": a list of {count} base64 strings (or binary_data_size)")
+            for index, text in enumerate(data):
+                try:
+                    images.append(base64.b64decode(text, validate=True))
+                except (binascii.Error, ValueError):
+                    raise RequestError(f"image {index} is not base64 (JSON carries encoded images as base64 strings)") from None
+        for index, image in enumerate(images):
+            if len(image) == 0:
+                raise RequestError(f"image {index} is empty")
+        return images
 
     def _check_outputs(self, wanted: list) -> None:
         # Checked before inference: each entry is answered with a copy of the output, so 200,000
@@ -158,7 +230,8 @@ class Codec:
         if not isinstance(spec, dict):
             raise RequestError("each input must be an object with name, shape, datatype and data")
         if spec.get("name") != self.input_name:
-            raise RequestError(f"unknown input {str(spec.get('name'))[:80]!r}; this model's input is {self.input_name!r}")
+            also = f" (or {self.image_input!r}: encoded images)" if self.preprocessing is not None else ""
+            raise RequestError(f"unknown input {str(spec.get('name'))[:80]!r}; this model's input is {self.input_name!r}{also}")
         datatype = spec.get("datatype")
         if datatype != self.input_datatype:
             raise RequestError(f"input datatype {str(datatype)[:20]!r} does not match the model's input datatype {self.input_datatype}; send {self.input_datatype}")

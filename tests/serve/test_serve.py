@@ -125,7 +125,7 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, reference):
     cases = {
         "shape": {"inputs": [dict(good, shape=[1, 3, 32, 32])]},
         "datatype": {"inputs": [dict(good, datatype="INT32")]},
-        "unknown input": {"inputs": [dict(good, name="image")]},
+        "unknown input": {"inputs": [dict(good, name="picture")]},  # ("image" is the encoded-image input)
         "values": {"inputs": [dict(good, data=[0.0] * 10)]},
         "unknown output": {"inputs": [good], "outputs": [{"name": "probs"}]},
     }
@@ -426,23 +426,51 @@ def test_slow_clients_are_dropped_at_the_request_deadline(strict):
     assert urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=5).status == 200
 
 
-def test_connections_over_the_limit_get_503(strict):
+def test_connections_over_the_limit_get_503_but_health_probes_are_answered(strict):
+    """Every slot held by a client that never finishes its headers: a Kubernetes probe still gets
+    200 (the pod is alive and ready, only busy); inference gets 503 with Retry-After."""
     import socket
+    import time
 
     _, address = strict
     host, port = address.split(":")
     held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(24)]
     try:
-        import time
-
+        for sock in held:
+            sock.send(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Half: ")  # half-sent headers, never finished
         time.sleep(0.3)  # let the server accept them all
-        answer = _raw(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+        for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/alexnet/ready"):
+            answer = _raw(address, f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), timeout=5)
+            assert answer.startswith(b"HTTP/1.1 200"), (path, answer[:200])
+        answer = _raw(address, b"POST /v2/models/alexnet/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}", timeout=5)
         assert answer.startswith(b"HTTP/1.1 503") and b"Retry-After" in answer, answer[:200]
+        metrics = _raw(address, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+        assert metrics.startswith(b"HTTP/1.1 200") and b'alexnet_requests_total{model="alexnet",endpoint="infer",code="503"}' in metrics
     finally:
         for sock in held:
             sock.close()
     time.sleep(0.5)
     assert urllib.request.urlopen(f"http://{address}/v2/health/ready", timeout=5).status == 200
+
+
+def test_a_flood_of_idle_connections_cannot_crowd_out_a_probe(strict):
+    """Past the limit, waiting connections are capped too: the longest waiting makes room, so a
+    probe that sends its request at once is answered however many idle sockets arrive."""
+    import socket
+    import time
+
+    from alexnet_deploy.serve.http import _Overflow
+
+    _, address = strict
+    host, port = address.split(":")
+    held = [socket.create_connection((host, int(port)), timeout=5) for _ in range(16 + 2 * _Overflow.CAPACITY)]
+    try:
+        time.sleep(0.3)
+        answer = _raw(address, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_full_queue_answers_503_with_retry_after(strict, reference):
