@@ -92,6 +92,14 @@ def resized_size(width: int, height: int, resize: int, mode: str = "shorter") ->
     return int(resize * width / height), resize
 
 
+def checked_resize(width: int, height: int, resize: int, mode: str = "shorter") -> tuple[int, int]:
+    """resized_size, or ImageTooLarge when that size holds more than MAX_RESIZED_PIXELS pixels."""
+    size = resized_size(width, height, resize, mode)
+    if size[0] * size[1] > MAX_RESIZED_PIXELS:
+        raise ImageTooLarge(f"resizing {width}x{height} to {size[0]}x{size[1]} is over the limit of {MAX_RESIZED_PIXELS:,} pixels (an extreme aspect ratio)")
+    return size
+
+
 def center_crop(image: Image.Image, size: int) -> Image.Image:
     """torchvision's CenterCrop: offsets ``round((side - size) / 2)``, zero padding when the image is smaller."""
     width, height = image.size
@@ -134,9 +142,7 @@ def transform(image: Image.Image, resize: int, crop: int, mean, std, interpolati
     Equal to ``Compose([Resize(resize or (resize, resize)), CenterCrop(crop), ToTensor(),
     Normalize(mean, std)])``. ImageRejected when the resized image would exceed MAX_RESIZED_PIXELS.
     """
-    size = resized_size(*image.size, resize, mode)
-    if size[0] * size[1] > MAX_RESIZED_PIXELS:
-        raise ImageTooLarge(f"resizing {image.size[0]}x{image.size[1]} to {size[0]}x{size[1]} is over the limit of {MAX_RESIZED_PIXELS:,} pixels (an extreme aspect ratio)")
+    size = checked_resize(*image.size, resize, mode)
     pixels = np.asarray(center_crop(image.resize(size, INTERPOLATIONS[interpolation]), crop))
     table = normalize_table(mean, std)
     if out is None:

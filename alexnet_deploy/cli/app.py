@@ -329,4 +329,11 @@ def main(argv: list[str] | None = None) -> None:
         os.environ[DEBUG_ENV] = "1"
     else:
         os.environ.pop(DEBUG_ENV, None)
+    import warnings
+
+    from PIL import Image
+
+    # Images over the pixel limit are refused with their own line (imaging.MAX_IMAGE_PIXELS,
+    # PIL's own threshold): PIL's warning about the same image would only repeat it, untidily.
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
     app(args=args, prog_name="alexnet")

@@ -87,7 +87,9 @@ def bench(
     model_options: ModelOptions = None,
     suite: Annotated[bool, flag("--suite", help="Run the standard suite (torch, torch.compile, onnxruntime and OpenVINO FP32/FP16/INT8, OpenVINO BF16 where the CPU has it, plus CUDA/TensorRT where present) and update BENCHMARKS.md.")] = False,
     suite_dir: Annotated[Optional[Path], typer.Option("--suite-dir", help="Where the suite keeps its generated models (default bench-work).")] = None,
-    write: Annotated[Optional[Path], typer.Option("--write", help="The Markdown file the suite updates (default BENCHMARKS.md).")] = None,
+    write: Annotated[Optional[Path], typer.Option("--write", help="The Markdown file --suite (default BENCHMARKS.md) or --e2e updates with its section.")] = None,
+    e2e: Annotated[Optional[Path], typer.Option("--e2e", metavar="IMAGES/", help="Measure from image files: decode + preprocess alone, the model alone, and both together (as predict runs), naming the bottleneck. ONNX inputs on ort/openvino; default runtime ort, batch 32.", rich_help_panel="End to end")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="--e2e: decode threads (default: one per CPU).", rich_help_panel="End to end")] = None,
 ):
     """Latency (mean/p50/p90/p99/min/max) and throughput of every runtime x model x batch, in one table.
 
@@ -103,6 +105,10 @@ def bench(
     from alexnet_deploy.parsing import parse_names
     from alexnet_deploy.fileio import atomic_write_bytes, check_writable
 
+    if e2e is not None:
+        return _bench_e2e(inputs, e2e, runtime, batch, threads, workers, duration, json_target, write, suite, csv_file, plot)
+    if workers is not None:
+        raise InputError("--workers applies to --e2e.", "add --e2e IMAGES/ or drop --workers")
     runtimes = parse_names(runtime or "torch,ort", "--runtime", RUNTIMES)
     report_target = JsonTarget(json_target)
     for target, what, suffix in ((csv_file, "CSV", ".csv"), (plot, "plot", ".png")):
@@ -118,7 +124,7 @@ def bench(
     if not suite and not inputs:
         raise InputError("bench needs at least one INPUT (checkpoint, ONNX or engine), or --suite.", "e.g. alexnet bench alexnet.pth alexnet.onnx --runtime torch,ort")
     if not suite and (suite_dir is not None or write is not None):
-        raise InputError("--suite-dir and --write apply to --suite only.", "add --suite, or drop them")
+        raise InputError("--suite-dir and --write apply to --suite (and --write to --e2e).", "add --suite, or drop them")
     if suite:
         if inputs or runtime is not None or model_options.arch or model_options.model:
             raise InputError("--suite picks its own models and runtimes; INPUT, --runtime, --arch and --model do not apply.", "run `alexnet bench --suite` alone (timing options are fine)")
@@ -154,3 +160,41 @@ def bench(
     harness = report.harness
     if harness.get("overhead_pct_of_fastest_p50") is not None:
         out.print(f"harness overhead {1000 * harness['overhead_ms_per_iteration']:.1f} µs per iteration ({harness['overhead_pct_of_fastest_p50']:.3f}% of the fastest p50)")
+
+
+def _bench_e2e(inputs, folder, runtime, batch, threads, workers, duration, json_target, write, suite, csv_file, plot) -> None:
+    """``bench MODEL.onnx... --e2e IMAGES/``: decode, model and end to end per runtime, the bottleneck named."""
+    from alexnet_deploy.bench.e2e import E2E_RUNTIMES, decode_lines, e2e_markdown, e2e_section, run_e2e
+    from alexnet_deploy.bench.report import ceilings_line, write_section
+    from alexnet_deploy.fileio import check_writable
+    from alexnet_deploy.parsing import parse_names
+
+    if suite or csv_file is not None or plot is not None:
+        raise InputError("--e2e is its own measurement; --suite, --csv and --plot do not apply.", "run it alone: alexnet bench MODEL.onnx --e2e IMAGES/")
+    if not inputs:
+        raise InputError("--e2e needs at least one ONNX model.", "e.g. alexnet bench model.int8.onnx --e2e images/ --runtime openvino")
+    batches = [32] if batch is None else [int(b) for b in batch.split(",") if b.strip()]
+    if len(batches) != 1 or batches[0] < 1:
+        raise InputError(f"--e2e takes one batch size, got --batch {batch}.", "e.g. --batch 32")
+    if write is not None:
+        check_writable(write, "benchmark report")
+    report_target = JsonTarget(json_target)
+    with progress_steps(report_target.quiet) as progress:
+        report = run_e2e(inputs, folder, parse_names(runtime or "ort", "--runtime", E2E_RUNTIMES), batches[0], workers,
+                         3.0 if duration is None else duration, threads, progress)
+    data = report.to_dict()
+    if write is not None:
+        write_section(write, e2e_section(data))
+    from rich.markdown import Markdown
+    from rich.text import Text
+
+    text = "\n".join(decode_lines(data)) + "\n\n" + e2e_markdown(data)
+    report_target.emit(data, Markdown(text) if out.is_terminal else Text(text))
+    if report_target.quiet:
+        return
+    for skip in report.skipped:
+        err.print(f"skipped {skip['runtime']} {Path(skip['model']).name}: {skip['reason']}", markup=False)
+    for row in report.rows:
+        out.print(f"{row['runtime']} {Path(row['model']).name}: end to end {row['e2e_ips']:.1f} img/s = {100 * row['e2e_share_of_model']:.0f}% of the model alone "
+                  f"({row['model_ips']:.1f}); bottleneck: {row['bottleneck']}", markup=False)
+    out.print(ceilings_line(report.machine), markup=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_deploy.imaging import ImageRejected, ImageTooLarge, resized_size
+from alexnet_deploy.imaging import ImageRejected, ImageTooLarge, checked_resize
 from alexnet_deploy.preprocess import model_input
 from alexnet_deploy.record import read_record
 from alexnet_deploy.serve.batcher import Batcher
@@ -21,9 +21,9 @@ def decode_cost(width: int, height: int, spec) -> int:
     """Bytes that decoding and resizing one ``width`` x ``height`` image holds at its peak.
 
     Pillow keeps RGB as 4 bytes a pixel: the decoded image (and a converted copy for modes
-    other than RGB) plus the resized one.
+    other than RGB) plus the resized one. ImageTooLarge when the resized size is over the limit.
     """
-    resized = resized_size(width, height, spec.resize, spec.resize_mode)
+    resized = checked_resize(width, height, spec.resize, spec.resize_mode)
     return 4 * (2 * width * height + resized[0] * resized[1])
 
 
