@@ -95,3 +95,33 @@ def test_output_file_errors_leave_nothing_behind(cli, model, tmp_path, monkeypat
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # as where it is not installed
     assert "pip install 'alexnet-deploy[parquet]'" in cli.fails(4, "predict", model, bad, "-o", tmp_path / "p.parquet").stderr
     assert "--workers 0 must be at least 1" in cli.fails(2, "predict", model, bad, "--workers", "0").stderr
+
+
+@pytest.mark.slow  # a full-size AlexNet on a hundred ordinary photos: the defaults as users run them
+def test_full_size_model_on_ordinary_jpegs_with_the_defaults(cli, half_width_onnx, tmp_path):
+    """500x375 JPEGs through the 224-pixel model with predict's own defaults (batch 32, one decode
+    thread per CPU): every image, in order, equal to onnxruntime on torchvision's inputs."""
+    from PIL import Image
+
+    from alexnet_deploy.datasets import synthetic_image
+    from alexnet_deploy.record import read_record_from_path
+
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = []
+    for i in range(100):
+        path = folder / f"photo{i:03d}.jpg"
+        synthetic_image(rng).resize((500, 375), Image.Resampling.BILINEAR).save(path, quality=85)
+        paths.append(path)
+    result = json.loads(cli.ok("predict", half_width_onnx, folder, "--json", "--topk", "1").stdout)
+    assert [p["image"] for p in result["predictions"]] == [str(p) for p in paths] and result["skipped"] == []
+    import onnxruntime as ort
+
+    spec = read_record_from_path(half_width_onnx).preprocessing
+    session = ort.InferenceSession(str(half_width_onnx), providers=["CPUExecutionProvider"])
+    labels = read_record_from_path(half_width_onnx).labels
+    for start in range(0, len(paths), 25):
+        logits = session.run(None, {"input": np.stack([torchvision_input(p, spec) for p in paths[start:start + 25]])})[0]
+        for item, row in zip(result["predictions"][start:start + 25], logits):
+            assert item["top"][0][0] == labels[int(np.argmax(row))]

@@ -68,6 +68,31 @@ def test_health_metadata_and_logits(server, reference):
         np.testing.assert_allclose(result.as_numpy("logits"), expected, rtol=1e-5, atol=1e-5)
 
 
+def test_a_photo_sent_as_jpeg_gets_classifier_predicts_answer(server, reference, tmp_path):
+    """A 500x375 JPEG through the full-size model: base64 in JSON and Triton's binary BYTES both
+    give Classifier.predict's top classes and logits for the same file."""
+    import base64
+
+    from PIL import Image
+
+    from alexnet_deploy.datasets import synthetic_image
+
+    photo = tmp_path / "photo.jpg"
+    synthetic_image(np.random.default_rng(9)).resize((500, 375)).save(photo, quality=85)
+    data = photo.read_bytes()
+    want = reference.logits(reference.preprocess(str(photo)))
+    body = {"inputs": [{"name": "image", "shape": [1], "datatype": "BYTES", "data": [base64.b64encode(data).decode()]}],
+            "outputs": [{"name": "logits", "parameters": {"classification": 5}}]}
+    status, answer = _post(server[1], json.dumps(body).encode())
+    assert status == 200, answer
+    assert [v.split(":")[2] for v in json.loads(answer)["outputs"][0]["data"]] == [label for label, _ in reference.predict(str(photo), topk=5)]
+    item = http_client.InferInput("image", [1], "BYTES")
+    item.set_data_from_numpy(np.array([data], dtype=object))
+    got = http_client.InferenceServerClient(server[1]).infer("alexnet", [item]).as_numpy("logits")
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert Image.open(photo).size == (500, 375)
+
+
 def test_version_paths_and_classification_extension(server, reference):
     _, address = server
     client = http_client.InferenceServerClient(address)
