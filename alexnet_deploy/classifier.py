@@ -18,10 +18,10 @@ DEFAULT_CHUNK = 32
 
 
 def _is_single(x) -> bool:
-    """True for one image (a path, a PIL image, an HxWx3 array), False for a list of them."""
+    """True for one image (a path, encoded bytes, a PIL image, an HxWx3 array), False for a list of them."""
     from PIL import Image
 
-    if isinstance(x, (str, Path, Image.Image)):
+    if isinstance(x, (str, Path, Image.Image, bytes, bytearray, memoryview)):
         return True
     if isinstance(x, np.ndarray):
         return x.ndim == 3
@@ -80,7 +80,7 @@ class Classifier:
         return f"Classifier({where!r}, {len(self.labels)} classes, {self.precision}, input {self.input_size})"
 
     def preprocess(self, images) -> np.ndarray:
-        """One image or a list (paths, PIL images, HxWx3 uint8 arrays) -> float32 NCHW, as torchvision would make it."""
+        """One image or a list (paths, encoded bytes, PIL images, HxWx3 uint8 arrays) -> float32 NCHW, as torchvision would make it."""
         images = [images] if _is_single(images) else list(images)
         if not images:
             return np.zeros((0, 3, self.input_size, self.input_size), np.float32)
@@ -96,11 +96,13 @@ class Classifier:
         return self._runtime.run_all(array, self.max_batch or DEFAULT_CHUNK)
 
     def predict(self, x, topk: int = 5):
-        """Best ``topk`` (label, probability) pairs for one image, or one such list per image for a list."""
+        """Best ``topk`` (label, probability) pairs for one image, or one such list per image for a list.
+
+        An image is a path, the bytes of an encoded file (JPEG, PNG, ...), a PIL image or an
+        HxWx3 uint8 RGB array; InputError for one that cannot be decoded or is over the pixel limits.
+        """
         if topk < 1:
             raise InputError(f"topk must be at least 1, got {topk}.", "e.g. topk=5")
-        if isinstance(x, (bytes, bytearray)):
-            raise InputError("predict() got raw bytes.", "pass a path, a PIL image (PIL.Image.open(io.BytesIO(data))) or an HxWx3 uint8 array")
         single = _is_single(x)
         images = [x] if single else list(x)
         if not images:

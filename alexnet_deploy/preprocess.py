@@ -37,6 +37,16 @@ def _describe(source) -> str:
     return "image bytes" if isinstance(source, (bytes, bytearray, memoryview)) else "image"
 
 
+class _Missing(imaging.ImageRejected):
+    """A path that names no file (deleted since it was listed, or a typo)."""
+
+
+def _input_error(source, exc: imaging.ImageRejected) -> InputError:
+    """The one-line error for an image that cannot be used, with the fix for its kind."""
+    fix = "check the path" if isinstance(exc, _Missing) else "remove or replace the file"
+    return InputError(f"{_describe(source)}: {exc}.", fix)
+
+
 def _rgb(source, max_pixels: int, before_load=None) -> Image.Image:
     """to_rgb_image's work; ImageRejected (a short reason) for a file that cannot be used."""
     if isinstance(source, Image.Image):
@@ -49,7 +59,7 @@ def _rgb(source, max_pixels: int, before_load=None) -> Image.Image:
             )
         return Image.fromarray(source, "RGB")
     if isinstance(source, (str, os.PathLike)) and not Path(source).is_file():
-        raise imaging.ImageRejected("does not exist or is not a file")
+        raise _Missing("does not exist or is not a file")
     return imaging.decode_rgb(source, max_pixels, before_load)
 
 
@@ -62,8 +72,7 @@ def to_rgb_image(source, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     try:
         return _rgb(source, max_pixels)
     except imaging.ImageRejected as exc:
-        fix = "check the path" if "does not exist" in str(exc) else "remove or replace the file"
-        raise InputError(f"{_describe(source)} {exc}.", fix) from None
+        raise _input_error(source, exc) from None
 
 
 def model_input(source, spec: Preprocessing, out: np.ndarray | None = None, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> np.ndarray:
@@ -85,8 +94,7 @@ def preprocess_image(source, spec: Preprocessing, out: np.ndarray | None = None)
     try:
         return model_input(source, spec, out)
     except imaging.ImageRejected as exc:
-        fix = "check the path" if "does not exist" in str(exc) else "remove or replace the file"
-        raise InputError(f"{_describe(source)} {exc}.", fix) from None
+        raise _input_error(source, exc) from None
 
 
 def preprocess_batch(sources: Sequence, spec: Preprocessing) -> np.ndarray:

@@ -66,12 +66,16 @@ def test_one_image_in_any_form(classifier, images):
     assert classifier.predict(pil) == by_path == classifier.predict(str(path))
     assert classifier.predict(np.asarray(pil)) == by_path
     assert classifier.predict([path, pil]) == [by_path, by_path]
+    encoded = Path(path).read_bytes()  # the file's bytes, as a server or an object store hands them over
+    assert classifier.predict(encoded) == by_path and classifier.predict([encoded, bytearray(encoded)]) == [by_path, by_path]
     assert len(by_path) == 5 and classifier.labels[0] == "daisy"
     assert classifier.predict(path, topk=50) and len(classifier.predict(path, topk=50)) == 5
     from alexnet_deploy.errors import InputError
 
     with pytest.raises(InputError, match="HxWx3 uint8"):
         classifier.predict(np.zeros((10, 10), np.float32)[None])
+    with pytest.raises(InputError, match=r"image bytes: cannot be decoded \(UnidentifiedImageError\)"):
+        classifier.predict(b"not an image")
     with pytest.raises(InputError, match="NCHW"):
         classifier.logits(np.zeros((3, 224, 224), np.float32))
 
