@@ -257,7 +257,50 @@ def quantize_with_ranges(prepared: Path, ranges, target: str, method: str, work:
         with contextlib.redirect_stdout(io.StringIO()):
             quantize_static(str(prepared), str(output), None, quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=calibration,
                             calibration_cache_path=str(cache), nodes_to_exclude=list(exclude) or None, **static_settings(target))
-        return onnx.load(str(output))
+        return keep_outputs_float(onnx.load(str(output)))
+
+
+def keep_outputs_float(proto):
+    """``proto`` with the Q/DQ pairs that only quantize graph outputs removed: the outputs stay float.
+
+    onnxruntime's QDQ quantizer puts QuantizeLinear/DequantizeLinear on the last Gemm's output,
+    so the logits took about 256 levels across their range: an all-zero input gave ten exact
+    0.0 logits, near-top classes tied and top-5 order became arbitrary. Neither NNCF nor
+    TensorRT quantizes a network's outputs. A pair is removed only when its QuantizeLinear reads
+    a tensor nothing else reads and its DequantizeLinear writes a graph output nothing else reads.
+    """
+    graph = proto.graph
+    outputs = {value.name for value in graph.output}
+    readers: dict[str, int] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers[name] = readers.get(name, 0) + 1
+    producer = {name: node for node in graph.node for name in node.output}
+    removed: set[int] = set()
+    for dq in list(graph.node):
+        if dq.op_type != "DequantizeLinear" or dq.output[0] not in outputs or readers.get(dq.output[0], 0):
+            continue
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or readers.get(q.output[0]) != 1 or readers.get(q.input[0]) != 1:
+            continue
+        source = producer.get(q.input[0])
+        if source is None:
+            continue  # a graph input read straight into an output: nothing to gain
+        source.output[list(source.output).index(q.input[0])] = dq.output[0]
+        removed.update((id(q), id(dq)))
+    if removed:
+        kept = [node for node in graph.node if id(node) not in removed]
+        del graph.node[:]
+        graph.node.extend(kept)
+        still_read = {name for node in graph.node for name in node.input}
+        initializers = [init for init in graph.initializer if init.name in still_read or init.name in outputs]
+        del graph.initializer[:]
+        graph.initializer.extend(initializers)
+        produced = {name for node in graph.node for name in node.output}
+        infos = [info for info in graph.value_info if info.name in produced and info.name not in outputs]
+        del graph.value_info[:]
+        graph.value_info.extend(infos)
+    return proto
 
 
 def quantize_static_int8(source: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, progress):

@@ -130,6 +130,20 @@ def test_minmax_ranges_come_from_every_calibration_image(cli, tiny, tmp_path):
     assert report["calibration"]["images"] == 139
 
 
+def test_int8_keeps_the_logits_in_float(cli, tiny, tmp_path):
+    """The graph output comes from the float Gemm, not a Q/DQ pair: a per-tensor uint8 output holds
+    at most 256 distinct values, which tied near-top classes and zeroed small logits."""
+    calib = _write_folder(tmp_path / "calib", 40, seed=5)
+    out = tmp_path / "tiny.int8.onnx"
+    _quantize(cli, tiny, calib, out)
+    proto = onnx.load(str(out))
+    producer = {name: node for node in proto.graph.node for name in node.output}
+    assert producer["output"].op_type == "Gemm" and any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
+    inputs = np.random.default_rng(0).uniform(-1.2, 2.8, (400, 3, SIZE, SIZE)).astype(np.float32)
+    logits = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": inputs})[0]
+    assert len(np.unique(logits)) > 256  # 800 values, not a 256-level grid
+
+
 def test_default_256_calibration_images_are_used_and_reported(cli, tiny, tmp_path):
     """256 images at batch 8 = 32 batches, a multiple of 16: onnxruntime 1.32 kept none ("No data is collected.")."""
     calib = _write_folder(tmp_path / "calib", 300, seed=2, extreme_at=(3,))
