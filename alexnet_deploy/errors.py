@@ -73,3 +73,22 @@ def require(module: str, extra: str, feature: str):
             f"{feature} needs the '{module}' package, which is not installed ({exc}).",
             f"pip install 'alexnet-deploy[{extra}]'",
         ) from None
+
+
+# Optional packages and the extra that installs each (pyproject.toml's optional-dependencies).
+EXTRA_OF = {
+    "torch": "torch", "torchvision": "torch", "onnxscript": "torch", "openvino": "openvino", "ray": "ray",
+    "pyarrow": "parquet", "tensorrt": "tensorrt", "safetensors": "safetensors",
+}
+
+
+def missing_dependency(exc: ImportError) -> DependencyError | None:
+    """The DependencyError (with its install line) for an ImportError of an optional package, else None.
+
+    The CLI maps what a lazy import deep inside a command raises, so a torch-less install asked
+    to export says how to install torch (exit 4) instead of "internal error" (exit 3).
+    """
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if name not in EXTRA_OF:
+        return None
+    return DependencyError(f"this needs the '{name}' package, which is not installed.", f"pip install 'alexnet-deploy[{EXTRA_OF[name]}]'")

@@ -116,8 +116,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         pass
     tmp_path = None
     try:
-        # The name is cut short in the prefix so a name near NAME_MAX still gets a temporary file.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=path.parent or ".")
+        # The name is cut short in the prefix so a name near NAME_MAX still gets a temporary file;
+        # the pid in it lets a later run remove what a killed one left (sweep_dead).
+        prefix = f".{path.name[:100]}."
+        sweep_dead(path.parent if str(path.parent) else Path("."), prefix, ".tmp")
+        fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{os.getpid()}-", suffix=".tmp", dir=path.parent or ".")
         os.close(fd)
         tmp_path = Path(tmp)
         write(tmp_path)
@@ -135,6 +138,56 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
             raise InputError(f"cannot write {_short(path)}: the name is too long for its filesystem.", "choose a shorter file name") from None
         raise
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process: not ours to judge
+    return True
+
+
+def sweep_dead(folder: Path, prefix: str, suffix: str = "") -> int:
+    """Remove ``folder``'s entries named ``PREFIX<pid>-...SUFFIX`` whose process is gone; how many went.
+
+    Temporaries carry their writer's pid, so what a killed run left (a half-written model of
+    hundreds of MB, a quantization work folder) is removed by the next run that looks, and a
+    running process's files never are.
+    """
+    import shutil
+
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        name = entry.name
+        if not name.startswith(prefix) or not name.endswith(suffix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def scratch_dir(prefix: str):
+    """A TemporaryDirectory named ``PREFIX<pid>-...`` in the system's temp folder, after sweeping
+    away those a killed run of the same kind left (see sweep_dead)."""
+    base = Path(tempfile.gettempdir())
+    sweep_dead(base, prefix)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-", dir=base)
 
 
 def _umask() -> int:

@@ -16,7 +16,7 @@ from typing import Any
 
 from alexnet_deploy.bench.harness import TimingSettings, device_timing_possible, harness_overhead_ms, time_runtime
 from alexnet_deploy.bench.stats import latency_stats, throughput
-from alexnet_deploy.errors import AlexnetError, InputError
+from alexnet_deploy.errors import AlexnetError, EnvironmentFailure, InputError
 from alexnet_deploy.parsing import parse_positive_ints
 from alexnet_deploy.progress import ProgressLike, as_progress
 
@@ -88,6 +88,9 @@ def machine_info(threads: int | None, measure_ceilings: bool = True) -> dict[str
 def open_runtime(runtime: str, path: Path, threads: int | None, model_options=None, engine_cache: Path | None = None, progress=None):
     """Load ``path`` in ``runtime``; DependencyError/InputError say why it cannot run here."""
     if runtime.startswith("torch"):
+        from alexnet_deploy.errors import require
+
+        require("torch", "torch", f"The {runtime} runtime")  # a skipped row naming the extra, not a crash
         from alexnet_deploy.checkpoints.resolve import resolve_model
         from alexnet_deploy.runtimes.torch_runtime import TorchRuntime
 
@@ -245,12 +248,14 @@ def run_bench(
     # load changes on a shared machine hit all rows alike (a row's samples are its rounds' union).
     cells: list[tuple[str, Path, Any, int]] = []
     loaded: list = []
+    refusals: list[AlexnetError] = []  # why runtimes could not load: all missing packages or devices -> exit 4
     try:
         for runtime_name, path in plan:
             progress(f"loading {path.name} in {runtime_name}")
             try:
                 runtime = open_runtime(runtime_name, path, threads, model_options, progress=progress)
             except AlexnetError as exc:
+                refusals.append(exc)
                 report.skipped.append({"runtime": runtime_name, "model": str(path), "reason": exc.problem})
                 progress.advance(len(batches) * rounds)
                 continue
@@ -282,5 +287,7 @@ def run_bench(
     report.harness = {"overhead_ms_per_iteration": overhead, "overhead_pct_of_fastest_p50": 100 * overhead / fastest if fastest else None}
     if not report.results:
         reasons = "; ".join(f"{s['runtime']} {Path(s['model']).name}: {s['reason']}" for s in report.skipped[:3])
+        if refusals and len(refusals) == len(report.skipped) and all(isinstance(e, EnvironmentFailure) for e in refusals):
+            raise EnvironmentFailure(f"nothing could be measured here ({reasons}).", refusals[0].fix or "install what the runtimes need")
         raise InputError(f"nothing could be measured ({reasons}).", "pick runtimes that can run here (torch, ort on a CPU) and matching inputs")
     return report

@@ -192,6 +192,16 @@ def debug_enabled() -> bool:
     return os.environ.get(DEBUG_ENV) == "1"
 
 
+def _fail(exc: AlexnetError):
+    """Print ``exc`` as the error line and its fix, and exit with its code (the traceback with --debug)."""
+    if debug_enabled():
+        traceback.print_exc()
+    err.print(Text("error: ", style="red") + Text(exc.problem))
+    if exc.fix:
+        err.print(f"  fix: {exc.fix}", markup=False)
+    raise typer.Exit(exc.exit_code)
+
+
 def handles_errors(function):
     """Map the toolkit's errors to a short message and their exit code (tracebacks only with --debug)."""
 
@@ -200,18 +210,18 @@ def handles_errors(function):
         try:
             return function(*args, **kwargs)
         except AlexnetError as exc:
-            if debug_enabled():
-                traceback.print_exc()
-            err.print(Text("error: ", style="red") + Text(exc.problem))
-            if exc.fix:
-                err.print(f"  fix: {exc.fix}", markup=False)
-            raise typer.Exit(exc.exit_code)
+            _fail(exc)
         except KeyboardInterrupt:
             err.print("interrupted; no partial output file was left behind.")
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a bug: say so briefly, keep details for --debug
+            from alexnet_deploy.errors import missing_dependency
+
+            mapped = missing_dependency(exc) if isinstance(exc, ImportError) else None
+            if mapped is not None:  # an optional package imported deep inside a command
+                _fail(mapped)
             if debug_enabled():
                 traceback.print_exc()
             detail = str(exc).splitlines()[0][:200] if str(exc) else ""

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 from alexnet_deploy.errors import InputError
+from alexnet_deploy.fileio import scratch_dir
 from alexnet_deploy.runtimes.base import pad_rows
 
 PRECISIONS = ("fp16", "int8", "int8-dynamic")
@@ -308,7 +309,7 @@ def quantize_static_int8(source: Path, images: Calibration, target: str, method:
 
     The single recipe (no search). Returns (None, []) when no calibration image decodes.
     """
-    with tempfile.TemporaryDirectory(prefix="alexnet-quantize-") as tmp:
+    with scratch_dir("alexnet-quantize-") as tmp:
         work = Path(tmp)
         prepared, _ = prepare_for_quantization(source, work)
         ranges, used = calibrate(prepared, images, target, method, input_name, batch, fixed, work, progress)
@@ -322,7 +323,7 @@ def quantize_dynamic_int8(source: Path):
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    with tempfile.TemporaryDirectory(prefix="alexnet-quantize-") as tmp:
+    with scratch_dir("alexnet-quantize-") as tmp:
         work = Path(tmp)
         prepared = _preprocessed(source, work)
         output = work / "quantized.onnx"

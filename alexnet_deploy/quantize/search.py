@@ -14,7 +14,6 @@ computed once per (graph, method) and reused by every candidate of that pair.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_deploy.errors import InputError
+from alexnet_deploy.fileio import scratch_dir
 from alexnet_deploy.quantize import equalize as eq
 from alexnet_deploy.quantize import recipes
 
@@ -141,7 +141,7 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
     equalized_pairs: list[dict] = []
     corrected: list[str] = []
 
-    with tempfile.TemporaryDirectory(prefix="alexnet-search-") as tmp:
+    with scratch_dir("alexnet-search-") as tmp:
         graphs = _Graphs(Path(tmp), images, target, input_name, batch, fixed, progress)
         graphs.add("original", source=Path(source))
 

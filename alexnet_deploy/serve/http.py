@@ -399,6 +399,8 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
                 return self._json(200, service.metadata())
             if rest == "/ready":
                 return self._send(200, b"", {})
+            if rest == "/config":
+                return self._json(200, service.config())
             if rest == "/stats" or path == "/v2/models/stats":
                 batcher = service.batcher
                 stats = {"name": service.name, "version": "1", "inference_count": batcher.inference_count, "execution_count": batcher.execution_count,

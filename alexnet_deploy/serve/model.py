@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -53,6 +54,19 @@ class ModelService:
 
     def metadata(self) -> dict:
         return self.codec.metadata()
+
+    def config(self) -> dict:
+        """``GET /v2/models/NAME/config``: the model's configuration in Triton's JSON form (ModelConfig fields)."""
+        codec = self.codec
+        inputs = [{"name": codec.input_name, "data_type": "TYPE_FP32", "dims": list(codec.chw)},
+                  {"name": codec.image_input, "data_type": "TYPE_STRING", "dims": [1]}]
+        return {
+            "name": self.name, "platform": "onnxruntime_onnx", "backend": self.runtime.info().runtime,
+            "max_batch_size": self.batcher.max_batch, "input": inputs,
+            "output": [{"name": codec.output_name, "data_type": "TYPE_FP32", "dims": [len(codec.labels)]}],
+            "dynamic_batching": {"max_queue_delay_microseconds": int(round(self.batcher.max_delay_s * 1e6))},
+            "parameters": {"preprocessing": {"string_value": json.dumps(codec.preprocessing, sort_keys=True)}},
+        }
 
     def infer(self, body: bytes, header_length: int | None, gone=None, share=None) -> tuple[bytes, dict[str, str]]:
         """Decode a v2 infer request, run it, encode the response; RequestError for bad requests.

@@ -228,3 +228,30 @@ def test_quickstart_with_an_unwritable_json_path_makes_nothing(cli, tmp_path):
     target = tmp_path / "qs"
     result = cli.fails(2, "quickstart", target, "--json", tmp_path / "missing" / "report.json")
     assert "JSON report directory" in result.stderr and not target.exists()
+
+
+@pytest.mark.parametrize("args", [
+    ["export", "{ckpt}"],
+    ["quickstart", "{tmp}/qs"],
+    ["eval", "{ckpt}", "--data", "{tmp}", "--runtime", "torch"],
+    ["bench", "{ckpt}", "--runtime", "torch"],
+    ["verify", "{tmp}/m.onnx", "--checkpoint", "{ckpt}"],
+], ids=["export", "quickstart", "eval-torch", "bench-torch", "verify-checkpoint"])
+def test_without_torch_the_install_line_not_an_internal_error(tmp_path, args):
+    """The install the README describes for the runtime side has no torch: commands that need it
+    say which extra to install (exit 4); they used to end in "internal error: ModuleNotFoundError" (exit 3)."""
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"PK\x03\x04 not really")
+    (tmp_path / "cls").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(tmp_path / "cls" / "a.png")
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07")
+    argv = [a.format(ckpt=ckpt, tmp=tmp_path) for a in args]
+    code = "import sys; sys.modules['torch'] = None\nfrom alexnet_deploy.cli import main\nmain(sys.argv[1:])"
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 4, (result.returncode, result.stderr)
+    assert "pip install 'alexnet-deploy[torch]'" in result.stderr and "Traceback" not in result.stderr and "internal error" not in result.stderr

@@ -174,3 +174,20 @@ def test_health_is_answered_while_every_slot_is_held(model):
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_model_config_endpoint_answers_like_triton(server, reference):
+    """GET /v2/models/NAME/config (tritonclient's get_model_config) used to answer 404 "unknown model"."""
+    _, address = server
+    client = http_client.InferenceServerClient(address)
+    config = client.get_model_config("alexnet")
+    assert config["name"] == "alexnet" and config["max_batch_size"] == 32
+    assert config["input"] == [{"name": "input", "data_type": "TYPE_FP32", "dims": [3, 16, 16]}, {"name": "image", "data_type": "TYPE_STRING", "dims": [1]}]
+    assert config["output"] == [{"name": "logits", "data_type": "TYPE_FP32", "dims": [len(reference.labels)]}]
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 5000}
+    assert json.loads(config["parameters"]["preprocessing"]["string_value"])["crop"] == 16
+    from google.protobuf import json_format
+
+    from triton_config import model_config_class
+
+    json_format.ParseDict(config, model_config_class()())  # Triton's own ModelConfig accepts every field
