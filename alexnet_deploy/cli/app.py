@@ -36,10 +36,40 @@ INTERNAL_ERROR_EXIT = 3
 _PIPE_WIDTH = 1000
 
 
+class _TrimmedLines:
+    """stdout or stderr (looked up at each write, as a test runner may swap it) with each line's
+    trailing spaces removed: rich pads table cells to their column, which a pipe or a file keeps."""
+
+    def __init__(self, stderr: bool):
+        self.stderr = stderr
+        self.pending = ""
+
+    @property
+    def target(self):
+        return sys.stderr if self.stderr else sys.stdout
+
+    def write(self, text: str) -> int:
+        lines = (self.pending + text).split("\n")
+        self.pending = lines.pop()
+        if lines:
+            self.target.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.target.write(self.pending)
+            self.pending = ""
+        self.target.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
 def _console(stderr: bool) -> Console:
     probe = Console(stderr=stderr)
-    width = None if probe.is_terminal else _PIPE_WIDTH
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    if probe.is_terminal:
+        return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    return Console(file=_TrimmedLines(stderr), highlight=False, soft_wrap=True, width=_PIPE_WIDTH)
 
 
 out = _console(stderr=False)

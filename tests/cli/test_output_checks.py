@@ -166,3 +166,17 @@ def test_export_refuses_bad_labels_carried_by_the_checkpoint(cli, half_width, tm
     line = one_error(cli.fails(2, "export", checkpoint, "-o", tmp_path / "m.onnx", "--no-verify"))
     assert "checkpoint" in line and "line break" in line
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_piped_tables_carry_no_trailing_spaces(cli, tmp_path):
+    """rich pads every cell to its column; in a pipe or a file those spaces were kept at line ends."""
+    from tiny_model import tiny_model, write_images
+
+    model = tiny_model(tmp_path / "m.onnx", classes=("apple", "banana", "cherry"))
+    for i, name in enumerate(("apple", "banana", "cherry")):
+        write_images(tmp_path / "data" / name, 2, seed=i)
+    for args in (["eval", model, "--data", tmp_path / "data"], ["bench", model, "--runtime", "ort", "--batch", "1", "--duration", "0.05"],
+                 ["inspect", model]):
+        result = cli.ok(*args)
+        lines = result.stdout.splitlines()
+        assert len(lines) > 3 and not [line for line in lines if line != line.rstrip(" ")], (args[0], [repr(line) for line in lines[:5]])
