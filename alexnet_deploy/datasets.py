@@ -69,7 +69,7 @@ def open_image_set(root: Path, what: str = "image folder", follow_links: bool = 
     if follow_links is False:
         excluded += [(Path(entry.path), "a link to a folder (not followed; --follow-links to follow it)") for entry in entries if entry.is_dir() and entry.is_symlink()]
     for index, name in enumerate(classes):
-        listing = scan_images(root / name, follow_links=follow_links)
+        listing = scan_images(root / name, follow_links=follow_links, within=root)  # a link to another class's image is inside
         paths += listing.files
         targets += [index] * len(listing.files)
         excluded += listing.excluded

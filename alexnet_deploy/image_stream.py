@@ -4,8 +4,9 @@
 through :class:`ImageStream`: while the caller runs the model on one chunk, the pool
 decodes the next ones. Pillow releases the GIL while it decodes and resizes, and the
 normalization is a table lookup in numpy, so threads scale with cores without the cost of
-processes (the decoded tensors need no pickling). Memory is bounded: at most
-``ahead + 1`` chunks of ``batch`` images exist at once, whatever the number of files.
+processes (the decoded tensors need no pickling). Memory is bounded: at most ``ahead + 2``
+chunks of ``batch`` images exist at once (``ahead + 1`` being decoded or waiting, and the one
+the consumer still holds), whatever the number of files.
 
 An image that cannot be used (undecodable, over the pixel limits) never stops the stream:
 it is reported in its chunk's ``skipped`` with the reason.

@@ -37,6 +37,10 @@ INTERPOLATIONS = {
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
 }
+# The formats read (Pillow plugin names), and only these: Image.open would otherwise try every
+# plugin, EPS among them, which runs Ghostscript on the file. (Cameras' multi-picture JPEGs
+# open through the JPEG plugin, which hands them to MPO itself; MPO has no opener of its own.)
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF")
 # What PIL raises for a file it cannot read or decode (truncated, corrupt, not an image).
 DECODE_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
@@ -66,7 +70,7 @@ def decode_rgb(source, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> 
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(source)
     try:
-        with Image.open(source) as image:
+        with Image.open(source, formats=IMAGE_FORMATS) as image:
             check_pixels(*image.size, max_pixels)
             if before_load is not None:
                 before_load(*image.size)

@@ -8,6 +8,7 @@ A row is ``path``, ``labels`` (best first), ``probabilities`` (the same order) a
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,10 +32,15 @@ def require_format(fmt: str, feature: str = "predict -o FILE.parquet") -> None:
         require("pyarrow", "parquet", feature)
 
 
-def row(path: str, top: list[tuple[str, float]] | None, error: str = "") -> dict[str, Any]:
+def text_path(path) -> str:
+    """A file name as valid text: bytes that are not UTF-8 (allowed in Linux names) as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def row(path, top: list[tuple[str, float]] | None, error: str = "") -> dict[str, Any]:
     """One prediction row (``top`` None or empty for a skipped image)."""
     top = top or []
-    return {"path": path, "labels": [label for label, _ in top], "probabilities": [float(p) for _, p in top], "error": error}
+    return {"path": text_path(path), "labels": [label for label, _ in top], "probabilities": [float(p) for _, p in top], "error": error}
 
 
 class RowWriter:

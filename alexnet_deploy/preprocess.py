@@ -117,15 +117,16 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def scan_images(folder: Path, recursive: bool = True, follow_links: bool = False, suffixes=IMAGE_SUFFIXES) -> Listing:
+def scan_images(folder: Path, recursive: bool = True, follow_links: bool = False, suffixes=IMAGE_SUFFIXES, within: Path | None = None) -> Listing:
     """Image files under ``folder`` (by suffix, walked in sorted order, as ImageFolder walks it) and what was left out.
 
     Without ``follow_links``: a symlink to a folder is not entered, a symlink to a file is
-    taken only when the file is inside ``folder``, and only regular files are taken. With
-    it, links are followed anywhere, each real folder once (a loop of links ends).
+    taken only when the file is inside ``within`` (default ``folder``; an ImageFolder's class
+    folder passes the data folder), and only regular files are taken. With it, links are
+    followed anywhere, each real folder once (a loop of links ends).
     """
     folder = Path(folder)
-    root = os.path.realpath(folder)
+    root = os.path.realpath(folder if within is None else within)
     listing = Listing()
     seen_dirs = {root}
 

@@ -151,7 +151,7 @@ class ModelRecord:
             )
         except InputError as exc:
             raise InputError(f"{where} has damaged alexnet-deploy metadata ({exc.problem})", "re-export the model") from None
-        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError, OverflowError) as exc:  # OverflowError: int(1e999)
             raise InputError(f"{where} has damaged alexnet-deploy metadata ({exc}).", "re-export the model") from None
 
 

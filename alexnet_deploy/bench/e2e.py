@@ -45,13 +45,26 @@ class E2EReport:
 
 
 def _for_duration(step, duration: float) -> tuple[int, float]:
-    """Call ``step()`` (returns images done) until ``duration`` seconds have passed; (images, seconds)."""
+    """Call ``step(deadline)`` (returns images done; stops early at ``deadline``) until ``duration``
+    seconds have passed, cycling a folder as often as it takes; (images, seconds)."""
     done, started = 0, time.perf_counter()
+    deadline = started + duration
     while True:
-        done += step()
+        done += step(deadline)
         elapsed = time.perf_counter() - started
         if elapsed >= duration:
             return done, elapsed
+
+
+def _stream_until(stream, deadline: float, use=None) -> int:
+    """Images of ``stream`` consumed (each chunk passed to ``use``) until it ends or ``deadline`` passes."""
+    count = 0
+    for chunk in stream:  # leaving the loop early cancels what the pool had not started
+        if chunk.indices:
+            count += len(chunk.indices) if use is None else use(chunk)
+        if time.perf_counter() >= deadline:
+            break
+    return count
 
 
 def measure_decode(paths: Sequence[Path], spec, workers: int, batch: int, duration: float) -> dict[str, float]:
@@ -60,33 +73,31 @@ def measure_decode(paths: Sequence[Path], spec, workers: int, batch: int, durati
 
     busy = [0.0]
 
-    def one_pass() -> int:
+    def one_pass(deadline: float) -> int:
         stream = ImageStream(paths, spec, batch=batch, workers=workers)
-        count = sum(len(chunk.indices) for chunk in stream)
+        count = _stream_until(stream, deadline)
         busy[0] += stream.stats.decode_s
         return count
 
     images, seconds = _for_duration(one_pass, duration)
-    return {"workers": workers, "images_per_s": images / seconds, "seconds_per_image": busy[0] / images if images else float("nan")}
+    if images == 0:
+        raise InputError(f"none of the {len(paths)} image files could be decoded.", "point --e2e at a folder of readable images")
+    return {"workers": workers, "images_per_s": images / seconds, "seconds_per_image": busy[0] / images}
 
 
 def measure_model(runtime, sample: np.ndarray, batch: int, duration: float) -> float:
     """Images/s of the model alone on a preprocessed batch of ``batch`` images (after one warm-up call)."""
     data = np.resize(sample, (batch,) + sample.shape[1:])  # the folder's images, repeated when it has fewer
     runtime.run_all(data, batch)
-    return _rate(*_for_duration(lambda: len(runtime.run_all(data, batch)), duration))
+    return _rate(*_for_duration(lambda deadline: len(runtime.run_all(data, batch)), duration))
 
 
 def measure_end_to_end(runtime, paths: Sequence[Path], spec, workers: int, batch: int, duration: float) -> float:
     """Images/s of decoding on ``workers`` threads while the model runs, in input order (predict's loop)."""
     from alexnet_deploy.image_stream import ImageStream
 
-    def one_pass() -> int:
-        count = 0
-        for chunk in ImageStream(paths, spec, batch=batch, workers=workers):
-            if chunk.indices:
-                count += len(runtime.run_all(chunk.array, batch))
-        return count
+    def one_pass(deadline: float) -> int:
+        return _stream_until(ImageStream(paths, spec, batch=batch, workers=workers), deadline, lambda chunk: len(runtime.run_all(chunk.array, batch)))
 
     return _rate(*_for_duration(one_pass, duration))
 

@@ -117,14 +117,14 @@ def render_preprocess_config(name: str, tensor_name: str, tensor_type: str, chw,
     ]) + "\n"
 
 
-def render_ensemble_config(name: str, preprocess: str, model: str, tensor_name: str, output_name: str, output_dims, max_batch_size: int) -> str:
+def render_ensemble_config(name: str, preprocess: str, model: str, tensor_name: str, output_name: str, output_type: str, output_dims, max_batch_size: int) -> str:
     """config.pbtxt of the ensemble that takes encoded images: the Python step, then the model."""
     return "\n".join([
         f"name: {_quote(name)}",
         'platform: "ensemble"',
         f"max_batch_size: {max_batch_size}",
         f'input [ {{ name: "{IMAGE_INPUT}" data_type: TYPE_STRING dims: [ 1 ] }} ]',
-        f'output [ {{ name: {_quote(output_name)} data_type: TYPE_FP32 dims: {_dims(output_dims)} label_filename: "labels.txt" }} ]',
+        f'output [ {{ name: {_quote(output_name)} data_type: {output_type} dims: {_dims(output_dims)} label_filename: "labels.txt" }} ]',
         "ensemble_scheduling {",
         "  step [",
         f'    {{ model_name: {_quote(preprocess)} model_version: -1 input_map {{ key: "{IMAGE_INPUT}" value: "{IMAGE_INPUT}" }} '
@@ -216,11 +216,17 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise InputError(f"{repo} exists and is not a folder.", "give a directory for the model repository")
-    names = [name] + ([f"{name}_preprocess", f"{name}_image"] if image_input else [])
+    companions = [f"{name}_preprocess", f"{name}_image"]
+    names = [name] + (companions if image_input else [])
     for entry in names:
         check_model_name(entry)
         if (repo / entry).exists() and not force:
             raise InputError(f"{repo / entry} already exists.", "choose another --name, or add --force to replace it")
+    stale = [entry for entry in companions if not image_input and (repo / entry).exists()]
+    if stale and force:
+        # They would keep feeding the replaced model with the old model's preprocessing.
+        raise InputError(f"{repo / stale[0]} belongs to the model being replaced (an --image-input entry).",
+                         "add --image-input to replace it too, or remove it first")
 
     if backend not in (None, "onnxruntime", "openvino"):
         raise InputError(f"unknown Triton backend {backend!r}.", "use --backend onnxruntime or --backend openvino")
@@ -243,7 +249,7 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             if max_batch is not None and max_batch > limit:
                 raise InputError(f"--max-batch {max_batch} exceeds the engine's profile (max {limit}).", f"use --max-batch {limit} or less, or rebuild with a larger --max-batch")
             size, in_dims, out_dims = min(max_batch or DEFAULT_MAX_BATCH, limit), sidecar.input_shape, [len(sidecar.labels)]
-        in_name, in_type, out_name = sidecar.input_name, "TYPE_FP32", sidecar.output_name
+        in_name, in_type, out_name, out_type = sidecar.input_name, "TYPE_FP32", sidecar.output_name, "TYPE_FP32"
         config = render_config(name, "tensorrt", in_name, in_type, in_dims, out_name, "TYPE_FP32", out_dims, size, instances, dynamic_batching, gpu=True)
         labels, preprocessing = sidecar.labels, dict(sidecar.preprocessing or {})
         files["1/model.plan"] = model
@@ -298,27 +304,59 @@ def package_triton(model: Path, repo: Path, name: str = "alexnet", max_batch: in
             "1/model.py": python_model_source(),
         }))
         entries.append(_Entry(ensemble_name, {
-            "config.pbtxt": render_ensemble_config(ensemble_name, preprocess_name, name, in_name, out_name, out_dims, size),
+            "config.pbtxt": render_ensemble_config(ensemble_name, preprocess_name, name, in_name, out_name, out_type, out_dims, size),
             "labels.txt": labels_text,
             "1/": "",  # Triton wants a version folder, even an empty one, for an ensemble
         }))
-    written = [_write_entry(repo, entry, force) for entry in entries]
+    written = _write_entries(repo, entries)
     used = "tensorrt" if kind == "engine" else onnx_backend
     return TritonModel(written[0], config, used, size, len(labels), written[2] if image_input else None, written[1] if image_input else None)
 
 
-def _write_entry(repo: Path, entry: _Entry, force: bool) -> Path:
-    """Assemble ``entry`` beside ``repo`` and move it into place in one step (see the module docstring)."""
-    target = repo / entry.name
+def _write_entries(repo: Path, entries: list[_Entry]) -> list[Path]:
+    """Assemble every entry beside ``repo`` (copies made, ONNX checked), then move each into place in
+    one step (see the module docstring): a failure while staging leaves the repository as it was."""
     try:
         repo.mkdir(parents=True, exist_ok=True)
         # Staged beside the repository, where a polling Triton will not look; inside it (hidden)
         # when it is a mount point (a rename cannot cross filesystems) or its parent is read-only.
         parent = repo.resolve().parent
         stage_dir = parent if os.access(parent, os.W_OK) and os.stat(parent).st_dev == os.stat(repo).st_dev else repo.resolve()
-        staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{entry.name}.", dir=stage_dir))
     except OSError as exc:
         raise InputError(f"cannot write the model repository {repo} ({exc.strerror or exc}).", "choose a writable --triton folder") from None
+    stagings: list[Path] = []
+    try:
+        for entry in entries:
+            try:
+                staging = Path(tempfile.mkdtemp(prefix=f".{repo.name}-{entry.name}.", dir=stage_dir))
+            except OSError as exc:
+                raise InputError(f"cannot write the model repository {repo} ({exc.strerror or exc}).", "choose a writable --triton folder") from None
+            stagings.append(staging)
+            _stage(staging, entry)
+        targets = []
+        for entry, staging in zip(entries, stagings):
+            target = repo / entry.name
+            try:
+                if target.exists() or target.is_symlink():
+                    _replace_entry(staging, target, stage_dir, f".{repo.name}-{entry.name}.old.")
+                else:
+                    os.replace(staging, target)
+            except OSError as exc:
+                raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
+            targets.append(target)
+        return targets
+    finally:
+        # Gone already on success; holds the old entry after an exchange. An old entry that was a
+        # symlink is removed as a link: the folder it pointed at is the user's, and stays.
+        for staging in stagings:
+            if staging.is_symlink():
+                staging.unlink()
+            else:
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _stage(staging: Path, entry: _Entry) -> None:
+    """Write ``entry``'s files into the folder ``staging``; InputError when the disk refuses or the ONNX does not load."""
     try:
         for relative, content in entry.files.items():
             path = staging / relative
@@ -330,23 +368,11 @@ def _write_entry(repo: Path, entry: _Entry, force: bool) -> Path:
                 shutil.copyfile(content, path)
             else:
                 path.write_text(content)
-        if entry.check is not None:
-            check_loads(staging / entry.check)
         os.chmod(staging, 0o755)
-        if target.exists() or target.is_symlink():
-            _replace_entry(staging, target, stage_dir, f".{repo.name}-{entry.name}.old.")
-        else:
-            os.replace(staging, target)
     except OSError as exc:
-        raise InputError(f"cannot write {target} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
-    finally:
-        # Gone already on success; holds the old entry after an exchange. An old entry that was a
-        # symlink is removed as a link: the folder it pointed at is the user's, and stays.
-        if staging.is_symlink():
-            staging.unlink()
-        else:
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+        raise InputError(f"cannot stage {entry.name} ({exc.strerror or exc}).", "check free space and permissions of the --triton folder") from None
+    if entry.check is not None:
+        check_loads(staging / entry.check)
 
 
 _RENAME_EXCHANGE = 2  # linux/fs.h

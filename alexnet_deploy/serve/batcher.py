@@ -35,16 +35,19 @@ class Share:
             self._given = True
         self.budget.give(self.amount)
 
-    def grow(self, amount: int) -> bool:
-        """Take ``amount`` more from the budget into this share (False, nothing taken, when it has not got that much)."""
-        if not self.budget.take(amount):
-            return False
+    def resize(self, amount: int) -> bool:
+        """Hold ``amount`` bytes instead: give back the difference, or take it from the budget
+        (False, nothing changed, when the budget has not got it)."""
         with self._lock:
-            if not self._given:
-                self.amount += amount
-                return True
-        self.budget.give(amount)  # already given back: do not keep what nobody will return
-        return False
+            if self._given:
+                return False
+            extra = amount - self.amount
+            if extra > 0 and not self.budget.take(extra):
+                return False
+            if extra < 0:
+                self.budget.give(-extra)
+            self.amount = amount
+            return True
 
 
 @dataclass

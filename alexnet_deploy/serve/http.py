@@ -117,8 +117,14 @@ class _Deadlines:
     def __init__(self):
         self.deadlines: dict[socket.socket, float] = {}
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="alexnet-deadlines", daemon=True)
         self._thread.start()
+
+    def close(self) -> None:
+        """End the watchdog thread."""
+        self.stopping.set()
+        self._thread.join(timeout=5)
 
     def set(self, connection: socket.socket, seconds: float | None) -> None:
         with self.lock:
@@ -128,8 +134,7 @@ class _Deadlines:
                 self.deadlines[connection] = time.monotonic() + seconds
 
     def _loop(self) -> None:
-        while True:
-            time.sleep(0.25)
+        while not self.stopping.wait(0.25):
             now = time.monotonic()
             with self.lock:
                 late = [conn for conn, deadline in self.deadlines.items() if deadline <= now]
@@ -176,14 +181,25 @@ class _Overflow:
         self.wake_read, self.wake_write = socket.socketpair()
         self.wake_read.setblocking(False)
         self.selector.register(self.wake_read, selectors.EVENT_READ)
-        threading.Thread(target=self._loop, name="alexnet-overflow", daemon=True).start()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="alexnet-overflow", daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and close its sockets (the waiting connections get their 503 first)."""
+        self.stopping.set()
+        self._wake()
+        self.thread.join(timeout=5)
 
     def add(self, connection: socket.socket) -> None:
         """Take over ``connection`` (from the accept loop; never blocks it)."""
         self.incoming.put(connection)
+        self._wake()
+
+    def _wake(self) -> None:
         try:
             self.wake_write.send(b"\0")
-        except OSError:  # the wake-up pipe is full: the loop is awake anyway
+        except OSError:  # the wake-up pipe is full (the loop is awake anyway) or closed
             pass
 
     def _finish(self, connection: socket.socket) -> None:
@@ -200,39 +216,55 @@ class _Overflow:
         connection.close()
 
     def _loop(self) -> None:
-        while True:
-            for key, _ in self.selector.select(timeout=0.25):
-                connection = key.fileobj
-                if connection is self.wake_read:
-                    try:
-                        while self.wake_read.recv(4096):
-                            pass
-                    except OSError:
-                        pass
-                    continue
+        try:
+            while not self.stopping.is_set():
+                self._turn()
+        finally:
+            for connection in list(self.waiting):
+                self._finish(connection)
+            while True:  # added after the last turn: closed unanswered
                 try:
-                    data = connection.recv(self.MAX_HEAD)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                head = self.waiting[connection][1]
-                head += data
-                if not data or b"\r\n\r\n" in head or len(head) >= self.MAX_HEAD:
-                    self._finish(connection)
-            while True:
-                try:
-                    connection = self.incoming.get_nowait()
+                    self.incoming.get_nowait().close()
                 except queue.Empty:
                     break
-                if len(self.waiting) >= self.CAPACITY:
-                    self._finish(next(iter(self.waiting)))  # the longest waiting makes room
-                connection.setblocking(False)
-                self.waiting[connection] = (time.monotonic() + self.DEADLINE_S, bytearray())
-                self.selector.register(connection, selectors.EVENT_READ)
-            now = time.monotonic()
-            for connection in [c for c, (deadline, _) in self.waiting.items() if deadline <= now]:
+            self.selector.close()
+            self.wake_read.close()
+            self.wake_write.close()
+
+    def _turn(self) -> None:
+        """Read what arrived, take in new connections, answer those whose head is in or whose time is up."""
+        for key, _ in self.selector.select(timeout=0.25):
+            connection = key.fileobj
+            if connection is self.wake_read:
+                try:
+                    while self.wake_read.recv(4096):
+                        pass
+                except OSError:
+                    pass
+                continue
+            try:
+                data = connection.recv(self.MAX_HEAD)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            head = self.waiting[connection][1]
+            head += data
+            if not data or b"\r\n\r\n" in head or len(head) >= self.MAX_HEAD:
                 self._finish(connection)
+        while True:
+            try:
+                connection = self.incoming.get_nowait()
+            except queue.Empty:
+                break
+            if len(self.waiting) >= self.CAPACITY:
+                self._finish(next(iter(self.waiting)))  # the longest waiting makes room
+            connection.setblocking(False)
+            self.waiting[connection] = (time.monotonic() + self.DEADLINE_S, bytearray())
+            self.selector.register(connection, selectors.EVENT_READ)
+        now = time.monotonic()
+        for connection in [c for c, (deadline, _) in self.waiting.items() if deadline <= now]:
+            self._finish(connection)
 
 
 def _plain_response(status: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
@@ -519,6 +551,11 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             finally:
                 with self.active_lock:
                     self.active -= 1
+
+        def server_close(self):
+            super().server_close()
+            overflow.close()
+            deadlines.close()
 
         def handle_error(self, request, client_address):
             error = sys.exc_info()[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet_deploy.imaging import ImageRejected, ImageTooLarge, checked_resize
+from alexnet_deploy.imaging import IMAGE_FORMATS, ImageRejected, ImageTooLarge, checked_resize
 from alexnet_deploy.preprocess import model_input
 from alexnet_deploy.record import read_record
 from alexnet_deploy.serve.batcher import Batcher
@@ -78,20 +78,24 @@ class ModelService:
         started = time.monotonic()
         request, batch = self.codec.decode(body, header_length)
         if isinstance(batch, EncodedImages):
-            batch = self.preprocess(batch, share)
+            for item in request["inputs"]:  # the base64 text is decoded: only the body and the images' bytes stay
+                item.pop("data", None)
+            batch = self.preprocess(batch, share, len(body))
         self.metrics.observe("alexnet_request_preprocess_seconds", time.monotonic() - started)
         logits = self.batcher.submit(batch, self.limits.infer_timeout_s, gone, share)
         return self.codec.encode(request, logits)
 
-    def preprocess(self, images: EncodedImages, share=None) -> np.ndarray:
+    def preprocess(self, images: EncodedImages, share=None, body_bytes: int = 0) -> np.ndarray:
         """Encoded images -> the model's float32 NCHW batch, with the record's preprocessing (as Classifier does).
 
-        With a ``share``, the batch's bytes join it (they stay queued with the request) and each
-        image's decoding memory is taken from its budget while it is decoded.
+        With a ``share``, the request's memory is re-counted once its JSON is parsed: the body
+        and the encoded images (at most the body's size again) plus the batch, which stays
+        queued with the request; then each image's decoding memory is taken from the budget
+        while it is decoded: 503 while others hold it, 413 when it could never fit.
         """
         budget = None if share is None else share.budget
         tensor_bytes = len(images) * 3 * self.spec.crop * self.spec.crop * 4
-        if share is not None and not share.grow(tensor_bytes):
+        if share is not None and not share.resize(2 * body_bytes + tensor_bytes):
             raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
         batch = np.empty((len(images), 3, self.spec.crop, self.spec.crop), np.float32)
         for index, (encoded, row) in enumerate(zip(images, batch)):
@@ -101,9 +105,10 @@ class ModelService:
                 if budget is None:
                     return
                 cost = decode_cost(width, height, self.spec)
-                if cost > budget.total:
-                    raise RequestError(f"image {index} ({width}x{height}) needs {cost >> 20} MiB to decode, over this server's "
-                                       f"{budget.total >> 20} MiB for requests in progress (--max-pending-mb); send it smaller", 413)
+                if cost + share.amount > budget.total:
+                    raise RequestError(f"image {index} ({width}x{height}) needs {cost >> 20} MiB to decode; with its request's "
+                                       f"{share.amount >> 20} MiB that is over this server's {budget.total >> 20} MiB for requests in progress "
+                                       "(--max-pending-mb); send it smaller", 413)
                 if not budget.take(cost):
                     raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
                 held.append(cost)
@@ -113,7 +118,7 @@ class ModelService:
             except ImageTooLarge as exc:
                 raise RequestError(f"image {index}: {exc}; send it smaller", 413) from None
             except ImageRejected as exc:
-                raise RequestError(f"image {index}: {exc} (send JPEG, PNG or another format Pillow reads)") from None
+                raise RequestError(f"image {index}: {exc} (send {', '.join(IMAGE_FORMATS)})") from None
             finally:
                 for cost in held:
                     budget.give(cost)

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from alexnet_deploy.imaging import IMAGE_FORMATS as _IMAGE_FORMATS
+
 _ITEMSIZE = {"FP32": 4}  # the model's declared input datatype; Triton accepts nothing else
 IMAGE_INPUT = "image"  # the BYTES input of encoded images
-IMAGE_FORMATS = ["JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF"]  # what Pillow decodes; named in the metadata
+IMAGE_FORMATS = list(_IMAGE_FORMATS)  # the formats decoded (imaging.IMAGE_FORMATS), named in the metadata
 _MAX_INT_DIGITS = 20  # any integer the protocol needs (shapes, sizes, counts) fits; a 400-digit literal would overflow numpy
 
 

@@ -56,5 +56,22 @@ def test_e2e_refusals(cli, setup, tmp_path):
     assert "choose from ort, openvino, openvino-bf16" in cli.fails(2, "bench", model, "--e2e", images, "--runtime", "torch").stderr
     assert "one batch size" in cli.fails(2, "bench", model, "--e2e", images, "--batch", "1,8").stderr
     assert "holds no image files" in cli.fails(2, "bench", model, "--e2e", tmp_path).stderr
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_bytes(b"not an image")
+    assert "none of the 1 image files could be decoded" in cli.fails(2, "bench", model, "--e2e", tmp_path / "junk", "--duration", "0.05").stderr
     assert "--workers applies to --e2e" in cli.fails(2, "bench", model, "--workers", "2").stderr
     assert "--e2e needs at least one ONNX model" in cli.fails(2, "bench", "--e2e", images).stderr
+
+
+def test_e2e_stops_each_measurement_at_its_duration(cli, setup, tmp_path, monkeypatch):
+    """A large folder is not decoded to the end by every measurement: --duration bounds each."""
+    import alexnet_deploy.image_stream as image_stream
+
+    model, _, _ = setup
+    folder = tmp_path / "many"
+    write_images(folder, 300)
+    calls = []
+    real = image_stream.model_input
+    monkeypatch.setattr(image_stream, "model_input", lambda *a, **k: calls.append(1) or real(*a, **k))
+    cli.ok("bench", model, "--e2e", folder, "--duration", "0.01", "--batch", "4", "--workers", "1")
+    assert len(calls) < 300  # three measurements (decode on 1 thread, model, end to end): one full pass each was 600+

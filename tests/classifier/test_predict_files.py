@@ -125,3 +125,22 @@ def test_full_size_model_on_ordinary_jpegs_with_the_defaults(cli, half_width_onn
         logits = session.run(None, {"input": np.stack([torchvision_input(p, spec) for p in paths[start:start + 25]])})[0]
         for item, row in zip(result["predictions"][start:start + 25], logits):
             assert item["top"][0][0] == labels[int(np.argmax(row))]
+
+
+def test_output_file_takes_names_that_are_not_utf8(cli, model, tmp_path):
+    """Linux file names are bytes: a name that is not UTF-8 is written with \\xNN escapes (it crashed the writer)."""
+    import os
+
+    folder = tmp_path / "odd"
+    write_images(folder, 2)
+    os.rename(folder / "img0000.jpg", os.path.join(os.fsencode(folder), b"caf\xe9.jpg"))
+    for suffix in (".jsonl", ".parquet"):
+        out = tmp_path / f"p{suffix}"
+        cli.ok("predict", model, folder, "-o", out)
+        if suffix == ".jsonl":
+            paths = [json.loads(line)["path"] for line in out.read_text().splitlines()]
+        else:
+            import pyarrow.parquet as pq
+
+            paths = pq.read_table(out).column("path").to_pylist()
+        assert sorted(os.path.basename(p) for p in paths) == ["caf\\xe9.jpg", "img0001.png"]

@@ -153,10 +153,13 @@ def test_folders_are_listed_without_following_links_out_of_them(tmp_path):
     reasons = {path.name: reason for path, reason in listing.excluded}
     assert set(reasons) == {"escape.png", "elsewhere", "loop", "pipe.jpg"}
     assert "outside the folder" in reasons["escape.png"] and "link to a folder" in reasons["elsewhere"] and "not a regular file" in reasons["pipe.jpg"]
+    (root / "other").mkdir()
+    (root / "other" / "borrowed.png").symlink_to(inside[1])  # a link to another class's image: inside the data folder
     images = open_image_set(root)
-    assert images.labelled and len(images.paths) == 3 and {p.name for p, _ in images.excluded} == set(reasons)
+    assert images.labelled and len(images.paths) == 4 and {p.name for p, _ in images.excluded} == set(reasons)
+    assert images.paths[-1].name == "borrowed.png" and images.targets[-1] == 1
     followed = scan_images(root, follow_links=True)  # asked for: links are followed, each real folder once (the loop ends)
-    assert secret in [p.resolve() for p in followed.files] and len(followed.files) == 5
+    assert secret in [p.resolve() for p in followed.files] and len(followed.files) == 6
 
 
 def test_eval_and_predict_report_what_the_listing_left_out(cli, tmp_path):
@@ -175,3 +178,21 @@ def test_eval_and_predict_report_what_the_listing_left_out(cli, tmp_path):
     assert {os.path.basename(s["image"]) for s in result["skipped"]} == {"escape.png", "elsewhere", "loop", "pipe.jpg"}
     followed = json.loads(cli.ok("predict", model, root, "--json", "--follow-links").stdout)
     assert len(followed["predictions"]) == 5  # plus the outside image (reached twice, labelled once); the loop is cut
+
+
+def test_only_ordinary_image_formats_are_opened(tmp_path):
+    """Pillow tries every plugin it has unless told which: an EPS file reached Ghostscript (a program
+    run on a client's bytes). Only JPEG, PNG, BMP, PPM/PGM, TIFF, WebP and GIF are opened."""
+    import io
+
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.preprocess import preprocess_image
+
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 16 16\nshowpage\n"
+    with pytest.raises(InputError, match=r"cannot be decoded \(UnidentifiedImageError\)"):
+        preprocess_image(eps, SPEC)
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    for fmt in ("JPEG", "PNG", "BMP", "PPM", "TIFF", "WEBP", "GIF", "MPO"):  # MPO: a camera's JPEG
+        data = io.BytesIO()
+        image.save(data, format=fmt)
+        np.testing.assert_allclose(preprocess_image(data.getvalue(), SPEC), torchvision_input(Image.open(io.BytesIO(data.getvalue())), SPEC), atol=1e-6)

@@ -13,6 +13,7 @@ from tiny_model import tiny_model, write_images
 CASES = {
     "resize-huge": ({"preprocessing": {"resize": 60000}}, "resize"),  # predict of one 64x64 image took 93 s and 14 GB
     "resize-tiny": ({"preprocessing": {"resize": 2}}, "not within 4x of crop"),
+    "resize-overflow": ({"preprocessing": {"resize": 1e999}}, "damaged alexnet-deploy metadata"),  # int(inf): an internal error
     "mean-nan": ({"preprocessing": {"mean": [math.nan, 0.5, 0.5]}}, "finite"),  # gave nan% with exit 0
     "std-inf": ({"preprocessing": {"std": [0.2, math.inf, 0.2]}}, "finite"),
     "std-zero": ({"preprocessing": {"std": [0.2, 0.0, 0.2]}}, "std values must be positive"),
