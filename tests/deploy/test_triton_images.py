@@ -110,3 +110,15 @@ def test_a_file_that_does_not_load_is_never_packaged(cli, tmp_path):
     result = cli.fails(2, "package", tmp_path / "broken.onnx", "--triton", tmp_path / "repo")
     assert "does not load" in result.stderr and "nothing was packaged" in result.stderr
     assert not (tmp_path / "repo" / "alexnet").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".repo-")]
+
+
+def test_force_without_image_input_refuses_to_orphan_the_image_entries(cli, tmp_path):
+    model = tiny_model(tmp_path / "m.onnx")
+    repo = tmp_path / "repo"
+    cli.ok("package", model, "--triton", repo, "--image-input")
+    before = (repo / "alexnet" / "config.pbtxt").read_text()
+    result = cli.fails(2, "package", model, "--triton", repo, "--force", "--max-batch", "4")
+    assert "alexnet_preprocess belongs to the model being replaced" in result.stderr and "--image-input" in result.stderr
+    assert (repo / "alexnet" / "config.pbtxt").read_text() == before
+    cli.ok("package", model, "--triton", repo, "--force", "--max-batch", "4", "--image-input")
+    assert all("max_batch_size: 4" in (repo / n / "config.pbtxt").read_text() for n in ("alexnet", "alexnet_preprocess", "alexnet_image"))

@@ -205,3 +205,24 @@ def test_a_large_json_request_that_fits_is_served_not_told_to_retry(server, tmp_
     for _ in range(2):
         status, answer = _post(server[1], body)
         assert status == 200, answer[:300]
+
+
+def test_a_closed_server_leaves_no_thread_or_socket_behind(model):
+    import os
+    import threading
+
+    from alexnet_deploy.serve.http import make_server
+    from alexnet_deploy.serve.model import ModelService
+
+    def counts():
+        return len(os.listdir("/proc/self/fd")), sorted(t.name for t in threading.enumerate() if t.name.startswith("alexnet-"))
+
+    service = ModelService(model, "alexnet", 8, 1.0)
+    try:
+        before = counts()
+        for _ in range(3):
+            server = make_server(service, "127.0.0.1", 0)
+            server.server_close()
+        assert counts() == before
+    finally:
+        service.close()
