@@ -321,37 +321,62 @@ def _report(source, out, target, runtimes, batches, max_drop, variants, evaluati
     }
 
 
-def markdown(report: dict[str, Any]) -> str:
-    """report.md: the variant x runtime table and the recommendation."""
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def report_table(report: dict[str, Any]) -> tuple[list[tuple[str, str]], list[list[str]]]:
+    """(columns as (name, justify), cells): the variant x runtime table of report.md and of the terminal."""
     largest = max(report["batches"])
-    lines = [
-        f"# Which file to ship: the {report['target']} variants of {Path(report['source']).name}", "",
-        (f"Accuracy on {report['budget']['images']} images; budget: top-1 at most {report['budget']['max_drop_points']:g} points under FP32 "
-         f"({100 * report['budget']['fp32_top1']:.2f}%). Latency: median at batch 1; throughput at batch {largest}."), "",
-        f"| variant | runtime | top-1 | top-5 | agreement | latency b1 (ms) | throughput b{largest} (img/s) | size (MB) | within budget |",
-        "|---|---|---:|---:|---:|---:|---:|---:|:---:|",
-    ]
-    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    for r in report["rows"]:
-        lines.append(f"| {r['variant']} | {r['runtime'] or '-'} | {100 * r['top1']:.2f}% | {100 * r['top5']:.2f}% | {100 * r['agreement']:.2f}% | "
-                     f"{fmt(r['latency_b1_ms'], '.2f')} | {fmt(r['throughput_ips'], '.1f')} | {r['bytes'] / 1e6:.1f} | {'yes' if r['within_budget'] else 'no'} |")
-    lines += ["", "## Recommendation", ""]
+    columns = [("variant", "left"), ("runtime", "left"), ("top-1", "right"), ("top-5", "right"), ("agreement", "right"), ("latency b1 (ms)", "right"),
+               (f"throughput b{largest} (img/s)", "right"), ("size (MB)", "right"), ("within budget", "center")]
+    cells = [[r["variant"], r["runtime"] or "-", f"{100 * r['top1']:.2f}%", f"{100 * r['top5']:.2f}%", f"{100 * r['agreement']:.2f}%",
+              _fmt(r["latency_b1_ms"], ".2f"), _fmt(r["throughput_ips"], ".1f"), f"{r['bytes'] / 1e6:.1f}", "yes" if r["within_budget"] else "no"]
+             for r in report["rows"]]
+    return columns, cells
+
+
+def report_sections(report: dict[str, Any]) -> list[tuple[str, list[str], bool]]:
+    """(title, lines, verbatim) after the table: recommendation, INT8 search log, skipped, notes."""
+    largest = max(report["batches"])
+    recommendation = []
     for goal in ("latency", "throughput"):
         rec = report["recommendation"].get(goal)
         if rec is None:
-            lines.append(f"- {goal}: no variant within the budget could be measured")
+            recommendation.append(f"{goal}: no variant within the budget could be measured")
         else:
-            lines.append(f"- best {goal}: `{Path(rec['file']).name}` = {rec['variant']} ({Path(rec['from']).name}) on **{rec['runtime']}**"
-                         f" ({fmt(rec['latency_b1_ms'], '.2f')} ms at batch 1, {fmt(rec['throughput_ips'], '.1f')} img/s at batch {largest}, top-1 {100 * rec['top1']:.2f}%)")
+            recommendation.append(f"best {goal}: {Path(rec['file']).name} = {rec['variant']} ({Path(rec['from']).name}) on {rec['runtime']}"
+                                  f" ({_fmt(rec['latency_b1_ms'], '.2f')} ms at batch 1, {_fmt(rec['throughput_ips'], '.1f')} img/s at batch {largest}, top-1 {100 * rec['top1']:.2f}%)")
+    sections = [("Recommendation", recommendation, False)]
     search = report.get("int8_search")
     if search:
         from alexnet_deploy.quantize.search import log_lines
 
-        lines += ["", f"## INT8 search ({search['budget']['text']}: {'met' if search['met'] else 'missed'})", "", "```"] + log_lines(search["log"]) + ["```"]
+        sections.append((f"INT8 search ({search['budget']['text']}: {'met' if search['met'] else 'missed'})", log_lines(search["log"]), True))
     if report["skipped"]:
-        lines += ["", "## Skipped", ""] + [f"- {s['variant']}{' ' + s['runtime'] if s.get('runtime') else ''}: {s['reason']}" for s in report["skipped"]]
+        sections.append(("Skipped", [f"{s['variant']}{' ' + s['runtime'] if s.get('runtime') else ''}: {s['reason']}" for s in report["skipped"]], False))
     if report["notes"]:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
+        sections.append(("Notes", list(report["notes"]), False))
+    return sections
+
+
+def report_heading(report: dict[str, Any]) -> tuple[str, str]:
+    """(title, the line under it) of report.md and of the terminal view."""
+    largest = max(report["batches"])
+    return (f"Which file to ship: the {report['target']} variants of {Path(report['source']).name}",
+            f"Accuracy on {report['budget']['images']} images; budget: top-1 at most {report['budget']['max_drop_points']:g} points under FP32 "
+            f"({100 * report['budget']['fp32_top1']:.2f}%). Latency: median at batch 1; throughput at batch {largest}.")
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """report.md: the variant x runtime table and the recommendation."""
+    title, intro = report_heading(report)
+    columns, cells = report_table(report)
+    align = {"left": "---", "right": "---:", "center": ":---:"}
+    lines = [f"# {title}", "", intro, "", "| " + " | ".join(name for name, _ in columns) + " |", "|" + "|".join(align[j] for _, j in columns) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in cells]
+    for heading, body, verbatim in report_sections(report):
+        lines += ["", f"## {heading}", ""] + (["```", *body, "```"] if verbatim else [f"- {line}" for line in body])
     return "\n".join(lines) + "\n"
 
 

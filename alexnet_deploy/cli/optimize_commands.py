@@ -56,11 +56,10 @@ def optimize(
             timing=TimingSettings(warmup_s=min(1.0, duration), duration_s=duration) if duration else None, progress=progress,
             follow_links=follow_links,
         )
-    from rich.markdown import Markdown
     from rich.text import Text
 
     from alexnet_deploy.cli.app import out
+    from alexnet_deploy.cli.render import optimize_view
 
-    # A terminal gets the rendered tables; a pipe or file the Markdown itself (rich would pad
-    # every rendered line to the pipe's width).
-    report_target.emit(report, Markdown(markdown(report)) if out.is_terminal else Text(markdown(report)))
+    # A terminal gets the table and text that wrap at its width; a pipe or file the Markdown itself.
+    report_target.emit(report, optimize_view(report, out.width) if out.is_terminal else Text(markdown(report)))

@@ -249,29 +249,47 @@ def _bench_cells(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def bench_table(data: dict[str, Any], width: int | None = None):
-    """Bench results: one row per runtime x model x batch.
-
-    When the table is wider than ``width`` (a narrow terminal) each result becomes a block of
-    ``name: value`` lines instead, so no number is ever cut.
-    """
-    machine = data["machine"]
-    title = f"{machine['cpu']}, {machine['cores']} cores" + (f", {machine['gpu']}" if machine.get("gpu") else "")
-    if machine.get("isa_line"):
-        title += f"; {machine['isa_line']}"
-    cells = _bench_cells(data)
-    needed = sum(max([len(name)] + [len(row[i]) for row in cells]) + 1 for i, (name, _) in enumerate(BENCH_COLUMNS))
+def fitting_table(columns, cells: list[list[str]], width: int | None, title: str | None = None):
+    """A table of ``cells`` under ``columns`` ((name, justify) pairs); when it is wider than ``width``
+    (a narrow terminal) each row becomes a block of ``name: value`` lines instead, so no value is cut."""
+    needed = sum(max([len(name)] + [len(row[i]) for row in cells]) + 1 for i, (name, _) in enumerate(columns))
     if width is not None and needed > width:
         from rich.text import Text
 
-        lines = [title]
+        label = max(len(name) for name, _ in columns)
+        lines = [title] if title else []
         for row in cells:
             lines.append("")
-            lines.extend(f"  {name:>9}: {cell}" for (name, _), cell in zip(BENCH_COLUMNS, row))
+            lines.extend(f"  {name:>{label}}: {cell}" for (name, _), cell in zip(columns, row))
         return Text("\n".join(lines))
-    table = Table(box=None, padding=(0, 1), title=escape(title))
-    for name, justify in BENCH_COLUMNS:
+    table = Table(box=None, padding=(0, 1), title=escape(title) if title else None)
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=True)
     for row in cells:
         table.add_row(*(escape(cell) for cell in row))
     return table
+
+
+def bench_table(data: dict[str, Any], width: int | None = None):
+    """Bench results: one row per runtime x model x batch (blocks of lines on a narrow terminal, see fitting_table)."""
+    machine = data["machine"]
+    title = f"{machine['cpu']}, {machine['cores']} cores" + (f", {machine['gpu']}" if machine.get("gpu") else "")
+    if machine.get("isa_line"):
+        title += f"; {machine['isa_line']}"
+    return fitting_table(BENCH_COLUMNS, _bench_cells(data), width, title)
+
+
+def optimize_view(report: dict[str, Any], width: int | None = None):
+    """optimize's report for a terminal: the same content as report.md, as text that wraps and a
+    table that never cuts a value (blocks of lines when the terminal is too narrow)."""
+    from rich.console import Group
+    from rich.text import Text
+
+    from alexnet_deploy.optimize import report_heading, report_sections, report_table
+
+    title, intro = report_heading(report)
+    parts = [Text(title, style="bold"), Text(intro), Text(""), fitting_table(*report_table(report), width)]
+    for heading, body, verbatim in report_sections(report):
+        parts += [Text(""), Text(heading, style="bold")]
+        parts += [Text(line if verbatim else f"  - {line}") for line in body]
+    return Group(*parts)

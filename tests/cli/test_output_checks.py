@@ -180,3 +180,27 @@ def test_piped_tables_carry_no_trailing_spaces(cli, tmp_path):
         result = cli.ok(*args)
         lines = result.stdout.splitlines()
         assert len(lines) > 3 and not [line for line in lines if line != line.rstrip(" ")], (args[0], [repr(line) for line in lines[:5]])
+
+
+def test_optimize_view_cuts_nothing_on_an_80_column_terminal():
+    """optimize printed rich Markdown, which cut the table's values ('openvi…') and the recommendation at 80 columns."""
+    from rich.console import Console
+
+    from alexnet_deploy.cli.render import optimize_view
+    from alexnet_deploy.optimize import markdown, report_table
+
+    row = {"variant": "bf16", "runtime": "openvino-bf16", "top1": 0.8125, "top5": 0.99, "agreement": 0.9875, "latency_b1_ms": 4.321,
+           "throughput_ips": 429.38, "bytes": 244_000_000, "within_budget": True}
+    rec = {"file": "out/best-latency.onnx", "from": "out/model.onnx", "variant": "bf16", "runtime": "openvino-bf16", "latency_b1_ms": 4.321,
+           "throughput_ips": 429.38, "top1": 0.8125}
+    report = {"target": "cpu", "source": "checkpoints/a-rather-long-checkpoint-name.pth", "batches": [1, 32],
+              "budget": {"images": 400, "max_drop_points": 1.0, "fp32_top1": 0.815}, "rows": [row, dict(row, variant="int8", runtime="openvino")],
+              "recommendation": {"latency": rec, "throughput": rec}, "int8_search": None, "skipped": [], "notes": ["a note " * 20]}
+    console = Console(width=80, record=True, force_terminal=True, soft_wrap=True)
+    console.print(optimize_view(report, 80))
+    text = console.export_text()
+    assert "…" not in text
+    for cell in [c for row in report_table(report)[1] for c in row]:
+        assert cell in text, cell
+    assert "best latency: best-latency.onnx = bf16 (model.onnx) on openvino-bf16 (4.32 ms at batch 1, 429.4 img/s at batch 32, top-1 81.25%)" in text
+    assert "| bf16 | openvino-bf16 | 81.25% | 99.00% | 98.75% | 4.32 | 429.4 | 244.0 | yes |" in markdown(report)
