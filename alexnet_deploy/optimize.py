@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -121,6 +122,20 @@ def _evaluation(report) -> dict[str, Any]:
 
 def _copy(source: Path, target: Path) -> None:
     atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+
+
+def _hard_link(existing: Path, target: Path) -> bool:
+    """``target`` as a second name of ``existing`` (one file on disk when both goals pick the same
+    variant: AlexNet files are 60-240 MB); False where the filesystem has no hard links."""
+    staged = target.with_name(f".{target.name}.{os.getpid()}-link.tmp")
+    try:
+        staged.unlink(missing_ok=True)
+        os.link(existing, staged)
+        os.replace(staged, target)
+        return True
+    except OSError:
+        staged.unlink(missing_ok=True)
+        return False
 
 
 def optimize(
@@ -381,8 +396,13 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def _write_outputs(out: Path, report: dict[str, Any]) -> None:
+    written: dict[str, Path] = {}  # source file -> its best-*.onnx already written
     for goal, rec in report["recommendation"].items():
-        _copy(Path(rec["from"]), out / f"best-{goal}.onnx")  # a copy: survives moving OUT_DIR, and links do not on every filesystem
+        target = out / f"best-{goal}.onnx"
+        twin = written.get(rec["from"])
+        if twin is None or not _hard_link(twin, target):
+            _copy(Path(rec["from"]), target)  # a copy of the variant: survives moving or cleaning OUT_DIR
+        written.setdefault(rec["from"], target)
     for goal in ("latency", "throughput"):
         stale = out / f"best-{goal}.onnx"
         if goal not in report["recommendation"] and stale.exists():
@@ -423,6 +443,7 @@ def pareto_png(report: dict[str, Any], path: Path) -> Path:
             y = top + (1 - (budget_y - y_lo) / (y_hi - y_lo)) * panel_h
             draw.line((left, y, left + panel_w, y), fill=(200, 200, 200), width=1)
         chosen = report["recommendation"].get(goal)
+        anchors, labels = [], []
         for index, (x_value, y_value, row) in enumerate(points):
             x = left + (x_value - x_lo) / (x_hi - x_lo) * panel_w
             y = top + (1 - (y_value - y_lo) / (y_hi - y_lo)) * panel_h
@@ -430,5 +451,38 @@ def pareto_png(report: dict[str, Any], path: Path) -> Path:
             draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colour)
             if chosen and row["file"] == chosen["from"] and row["runtime"] == chosen["runtime"] and row["variant"] == chosen["variant"]:
                 draw.ellipse((x - 10, y - 10, x + 10, y + 10), outline="red", width=2)
-            draw.text((x + 8, y - 14), f"{row['variant']}/{row['runtime']}", fill=colour, font=font)
+            anchors.append((x, y))
+            labels.append((f"{row['variant']}/{row['runtime']}", colour))
+        sizes = [(int(font.getlength(text)), 12) for text, _ in labels]
+        for (text, colour), (lx, ly) in zip(labels, place_labels(anchors, sizes, (left + 2, top + 2, left + panel_w - 2, top + panel_h - 2))):
+            draw.text((lx, ly), text, fill=colour, font=font)
     return atomic_write(Path(path), lambda tmp: image.save(tmp, format="PNG"))
+
+
+def place_labels(anchors: list[tuple[float, float]], sizes: list[tuple[int, int]], bounds=None) -> list[tuple[float, float]]:
+    """Top-left corners for labels of ``sizes`` next to points at ``anchors``, none overlapping another
+    label or any point, and inside ``bounds`` (x0, y0, x1, y1) where there is room: the first free
+    spot of a ring of candidates around each point, farther out when the near ones are taken
+    (points close together used to print their labels on each other)."""
+    taken = [(x - 6, y - 6, x + 6, y + 6) for x, y in anchors]  # the dots themselves
+    placed = []
+
+    def free(box) -> bool:
+        inside = bounds is None or (box[0] >= bounds[0] and box[1] >= bounds[1] and box[2] <= bounds[2] and box[3] <= bounds[3])
+        return inside and all(box[2] <= o[0] or box[0] >= o[2] or box[3] <= o[1] or box[1] >= o[3] for o in taken)
+
+    for (x, y), (width, height) in zip(anchors, sizes):
+        spot = None
+        for reach in range(40):  # rows of labels above and below the point, right of it first
+            shift = reach * (height + 2)
+            for dx, dy in ((8, -height - 2 - shift), (8, 4 + shift), (-8 - width, -height - 2 - shift), (-8 - width, 4 + shift)):
+                box = (x + dx, y + dy, x + dx + width, y + dy + height)
+                if free(box):
+                    spot = box
+                    break
+            if spot:
+                break
+        spot = spot or (x + 8, y - height - 2, x + 8 + width, y - 2)
+        taken.append(spot)
+        placed.append((spot[0], spot[1]))
+    return placed
