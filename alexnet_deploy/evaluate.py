@@ -139,8 +139,9 @@ def evaluate(
     ``limit`` evaluates a seeded random subset of that many images (every class keeps its
     share on average). Undecodable files are skipped and listed. Images are decoded by
     ``workers`` threads (default one per CPU) while the model runs; links out of ``data`` are
-    not followed unless ``follow_links``. ``keep_predictions`` sets
-    ``report.predictions`` (top-1 class per scored image, in file order; not in ``to_dict``),
+    not followed unless ``follow_links``. ``keep_predictions`` sets ``report.predictions``,
+    ``report.truths`` and ``report.paths`` (top-1 class, true class and file of each scored
+    image, in file order; not in ``to_dict``),
     which ``optimize`` uses for agreement between variants.
     """
     progress = as_progress(progress)
@@ -157,12 +158,12 @@ def evaluate(
     progress("loading the model")
     loaded = _load(Path(model), runtime, model_options, preprocessing, threads)
     mapping, matched = class_index_map(images.classes, loaded.labels)
-    predictions: list[int] = []
+    kept: dict[str, list] = {"predictions": [], "truths": [], "paths": []}
     with loaded.runtime as rt:
-        report = _score(rt, loaded, images, mapping, matched, batch, str(model), progress, predictions, workers)
+        report = _score(rt, loaded, images, mapping, matched, batch, str(model), progress, kept, workers)
     report.excluded = excluded_entries(images)
     if keep_predictions:
-        report.predictions = predictions
+        report.predictions, report.truths, report.paths = kept["predictions"], kept["truths"], kept["paths"]
     return report
 
 
@@ -171,7 +172,7 @@ def excluded_entries(images: ImageSet) -> list[dict[str, str]]:
     return [{"path": str(path), "reason": reason} for path, reason in images.excluded]
 
 
-def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress, predictions: list[int] | None = None, workers: int | None = None) -> EvalReport:
+def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name, progress, kept: dict[str, list] | None = None, workers: int | None = None) -> EvalReport:
     info = rt.info()
     if info.input_shape[2] != loaded.preprocessing.crop:
         raise InputError(f"the model takes {info.input_shape[2]}x{info.input_shape[3]} input but its preprocessing crops to {loaded.preprocessing.crop}.", "pass --crop/--input-size matching the model")
@@ -193,8 +194,10 @@ def _score(rt, loaded: _Loaded, images: ImageSet, mapping, matched, batch, name,
         model_seconds += time.perf_counter() - tick
         truth = np.asarray([mapping[images.targets[index]] for index in chunk.indices])
         predicted = logits.argmax(axis=1)
-        if predictions is not None:
-            predictions.extend(int(p) for p in predicted)
+        if kept is not None:
+            kept["predictions"].extend(int(p) for p in predicted)
+            kept["truths"].extend(int(t) for t in truth)
+            kept["paths"].extend(str(images.paths[index]) for index in chunk.indices)
         np.add.at(confusion, (truth, predicted), 1)
         k = min(5, classes)
         top5 = np.argsort(-logits, axis=1)[:, :k]

@@ -116,8 +116,13 @@ def default_runtimes(target: str) -> tuple[list[str], list[str]]:
 EVAL_RUNTIMES = ("ort", "openvino", "openvino-bf16")
 
 
+# The fields an evaluation stage keeps; a cache written with fewer is redone.
+EVALUATION_FIELDS = 2
+
+
 def _evaluation(report) -> dict[str, Any]:
-    return {"top1": report.top1, "top5": report.top5, "n": report.n, "predictions": report.predictions}
+    return {"top1": report.top1, "top5": report.top5, "n": report.n, "predictions": report.predictions, "truths": report.truths,
+            "paths": report.paths, "labels": report.labels}
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -260,9 +265,10 @@ def optimize(
                 return _evaluation(evaluate(path, data, runtime=eval_runtime, batch=32, progress=progress, keep_predictions=True, follow_links=follow_links))
 
             key = "" if eval_runtime == "ort" else f"-{eval_runtime}"  # keeps the cache of runs made before OpenVINO was measured
-            evaluations[(name, eval_runtime)] = stages.run(f"eval-{name}{key}", {"file": _digest(path), "data": data_digest, "runtime": eval_runtime}, run_eval, progress)
+            evaluations[(name, eval_runtime)] = stages.run(f"eval-{name}{key}", {"file": _digest(path), "data": data_digest, "runtime": eval_runtime,
+                                                                                 "fields": EVALUATION_FIELDS}, run_eval, progress)
     if ("fp32", "ort") not in evaluations:  # the budget is measured against FP32 on onnxruntime, the reference runtime
-        evaluations[("fp32", "ort")] = stages.run("eval-fp32", {"file": _digest(variants["fp32"]), "data": data_digest, "runtime": "ort"},
+        evaluations[("fp32", "ort")] = stages.run("eval-fp32", {"file": _digest(variants["fp32"]), "data": data_digest, "runtime": "ort", "fields": EVALUATION_FIELDS},
                                                   lambda: _evaluation(evaluate(variants["fp32"], data, runtime="ort", batch=32, progress=progress, keep_predictions=True,
                                                                                follow_links=follow_links)), progress)
 
@@ -301,16 +307,25 @@ def optimize(
 def _report(source, out, target, runtimes, batches, max_drop, variants, evaluations, benches, int8, exported, skipped, notes) -> dict[str, Any]:
     import numpy as np
 
-    reference = np.asarray(evaluations[("fp32", "ort")]["predictions"])
-    fp32_top1 = evaluations[("fp32", "ort")]["top1"]
+    from alexnet_deploy.verify.paired import accuracy_change, budget_verdict, changed_images, flip_rate
+
+    fp32_eval = evaluations[("fp32", "ort")]
+    reference = np.asarray(fp32_eval["predictions"])
+    truth = np.asarray(fp32_eval["truths"])
+    fp32_top1 = fp32_eval["top1"]
     largest = max(batches)
     rows = []
     for name, path in variants.items():
         results = benches[name]
         for runtime in dict.fromkeys(r["runtime"] for r in results) or [None]:
             evaluation = evaluations.get((name, runtime)) or evaluations.get((name, "ort")) or next(v for (n, _), v in evaluations.items() if n == name)
-            agreement = float((np.asarray(evaluation["predictions"]) == reference).mean())
+            predicted = np.asarray(evaluation["predictions"])
+            agreement = float((predicted == reference).mean())
             drop = 100 * (fp32_top1 - evaluation["top1"])
+            change = accuracy_change(reference == truth, predicted == truth)
+            flips = flip_rate(reference, predicted)
+            if evaluation is fp32_eval:  # the reference itself: no uncertainty about comparing it with itself
+                change = {**change, "ci_points": [0.0, 0.0]}
             mine = [r for r in results if r["runtime"] == runtime]
             latency = next((r["latency_ms"]["p50"] for r in mine if r["batch"] == 1), None)
             through = next((r["throughput_ips"] for r in mine if r["batch"] == largest), None)
@@ -319,6 +334,9 @@ def _report(source, out, target, runtimes, batches, max_drop, variants, evaluati
                 "top1": evaluation["top1"], "top5": evaluation["top5"], "agreement": agreement, "drop_points": drop,
                 "within_budget": drop <= max_drop + 1e-9, "latency_b1_ms": latency, f"throughput_b{largest}_ips": through,
                 "throughput_ips": through, "throughput_batch": largest, "bytes": Path(path).stat().st_size, "images": evaluation["n"],
+                "drop_ci_points": change["ci_points"], "mcnemar_p": change["mcnemar_p"], "budget_verdict": budget_verdict(change, max_drop),
+                "flip_rate": flips["rate"], "flip_rate_ci": flips["ci"], "changed_count": flips["count"],
+                "changed_images": changed_images(fp32_eval["paths"], reference, predicted, fp32_eval["labels"], truth),
             })
     within = [r for r in rows if r["within_budget"] and r["runtime"]]
     best_latency = min((r for r in within if r["latency_b1_ms"] is not None), key=lambda r: r["latency_b1_ms"], default=None)
@@ -343,12 +361,22 @@ def _fmt(value, spec: str) -> str:
 def report_table(report: dict[str, Any]) -> tuple[list[tuple[str, str]], list[list[str]]]:
     """(columns as (name, justify), cells): the variant x runtime table of report.md and of the terminal."""
     largest = max(report["batches"])
-    columns = [("variant", "left"), ("runtime", "left"), ("top-1", "right"), ("top-5", "right"), ("agreement", "right"), ("latency b1 (ms)", "right"),
-               (f"throughput b{largest} (img/s)", "right"), ("size (MB)", "right"), ("within budget", "center")]
-    cells = [[r["variant"], r["runtime"] or "-", f"{100 * r['top1']:.2f}%", f"{100 * r['top5']:.2f}%", f"{100 * r['agreement']:.2f}%",
-              _fmt(r["latency_b1_ms"], ".2f"), _fmt(r["throughput_ips"], ".1f"), f"{r['bytes'] / 1e6:.1f}", "yes" if r["within_budget"] else "no"]
+    columns = [("variant", "left"), ("runtime", "left"), ("top-1", "right"), ("drop, 95% CI (points)", "right"), ("top-5", "right"), ("top-1 changed", "right"),
+               ("latency b1 (ms)", "right"), (f"throughput b{largest} (img/s)", "right"), ("size (MB)", "right"), ("within budget", "center")]
+    verdicts = {"within": "yes", "uncertain": "yes, uncertain", "over": "no"}
+    cells = [[r["variant"], r["runtime"] or "-", f"{100 * r['top1']:.2f}%", _drop_text(r), f"{100 * r['top5']:.2f}%", f"{100 * r['flip_rate']:.2f}%",
+              _fmt(r["latency_b1_ms"], ".2f"), _fmt(r["throughput_ips"], ".1f"), f"{r['bytes'] / 1e6:.1f}", verdicts[r["budget_verdict"]]]
              for r in report["rows"]]
     return columns, cells
+
+
+def _drop_text(row: dict[str, Any]) -> str:
+    """'0.40 (-0.20..1.00)': the top-1 drop under FP32 and its paired interval, in points (never '-0.00')."""
+    def points(value: float) -> str:
+        return f"{value:.2f}" if round(value, 2) != 0 else "0.00"
+
+    low, high = row["drop_ci_points"]
+    return f"{points(row['drop_points'])} ({points(low)}..{points(high)})"
 
 
 def report_sections(report: dict[str, Any]) -> list[tuple[str, list[str], bool]]:
@@ -368,6 +396,13 @@ def report_sections(report: dict[str, Any]) -> list[tuple[str, list[str], bool]]
         from alexnet_deploy.quantize.search import log_lines
 
         sections.append((f"INT8 search ({search['budget']['text']}: {'met' if search['met'] else 'missed'})", log_lines(search["log"]), True))
+    changed = [(r, r["changed_images"][:5]) for r in report["rows"] if r.get("changed_images")]
+    if changed:
+        lines = []
+        for r, examples in changed:
+            shown = "; ".join(f"{Path(c['image']).name}: {c['reference']} -> {c['candidate']} (truth {c['truth']})" for c in examples)
+            lines.append(f"{r['variant']} on {r['runtime']}: {r['changed_count']} image(s), e.g. {shown}")
+        sections.append(("Images whose top-1 changed (report.json: changed_images, up to 100 per row)", lines, False))
     if report["skipped"]:
         sections.append(("Skipped", [f"{s['variant']}{' ' + s['runtime'] if s.get('runtime') else ''}: {s['reason']}" for s in report["skipped"]], False))
     if report["notes"]:
@@ -380,7 +415,8 @@ def report_heading(report: dict[str, Any]) -> tuple[str, str]:
     largest = max(report["batches"])
     return (f"Which file to ship: the {report['target']} variants of {Path(report['source']).name}",
             f"Accuracy on {report['budget']['images']} images; budget: top-1 at most {report['budget']['max_drop_points']:g} points under FP32 "
-            f"({100 * report['budget']['fp32_top1']:.2f}%). Latency: median at batch 1; throughput at batch {largest}.")
+            f"({100 * report['budget']['fp32_top1']:.2f}%), \"uncertain\" when the drop's 95% interval (paired, the same images) reaches past it. "
+            f"Top-1 changed: images whose top-1 differs from FP32's. Latency: median at batch 1; throughput at batch {largest}.")
 
 
 def markdown(report: dict[str, Any]) -> str:

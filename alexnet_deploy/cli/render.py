@@ -151,6 +151,14 @@ def inspect_table(data: dict[str, Any]) -> Table:
     return table
 
 
+def change_text(change: dict[str, Any]) -> str:
+    """'-0.4 points (95% CI -1.2..+0.4; 3 images lost, 1 gained, McNemar p 0.62)': the sign says which way top-1 moved."""
+    low, high = change["ci_points"]
+    signed = lambda v: f"{v + 0.0:+.1f}" if round(v, 1) != 0 else "+0.0"  # noqa: E731 - never "-0.0"
+    return (f"{signed(-change['drop_points'])} points ({100 * change['confidence']:.0f}% CI {signed(-high)}..{signed(-low)}; "
+            f"{change['broken']} images lost, {change['fixed']} gained, McNemar p {change['mcnemar_p']:.2g})")
+
+
 def quantize_table(data: dict[str, Any]) -> Table:
     """The quantize summary: output, recipe, calibration, comparison with FP32, sizes, latency."""
     table = _two_columns()
@@ -166,7 +174,15 @@ def quantize_table(data: dict[str, Any]) -> Table:
     cmp = data["comparison"]
     line = f"top-1 agreement {_pct(cmp['top1_agreement'])}, top-5 {_pct(cmp['top5_agreement'])}, min cosine {cmp['min_cosine']:.5f} on {escape(cmp['on'])}"
     if cmp.get("accuracy") is not None:
-        line += f"\naccuracy {_pct(cmp['accuracy'])} (FP32 {_pct(cmp['accuracy_fp32'])}, {100 * (cmp['accuracy'] - cmp['accuracy_fp32']):+.1f} points)"
+        line += f"\naccuracy {_pct(cmp['accuracy'])} (FP32 {_pct(cmp['accuracy_fp32'])}): {change_text(cmp['accuracy_change'])}"
+        if cmp.get("budget_verdict"):
+            line += f"; budget: {cmp['budget_verdict']}"
+    flips = cmp.get("flip_rate")
+    if flips:
+        line += f"\ntop-1 changed on {flips['count']} of {flips['n']} images ({_pct(flips['rate'])}, 95% CI {_pct(flips['ci'][0])}..{_pct(flips['ci'][1])})"
+        if cmp.get("changed_images"):
+            first = cmp["changed_images"][0]
+            line += f", e.g. {escape(first['image'])}: {escape(first['reference'])} -> {escape(first['candidate'])} (all in --json: changed_images)"
     table.add_row("vs FP32", line)
     for key, row in data.get("latency", {}).items():
         table.add_row(f"latency {key.replace('_', ' ')}", f"{row['ms']:.2f} ms vs FP32 {row['fp32_ms']:.2f} ms: {row['speedup']:.2f}x (median, onnxruntime CPU)")

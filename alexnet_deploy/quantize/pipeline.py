@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from alexnet_deploy.verify.metrics import compare_logits
+from alexnet_deploy.verify.paired import budget_verdict
 from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices, synthetic_images
 from alexnet_deploy.errors import CheckFailed, InputError
 from alexnet_deploy.record import ModelRecord, read_record, write_record
@@ -237,6 +238,19 @@ def _truth(images: _Images, labels, notes: list[str]) -> np.ndarray | None:
     return np.asarray([mapping[t] for t in images.targets])
 
 
+def _changes(reference: np.ndarray, candidate: np.ndarray, truth: np.ndarray | None, compared: _Images, labels) -> dict[str, Any]:
+    """The flip rate, the accuracy change with its paired interval (with labels), and the images whose top-1 changed."""
+    from alexnet_deploy.verify.paired import accuracy_change, changed_images, flip_rate
+
+    ref_top1, cand_top1 = reference.argmax(1), candidate.argmax(1)
+    names = compared.used.paths if compared.used is not None else [f"synthetic image {i}" for i in range(len(ref_top1))]
+    result = {"flip_rate": flip_rate(ref_top1, cand_top1), "changed_count": int((ref_top1 != cand_top1).sum()),
+              "changed_images": changed_images(names, ref_top1, cand_top1, labels, truth)}
+    if truth is not None:
+        result["accuracy_change"] = accuracy_change(ref_top1 == truth, cand_top1 == truth)
+    return result
+
+
 def _accuracy(logits: np.ndarray, truth: np.ndarray | None) -> float | None:
     return None if truth is None else float((logits.argmax(axis=1) == truth).mean())
 
@@ -358,7 +372,10 @@ def quantize_model(
             "max_rel_err": summary["max_rel_err"],
             "accuracy_fp32": _accuracy(reference, truth),
             "accuracy": _accuracy(candidate, truth),
+            **_changes(reference, candidate, truth, compared, record.labels),
         }
+        if truth is not None and searched is not None:
+            comparison["budget_verdict"] = budget_verdict(comparison["accuracy_change"], budget.max_drop)
         within = searched is None or budget.holds({**comparison, "drop_points": None if truth is None else 100 * (comparison["accuracy_fp32"] - comparison["accuracy"])})
         latency = {}
         if measure_latency and (within or allow_drop):

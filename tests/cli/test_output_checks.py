@@ -190,7 +190,9 @@ def test_optimize_view_cuts_nothing_on_an_80_column_terminal():
     from alexnet_deploy.optimize import markdown, report_table
 
     row = {"variant": "bf16", "runtime": "openvino-bf16", "top1": 0.8125, "top5": 0.99, "agreement": 0.9875, "latency_b1_ms": 4.321,
-           "throughput_ips": 429.38, "bytes": 244_000_000, "within_budget": True}
+           "throughput_ips": 429.38, "bytes": 244_000_000, "within_budget": True, "drop_points": 0.25, "drop_ci_points": [-0.5, 1.25],
+           "flip_rate": 0.0125, "budget_verdict": "uncertain", "changed_count": 5,
+           "changed_images": [{"image": "val/cat/1.jpg", "reference": "cat", "candidate": "dog", "truth": "cat"}]}
     rec = {"file": "out/best-latency.onnx", "from": "out/model.onnx", "variant": "bf16", "runtime": "openvino-bf16", "latency_b1_ms": 4.321,
            "throughput_ips": 429.38, "top1": 0.8125}
     report = {"target": "cpu", "source": "checkpoints/a-rather-long-checkpoint-name.pth", "batches": [1, 32],
@@ -203,4 +205,5 @@ def test_optimize_view_cuts_nothing_on_an_80_column_terminal():
     for cell in [c for row in report_table(report)[1] for c in row]:
         assert cell in text, cell
     assert "best latency: best-latency.onnx = bf16 (model.onnx) on openvino-bf16 (4.32 ms at batch 1, 429.4 img/s at batch 32, top-1 81.25%)" in text
-    assert "| bf16 | openvino-bf16 | 81.25% | 99.00% | 98.75% | 4.32 | 429.4 | 244.0 | yes |" in markdown(report)
+    assert "| bf16 | openvino-bf16 | 81.25% | 0.25 (-0.50..1.25) | 99.00% | 1.25% | 4.32 | 429.4 | 244.0 | yes, uncertain |" in markdown(report)
+    assert "bf16 on openvino-bf16: 5 image(s), e.g. 1.jpg: cat -> dog (truth cat)" in text
