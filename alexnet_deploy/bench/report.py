@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from alexnet_deploy.bench.load import short_flags
 from alexnet_deploy.bench.stats import FIELDS
 
 
@@ -25,7 +26,8 @@ def to_csv(report: dict[str, Any]) -> str:
     """The results as CSV text with a header row."""
     flat = rows(report)
     buffer = io.StringIO()
-    columns = ["runtime", "model", "precision", "device", "io", "batch", "throughput_ips", "speedup", "baseline", "iterations", "gflops", "ceiling_pct"] + [f"latency_ms_{k}" for k in FIELDS]
+    columns = ["runtime", "model", "precision", "device", "io", "batch", "throughput_ips", "speedup", "baseline", "iterations", "gflops", "ceiling_pct",
+               "other_cpu_share", "round_spread"] + [f"latency_ms_{k}" for k in FIELDS]
     writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(flat)
@@ -47,14 +49,14 @@ def ceilings_line(machine: dict[str, Any]) -> str:
 def markdown_table(report: dict[str, Any]) -> str:
     """The results as a Markdown table."""
     lines = [
-        "| runtime | model | precision | batch | mean ms | p50 | p90 | p99 | min | max | images/s | speedup | GFLOP/s | % ceiling |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| runtime | model | precision | batch | mean ms | p50 | p90 | p99 | min | max | images/s | speedup | GFLOP/s | % ceiling | trust |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for row in rows(report):
         lines.append(
             f"| {row['runtime']} | {row['model']} | {row['precision']} | {row['batch']} | {row['latency_ms_mean']:.2f} | {row['latency_ms_p50']:.2f} | "
             f"{row['latency_ms_p90']:.2f} | {row['latency_ms_p99']:.2f} | {row['latency_ms_min']:.2f} | {row['latency_ms_max']:.2f} | "
-            f"{row['throughput_ips']:.1f} | {row['speedup']:.2f}x | {_num(row.get('gflops'), '.0f')} | {_num(row.get('ceiling_pct'), '.0f', '%')} |"
+            f"{row['throughput_ips']:.1f} | {row['speedup']:.2f}x | {_num(row.get('gflops'), '.0f')} | {_num(row.get('ceiling_pct'), '.0f', '%')} | {short_flags(row)} |"
         )
     return "\n".join(lines)
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from alexnet_deploy.bench.harness import TimingSettings, device_timing_possible, harness_overhead_ms, time_runtime
+from alexnet_deploy.bench.load import LoadProbe, flags, quiet_reading, round_spread
 from alexnet_deploy.bench.stats import latency_stats, throughput
 from alexnet_deploy.errors import AlexnetError, EnvironmentFailure, InputError
 from alexnet_deploy.parsing import parse_positive_ints
@@ -131,6 +133,8 @@ def _measure_cells(cells, settings: TimingSettings, report: BenchReport, progres
         min_iterations=max(1, math.ceil(settings.min_iterations / rounds)),
     )
     samples: dict[int, list[float]] = {i: [] for i in range(len(cells))}
+    by_round: dict[int, list[list[float]]] = {i: [] for i in range(len(cells))}
+    others: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(cells))}  # (other processes' CPU share, seconds)
     failed: dict[int, str] = {}
     for round_index in range(rounds):
         for i, (runtime_name, path, runtime, size) in enumerate(cells):
@@ -140,7 +144,13 @@ def _measure_cells(cells, settings: TimingSettings, report: BenchReport, progres
             progress(f"{runtime_name} {path.name} batch {size}" + (f" (round {round_index + 1}/{rounds})" if rounds > 1 else ""))
             warm = per_round if round_index == 0 else dataclasses.replace(per_round, warmup_s=0.0)
             try:
-                samples[i] += time_runtime(runtime, size, warm)
+                probe, tick = LoadProbe(), time.perf_counter()
+                measured = time_runtime(runtime, size, warm)
+                share = probe.other_share()
+                if share is not None:
+                    others[i].append((share, time.perf_counter() - tick))
+                samples[i] += measured
+                by_round[i].append(measured)
             except AlexnetError as exc:
                 failed[i] = f"batch {size}: {exc.problem}"
             except Exception as exc:  # e.g. a torch.compile backend failure or CUDA out of memory: keep the other rows
@@ -158,6 +168,9 @@ def _measure_cells(cells, settings: TimingSettings, report: BenchReport, progres
         }
         if "runtime_precision" in info.details:  # what the heavy layers really ran in (OpenVINO's execution graph)
             row["runtime_precision"] = info.details["runtime_precision"]
+        seconds = sum(t for _, t in others[i])
+        row["other_cpu_share"] = sum(share * t for share, t in others[i]) / seconds if seconds > 0 else None
+        row["round_spread"] = round_spread(by_round[i])
         report.results.append(row)
 
 
@@ -238,7 +251,7 @@ def run_bench(
     unique = list(dict.fromkeys(Path(p).resolve() for p in inputs))
     kinds = [(p, input_kind(p)) for p in unique]
     plan = [(rt, path) for rt in runtimes for path, kind in kinds if rt in KIND_RUNTIMES[kind] and not (exclude and exclude(rt, path))]
-    report = BenchReport(machine_info(threads), settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches, "rounds": settings.rounds})
+    report = BenchReport({**machine_info(threads), "load_before": quiet_reading()}, settings={"warmup_s": settings.warmup_s, "duration_s": settings.duration_s, "iterations": settings.iterations, "io": settings.io, "batches": batches, "rounds": settings.rounds})
     for path, kind in kinds:
         if not any(p == path for _, p in plan):
             report.skipped.append({"runtime": ",".join(runtimes), "model": str(path), "reason": f"no requested runtime takes a {kind} (use {', '.join(KIND_RUNTIMES[kind])})"})
@@ -281,6 +294,8 @@ def run_bench(
         row["speedup"] = row["throughput_ips"] / base["throughput_ips"]
         row["baseline"] = f"{base['runtime']} {Path(base['model']).name}"
     add_roofline(report)
+    for row in report.results:
+        row["flags"] = flags(row)
     report.fastest = fastest_per_batch(report.results)
     overhead = harness_overhead_ms()
     fastest = min((r["latency_ms"]["p50"] for r in report.results), default=None)

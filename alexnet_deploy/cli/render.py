@@ -248,11 +248,13 @@ def eval_table(report, confusion_png=None):
     return table
 
 
-BENCH_COLUMNS = (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right"), ("GFLOP/s", "right"), ("% ceiling", "right"))
+BENCH_COLUMNS = (("runtime", "left"), ("model", "left"), ("precision", "left"), ("batch", "right"), ("mean ms", "right"), ("p50", "right"), ("p90", "right"), ("p99", "right"), ("min", "right"), ("max", "right"), ("images/s", "right"), ("speedup", "right"), ("GFLOP/s", "right"), ("% ceiling", "right"), ("trust", "left"))
 
 
 def _bench_cells(data: dict[str, Any]) -> list[list[str]]:
     from pathlib import Path
+
+    from alexnet_deploy.bench.load import short_flags
 
     rows = []
     for row in data["results"]:
@@ -260,7 +262,7 @@ def _bench_cells(data: dict[str, Any]) -> list[list[str]]:
         rows.append([
             row["runtime"], Path(row["model"]).name, row["precision"], str(row["batch"]),
             *(f"{lat[k]:.2f}" for k in ("mean", "p50", "p90", "p99", "min", "max")), f"{row['throughput_ips']:.1f}", f"{row['speedup']:.2f}x",
-            f"{row['gflops']:.0f}" if "gflops" in row else "-", f"{row['ceiling_pct']:.0f}%" if "ceiling_pct" in row else "-",
+            f"{row['gflops']:.0f}" if "gflops" in row else "-", f"{row['ceiling_pct']:.0f}%" if "ceiling_pct" in row else "-", short_flags(row),
         ])
     return rows
 

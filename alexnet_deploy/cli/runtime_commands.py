@@ -151,6 +151,8 @@ def bench(
         return
     for skip in report.skipped:
         err.print(f"skipped {skip['runtime']} {Path(skip['model']).name}: {skip['reason']}", markup=False)
+    for line in trust_warnings(data):
+        err.print(line, markup=False)
     from alexnet_deploy.bench.report import ceilings_line
     from alexnet_deploy.bench.runner import fastest_lines
 
@@ -198,3 +200,19 @@ def _bench_e2e(inputs, folder, runtime, batch, threads, workers, duration, json_
         out.print(f"{row['runtime']} {Path(row['model']).name}: end to end {row['e2e_ips']:.1f} img/s = {100 * row['e2e_share_of_model']:.0f}% of the model alone "
                   f"({row['model_ips']:.1f}); bottleneck: {row['bottleneck']}", markup=False)
     out.print(ceilings_line(report.machine), markup=False)
+
+
+def trust_warnings(data: dict) -> list[str]:
+    """Warning lines when the host was busy before the run, or rows are flagged (busy, noisy, over the ceiling)."""
+    from alexnet_deploy.bench.load import BUSY_SHARE
+
+    lines = []
+    before = data["machine"].get("load_before") or {}
+    if (before.get("other_cpu_share") or 0) > BUSY_SHARE:
+        lines.append(f"warning: before the run other processes used {100 * before['other_cpu_share']:.0f}% of the CPU "
+                     f"(load average {before['loadavg_1m']:.1f} on {before['cores']} cores): figures from a busy host are not comparable")
+    flagged = [r for r in data["results"] if r.get("flags")]
+    if flagged:
+        lines.append(f"warning: {len(flagged)} of {len(data['results'])} row(s) not to be trusted (the trust column; 'flags' in --json): "
+                     + "; ".join(f"{r['runtime']} {Path(r['model']).name} batch {r['batch']}: {', '.join(r['flags'])}" for r in flagged[:3]))
+    return lines
