@@ -153,8 +153,9 @@ def inspect_table(data: dict[str, Any]) -> Table:
 
 def change_text(change: dict[str, Any]) -> str:
     """'-0.4 points (95% CI -1.2..+0.4; 3 images lost, 1 gained, McNemar p 0.62)': the sign says which way top-1 moved."""
+    from alexnet_deploy.verify.paired import signed
+
     low, high = change["ci_points"]
-    signed = lambda v: f"{v + 0.0:+.1f}" if round(v, 1) != 0 else "+0.0"  # noqa: E731 - never "-0.0"
     return (f"{signed(-change['drop_points'])} points ({100 * change['confidence']:.0f}% CI {signed(-high)}..{signed(-low)}; "
             f"{change['broken']} images lost, {change['fixed']} gained, McNemar p {change['mcnemar_p']:.2g})")
 

@@ -8,6 +8,7 @@ not used for calibration.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,11 @@ class QuantizeOutcome:
         data = asdict(self)
         data["output"], data["source"] = str(self.output), str(self.source)
         return data
+
+
+def search_trail(output: Path) -> Path:
+    """Where the INT8 search records every point it tried while it runs: ``OUTPUT.search.json``."""
+    return output.with_name(output.name + ".search.json")
 
 
 def default_output(source: Path, precision: str, target: str) -> Path:
@@ -334,8 +340,13 @@ def quantize_model(
         with OrtRuntime(source) as fp32_rt:
             fp32_logits = fp32_rt.run_all(compared.batch, 32, progress.advance)
         fixed = fixed_batch(proto)
+        trail = search_trail(output)
+
+        def keep_trail(log, best) -> None:  # every point tried, on disk as it goes: an interrupted search still says what it found
+            atomic_write_bytes(trail, json.dumps({"budget": budget.to_dict(truth is not None), "best": best, "log": log}, indent=1, default=str).encode())
+
         result = search_int8(source, proto, calibration, compared.batch, fp32_logits, truth, budget, target, method,
-                             proto.graph.input[0].name, fixed or CALIB_BATCH, fixed is not None, search=search, progress=progress)
+                             proto.graph.input[0].name, fixed or CALIB_BATCH, fixed is not None, search=search, progress=progress, on_step=keep_trail)
         quantized, calib_info = result.proto, result.calibration
         searched = {"budget": budget.to_dict(truth is not None), "met": result.met, "recipe": {k: v for k, v in result.recipe.items() if k != "measured"}, "log": result.log}
     else:

@@ -4,8 +4,11 @@ The search, cheapest first, stops at the first candidate within the budget:
 1. calibration methods (the requested one first) on the original graph;
 2. cross-layer equalization of the FP32 graph (checked against the original to 1e-4),
    then equalization plus bias correction, with the best method so far;
-3. per-layer sensitivity (what is lost when only that layer is quantized) on the best
-   graph so far, then the most sensitive layers kept in float, one more at a time (never all).
+3. per-layer sensitivity (what is lost when only that layer is quantized) and, for the CPU
+   target, what keeping that layer in float costs in measured milliseconds; then layers kept
+   in float one more at a time (never all), those that regain the most accuracy per
+   millisecond lost first, so the search stops at a fast file inside the budget rather than
+   at the first one.
 
 Every candidate is quantized and measured on the held-out images: top-1 accuracy against
 the labels when there are labels, else top-1 agreement with FP32. Calibration ranges are
@@ -25,6 +28,7 @@ from alexnet_deploy.errors import InputError
 from alexnet_deploy.fileio import scratch_dir
 from alexnet_deploy.quantize import equalize as eq
 from alexnet_deploy.quantize import recipes
+from alexnet_deploy.verify.paired import signed
 
 DEFAULT_MAX_DROP = 1.0  # top-1 points
 DEFAULT_MIN_AGREEMENT = 99.0  # percent
@@ -133,9 +137,25 @@ class _Graphs:
         return [n.name for n in self.prepared[tag][1].graph.node]
 
 
+def float_cost_ms(quantized, with_float, sample: np.ndarray, rounds: int = 3) -> float:
+    """Milliseconds a batch of ``sample`` takes longer with ``with_float`` than with ``quantized`` (two
+    ModelProtos), on onnxruntime's CPU, measured round-robin so the machine's drift hits both alike."""
+    from alexnet_deploy.runtimes.ort import OrtRuntime
+    from alexnet_deploy.timing import round_robin_medians
+
+    with OrtRuntime(quantized.SerializeToString()) as int8, OrtRuntime(with_float.SerializeToString()) as mixed:
+        medians = round_robin_medians({"int8": lambda: int8.run(sample), "mixed": lambda: mixed.run(sample)}, rounds=rounds, min_runs=3)
+    return 1000.0 * (float(np.median(medians["mixed"])) - float(np.median(medians["int8"])))
+
+
 def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np.ndarray, truth, budget: Budget, target: str,
-                method: str, input_name: str, batch: int, fixed: bool, search: bool = True, progress=None) -> SearchResult:
-    """Quantize ``source`` (FP32 ONNX at a path, ``proto`` its ModelProto) within ``budget``; see the module doc."""
+                method: str, input_name: str, batch: int, fixed: bool, search: bool = True, progress=None, on_step=None) -> SearchResult:
+    """Quantize ``source`` (FP32 ONNX at a path, ``proto`` its ModelProto) within ``budget``; see the module doc.
+
+    ``on_step(log, best)`` is called after every step (the log so far, the best candidate's
+    measurements and recipe): a caller records the points tried, so an interrupted search
+    still says what it found.
+    """
     log: list[dict[str, Any]] = []
     best: Candidate | None = None
     equalized_pairs: list[dict] = []
@@ -154,12 +174,17 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
             measured = measure(eq.run_logits(quantized, compared), reference, truth)
             candidate = Candidate(tag, how, list(float_layers), measured, quantized)
             if record:
-                log.append({"step": len(log) + 1, "technique": technique, "graph": tag, "method": how, "float_layers": list(float_layers),
-                            **{k: measured[k] for k in ("accuracy", "drop_points", "top1_agreement", "mean_rel_err")},
-                            "within_budget": budget.holds(measured), "seconds": round(time.perf_counter() - started, 2)})
                 if best is None or _score(measured) > _score(best.measured):
                     best = candidate
+                note({"technique": technique, "graph": tag, "method": how, "float_layers": list(float_layers),
+                      **{k: measured[k] for k in ("accuracy", "drop_points", "top1_agreement", "mean_rel_err")},
+                      "within_budget": budget.holds(measured), "seconds": round(time.perf_counter() - started, 2)})
             return candidate
+
+        def note(entry: dict[str, Any]) -> None:
+            log.append({"step": len(log) + 1, **entry})
+            if on_step is not None:
+                on_step(log, None if best is None else {"graph": best.graph, "method": best.method, "float_layers": best.float_layers, "measured": best.measured})
 
         def finish(candidate: Candidate, met: bool) -> SearchResult:
             _, used = graphs.ranges[(candidate.graph, candidate.method)]
@@ -185,8 +210,8 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
         check = compared[:EQUALIZE_CHECK_IMAGES]
         difference = eq.check_equivalent(proto, equalized, check) if equalized_pairs else 0.0
         usable = bool(equalized_pairs) and difference <= eq.TOLERANCE
-        log.append({"step": len(log) + 1, "technique": "cross-layer equalization (FP32 check)", "pairs": [p["pair"] for p in equalized_pairs],
-                    "fp32_max_rel_diff": difference, "images": len(check), "within_tolerance": usable, "seconds": round(time.perf_counter() - started, 2)})
+        note({"technique": "cross-layer equalization (FP32 check)", "pairs": [p["pair"] for p in equalized_pairs],
+              "fp32_max_rel_diff": difference, "images": len(check), "within_tolerance": usable, "seconds": round(time.perf_counter() - started, 2)})
         if usable:
             how = best.method
             graphs.add("equalized", proto=equalized)
@@ -202,19 +227,30 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
         else:
             equalized_pairs = []
 
-        # 3. Sensitivity of each layer on the best graph so far, then fallback to float.
+        # 3. Each layer's accuracy cost in INT8 and speed cost in float, then fallback to float,
+        # cheapest accuracy first: the layers that regain the most accuracy per millisecond lost.
         tag, how = best.graph, best.method
         layers, nodes = graphs.layers(tag), graphs.nodes(tag)
         base = _score(measure(reference, reference, truth))[0]
-        losses = []
+        all_int8 = attempt(tag, how, technique="sensitivity baseline", record=False)
+        sample = compared[: max(1, min(len(compared), batch if fixed else 8))]
+        timed = target == "cpu"  # onnxruntime's CPU speed says nothing about a TensorRT engine's
+        ranked = []
         for layer in layers:
             started = time.perf_counter()
             only = attempt(tag, how, exclude=[n for n in nodes if n != layer], technique="sensitivity", record=False)
-            loss = base - _score(only.measured)[0]
-            losses.append((loss, only.measured["mean_rel_err"], layer))
-            log.append({"step": len(log) + 1, "technique": "sensitivity", "graph": tag, "method": how, "layer": layer,
-                        "loss_points": 100 * loss, "mean_rel_err": only.measured["mean_rel_err"], "seconds": round(time.perf_counter() - started, 2)})
-        order = [layer for _, _, layer in sorted(losses, key=lambda item: (-item[0], -item[1]))]
+            loss = base - _score(only.measured)[0]  # what quantizing this layer alone costs in accuracy
+            cost = None
+            if timed:
+                kept_float = attempt(tag, how, exclude=[layer], technique="speed cost", record=False)
+                cost = max(float_cost_ms(all_int8.proto, kept_float.proto, sample), 0.0)
+            # accuracy regained per millisecond lost (a layer as good as free comes first among equals)
+            value = loss / max(cost, 0.01) if cost is not None else loss
+            ranked.append((value, loss, only.measured["mean_rel_err"], layer))
+            note({"technique": "sensitivity", "graph": tag, "method": how, "layer": layer, "loss_points": 100 * loss,
+                  "mean_rel_err": only.measured["mean_rel_err"], "float_cost_ms": cost, "points_per_ms": None if cost is None else 100 * value,
+                  "seconds": round(time.perf_counter() - started, 2)})
+        order = [layer for _, _, _, layer in sorted(ranked, key=lambda item: (-item[0], -item[1], -item[2]))]
         for count in range(1, len(order)):  # all of them in float would be an FP32 model called INT8
             kept = order[:count]
             candidate = attempt(tag, how, exclude=kept, float_layers=kept, technique="fallback to float")
@@ -244,10 +280,11 @@ def log_lines(log: list[dict[str, Any]]) -> list[str]:
                 lines.append(f"{head}: {len(entry['pairs'])} pair(s), FP32 max rel diff {entry['fp32_max_rel_diff']:.1e} on {entry['images']} images"
                              + ("" if entry["within_tolerance"] else " (over tolerance: not used)"))
         elif entry["technique"] == "sensitivity":
-            lines.append(f"{head} {entry['layer']}: loses {entry['loss_points']:.1f} points alone (mean rel err {entry['mean_rel_err']:.3f})")
+            cost = "" if entry.get("float_cost_ms") is None else f"; in float {entry['float_cost_ms']:+.2f} ms a batch ({entry['points_per_ms']:.2f} points/ms)"
+            lines.append(f"{head} {entry['layer']}: loses {entry['loss_points']:.1f} points alone (mean rel err {entry['mean_rel_err']:.3f}){cost}")
         else:
             if entry.get("accuracy") is not None:
-                what = f"accuracy {entry['accuracy']:.1%} ({-entry['drop_points']:+.1f} points)"
+                what = f"accuracy {entry['accuracy']:.1%} ({signed(-entry['drop_points'])} points)"
             else:
                 what = f"agreement {entry['top1_agreement']:.1%}"
             extra = f", float: {','.join(entry['float_layers'])}" if entry["float_layers"] else ""

@@ -99,3 +99,8 @@ def changed_images(names: Sequence[str], reference_top1, candidate_top1, labels:
             row["truth"] = labels[int(truth[index])]
         rows.append(row)
     return rows
+
+
+def signed(value: float, digits: int = 1) -> str:
+    """``value`` with its sign, never '-0.0' (a drop of -0.04 points prints as +0.0, not -0.0)."""
+    return f"{value:+.{digits}f}" if round(value, digits) != 0 else f"+{0:.{digits}f}"

@@ -247,6 +247,13 @@ def test_sensitive_layers_fall_back_to_float_when_equalization_cannot_help(cli, 
     assert set(convs) <= set(sensitivity) and max(sensitivity, key=sensitivity.get) in convs[1:3]  # the rescaled pair is the most sensitive
     kept = search["recipe"]["float_layers"]
     assert kept and set(kept) <= set(sensitivity)
+    # Layers go back to float in the order of accuracy regained per millisecond lost, measured.
+    costs = [s for s in search["log"] if s["technique"] == "sensitivity"]
+    assert all(s["float_cost_ms"] is not None and s["float_cost_ms"] >= 0 for s in costs)
+    by_value = sorted(costs, key=lambda s: (-s["points_per_ms"], -s["loss_points"], -s["mean_rel_err"]))
+    assert kept == [s["layer"] for s in by_value[:len(kept)]]
+    trail = json.loads(out.with_name(out.name + ".search.json").read_text())  # written as the search went
+    assert trail["log"] == search["log"] and trail["best"]["float_layers"] == kept
     written = onnx.load(str(out))
     inits = {t.name: t for t in written.graph.initializer}
     float_nodes = [node for node in written.graph.node if node.name in kept]
