@@ -150,7 +150,8 @@ def test_predict_lists_an_image_named_twice_once(cli, half_width_onnx, images, t
 
 @pytest.mark.slow
 def test_readme_embedding_example_runs_verbatim(cli, tmp_path, monkeypatch):
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text() + "".join(p.read_text() for p in sorted((root / "docs").glob("*.md")))  # the examples, wherever documented
     block = readme.split("<!-- readme: embedding example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
     cli.ok("quickstart")

@@ -142,7 +142,8 @@ def test_readme_curl_example_sends_a_jpeg(server, reference, files, tmp_path):
 
     if shutil.which("curl") is None or shutil.which("base64") is None:
         pytest.skip("curl and base64 are not installed here")
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text() + "".join(p.read_text() for p in sorted((root / "docs").glob("*.md")))
     block = readme.split("<!-- serve: curl example -->", 1)[1].split("```sh", 1)[1].split("```", 1)[0].strip()
     jpeg = tmp_path / "cat.jpg"
     from PIL import Image
