@@ -54,6 +54,7 @@ class _CappedReader:
 
     def __init__(self, raw, limit: int):
         self.raw, self.left = raw, limit
+        self.lines: list[bytes] = []  # as received: the framing checks read them (the parser has joined and trimmed them)
 
     def readline(self, size: int = -1) -> bytes:
         cap = self.left + 1 if size is None or size < 0 else min(size, self.left + 1)
@@ -61,7 +62,33 @@ class _CappedReader:
         self.left -= len(line)
         if self.left < 0:
             raise _HeadersTooLarge
+        self.lines.append(line)
         return line
+
+
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a header name (RFC 9110 5.1)
+_FIELD_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")  # visible characters, SP and HTAB only (RFC 9110 5.5)
+
+
+def framing_problem(lines: list[bytes]) -> str | None:
+    """What is wrong with the raw header lines of a request (after its request line), or None.
+
+    Python's parser is lenient where a proxy in front may not be: it joins a folded line into the
+    header above (hiding a Transfer-Encoding there), strips any whitespace (so ``Content-Length:
+    5\x0b`` reads as 5), and takes any bytes as a name. RFC 9112 says to reject each.
+    """
+    for line in lines[1:]:
+        if line in (b"\r\n", b"\n"):
+            break
+        body = line.rstrip(b"\r\n")
+        if body[:1] in (b" ", b"\t"):
+            return "a folded header line (obs-fold) is not accepted; send each header on one line"
+        name, colon, value = body.partition(b":")
+        if not colon or not _TOKEN.fullmatch(name):
+            return f"header name {name[:40]!r} is not a token (no spaces, control characters or separators before the colon)"
+        if not _FIELD_VALUE.fullmatch(value):
+            return f"header {name.decode('latin-1')[:40]} has a control character in its value (only SP and HTAB are whitespace)"
+    return None
 
     def __getattr__(self, name):
         return getattr(self.raw, name)
@@ -346,7 +373,10 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
             if not super().parse_request():
                 return False
             if isinstance(self.rfile, _CappedReader):
+                problem = framing_problem(self.rfile.lines)
                 self.rfile = self.rfile.raw  # the headers are in; the body is bounded by Content-Length
+                if problem is not None:
+                    return self._refuse(400, problem)
             lengths = self.headers.get_all("Content-Length") or []
             if self.headers.get_all("Transfer-Encoding"):
                 if lengths:

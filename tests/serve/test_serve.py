@@ -287,6 +287,19 @@ def test_transfer_encoding_with_content_length_is_refused(server):
     assert answer.startswith(b"HTTP/1.1 400") and answer.count(b"HTTP/1.1 ") == 1, answer[:400]
 
 
+@pytest.mark.parametrize("head,words", [
+    (b"Host: x\r\nX-Note: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 2", "folded header line"),  # a TE hidden in a fold
+    (b"Host: x\r\nContent-Length: 2\x0b", "control character"),  # Python strips \x0b: 2 for us, maybe not for a proxy
+    (b"Host: x\r\nX-F\x00oo: a\r\nContent-Length: 2", "not a token"),
+    (b"Host: x\r\nContent-Length : 2", "not a token"),  # whitespace before the colon
+], ids=["obs-fold", "vertical-tab", "nul-in-name", "space-before-colon"])
+def test_lenient_framing_is_refused(server, head, words):
+    """RFC 9112: obs-fold must be rejected, only SP and HTAB are whitespace, a name is a token."""
+    answer = _raw(server[1], b"POST /v2/models/alexnet/infer HTTP/1.1\r\n" + head + b"\r\n\r\n{}")
+    assert answer.startswith(b"HTTP/1.1 400") and words.encode() in answer, answer[:300]
+    assert urllib.request.urlopen(f"http://{server[1]}/v2/health/ready", timeout=10).status == 200
+
+
 def test_content_length_must_be_plain_digits(server):
     # int() reads "1_0" as 10 and "+5" as 5; a proxy would frame such a request differently.
     _, address = server
