@@ -59,25 +59,84 @@ def check_pixels(width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) ->
         raise ImageTooLarge(f"{width}x{height} pixels is over the limit of {max_pixels:,} pixels per image")
 
 
+# What a file may hold besides its pixels. Pillow reads JPEG and GIF metadata into Python lists
+# while it opens the file, before its size is known: 60 MB of empty JPEG APP segments or of
+# one-byte GIF comment blocks held 2-3 GB, and each JPEG scan is decoded in full, so 30,000
+# progressive scans of a 436 KB file took 39 s of CPU.
+MAX_JPEG_SEGMENTS = 1024  # markers before the first scan (a camera's photo has about 10-20)
+MAX_JPEG_SCANS = 128  # progressive JPEGs have about 10
+MAX_METADATA_BYTES = 16 << 20  # APPn/COM segments, GIF extensions
+MAX_GIF_EXTENSION_BLOCKS = 16384
+
+
+def check_structure(data: bytes) -> None:
+    """ImageTooLarge when an encoded JPEG or GIF holds more segments, scans or metadata than the limits above.
+
+    A cheap walk over the file's markers (no decoding); a file it cannot follow is left to Pillow.
+    """
+    view = memoryview(data)
+    if data[:2] == b"\xff\xd8":
+        scans = data.count(b"\xff\xda")  # entropy-coded data stuffs 0xFF as FF 00: FF DA is always a marker
+        if scans > MAX_JPEG_SCANS:
+            raise ImageTooLarge(f"a JPEG of {scans} scans is over the limit of {MAX_JPEG_SCANS}")
+        position, segments, metadata = 2, 0, 0
+        while position + 4 <= len(view) and view[position] == 0xFF:
+            marker = view[position + 1]
+            if marker == 0xFF:  # fill byte
+                position += 1
+                continue
+            if marker == 0xDA or marker == 0xD9:  # first scan, or the end
+                break
+            if 0xD0 <= marker <= 0xD8 or marker == 0x01:  # no length
+                position += 2
+                continue
+            length = (view[position + 2] << 8) | view[position + 3]
+            segments += 1
+            if 0xE0 <= marker <= 0xEF or marker == 0xFE:
+                metadata += length
+            if segments > MAX_JPEG_SEGMENTS or metadata > MAX_METADATA_BYTES:
+                raise ImageTooLarge(f"a JPEG with over {MAX_JPEG_SEGMENTS} segments or {MAX_METADATA_BYTES >> 20} MiB of metadata before its image")
+            position += 2 + length
+    elif data[:4] == b"GIF8" and len(view) >= 13:
+        position = 13 + (3 << ((view[10] & 7) + 1) if view[10] & 0x80 else 0)
+        blocks, metadata = 0, 0
+        while position < len(view) and view[position] == 0x21:  # extensions before the first image
+            position += 2
+            while position < len(view) and view[position]:
+                size = view[position]
+                blocks += 1
+                metadata += size
+                if blocks > MAX_GIF_EXTENSION_BLOCKS or metadata > MAX_METADATA_BYTES:
+                    raise ImageTooLarge(f"a GIF with over {MAX_GIF_EXTENSION_BLOCKS} extension blocks or {MAX_METADATA_BYTES >> 20} MiB of extensions before its image")
+                position += 1 + size
+            position += 1
+
+
 def decode_rgb(source, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> Image.Image:
     """An RGB PIL image decoded from a path, encoded bytes or a binary file object.
 
-    The size is checked against ``max_pixels`` from the header, before decoding; then
-    ``before_load(width, height)`` is called when given (a server reserves the memory the
-    decode will take; an exception there propagates). ImageRejected (naming the reason)
-    for anything that cannot be decoded.
+    The file's structure is checked first (check_structure), then its size against
+    ``max_pixels`` from the header, before decoding; then ``before_load(width, height, format)``
+    is called when given (a server reserves the memory the decode will take; an exception
+    there propagates). ImageRejected (naming the reason) for anything that cannot be decoded.
     """
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        source = io.BytesIO(source)
     try:
-        with Image.open(source, formats=IMAGE_FORMATS) as image:
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+        elif hasattr(source, "read"):
+            data = source.read()
+        else:
+            with open(source, "rb") as handle:
+                data = handle.read()
+        check_structure(data)
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             check_pixels(*image.size, max_pixels)
             if before_load is not None:
-                before_load(*image.size)
+                before_load(*image.size, image.format)
             image.load()
-            # convert() copies even when the mode is already RGB (0.5 ms for 500x375): skip it then,
-            # unless the file has more frames (its image object still refers to the closed file).
-            if image.mode == "RGB" and getattr(image, "n_frames", 1) == 1:
+            # convert() copies even when the mode is already RGB (0.5 ms for 500x375): skip it for
+            # single-image formats (is_animated is cheap; n_frames would walk every TIFF page).
+            if image.mode == "RGB" and image.format in ("JPEG", "PNG", "BMP", "PPM") and not getattr(image, "is_animated", False):
                 return image
             return image.convert("RGB")
     except ImageRejected:

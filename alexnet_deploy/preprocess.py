@@ -78,7 +78,7 @@ def to_rgb_image(source, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
 def model_input(source, spec: Preprocessing, out: np.ndarray | None = None, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> np.ndarray:
     """preprocess_image's work; ImageRejected, whose text is the short reason, for an image that cannot be used.
 
-    ``before_load(width, height)``: see imaging.decode_rgb (encoded sources only).
+    ``before_load(width, height, format)``: see imaging.decode_rgb (encoded sources only).
     """
     image = _rgb(source, max_pixels, before_load)
     return imaging.transform(image, spec.resize, spec.crop, spec.mean, spec.std, spec.interpolation, spec.resize_mode, out)

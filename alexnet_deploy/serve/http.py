@@ -235,6 +235,11 @@ class _Overflow:
             self.selector.unregister(connection)
         except (KeyError, ValueError):
             pass
+        if not _head_complete(head):  # evicted or timed out: read what arrived meanwhile (a probe's request may be in)
+            try:
+                head += connection.recv(self.MAX_HEAD)
+            except OSError:
+                pass
         try:
             connection.send(self.answer(bytes(head)))  # small: fits the socket buffer of a non-blocking send
             connection.shutdown(socket.SHUT_WR)
@@ -277,7 +282,7 @@ class _Overflow:
                 data = b""
             head = self.waiting[connection][1]
             head += data
-            if not data or b"\r\n\r\n" in head or len(head) >= self.MAX_HEAD:
+            if not data or _head_complete(head) or len(head) >= self.MAX_HEAD:
                 self._finish(connection)
         while True:
             try:
@@ -292,6 +297,11 @@ class _Overflow:
         now = time.monotonic()
         for connection in [c for c, (deadline, _) in self.waiting.items() if deadline <= now]:
             self._finish(connection)
+
+
+def _head_complete(head: bytes) -> bool:
+    """Whether a request head has ended (a blank line; bare LF line ends accepted, as the main path accepts them)."""
+    return b"\r\n\r\n" in head or b"\n\n" in head
 
 
 def _plain_response(status: str, body: bytes = b"", content_type: str = "application/json") -> bytes:
@@ -322,9 +332,9 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
 
     def overflow_answer(head: bytes) -> bytes:
         """What a connection beyond the limit gets: health probes and /metrics are answered, the rest 503."""
-        parts = head.split(b"\r\n", 1)[0].split()
+        parts = head.split(b"\n", 1)[0].split()
         path = parts[1].decode("latin-1").split("?", 1)[0].rstrip("/") if len(parts) == 3 else ""
-        if parts[:1] == [b"GET"] and b"\r\n\r\n" in head:
+        if parts[:1] == [b"GET"] and parts[2:3] in ([b"HTTP/1.1"], [b"HTTP/1.0"]) and _head_complete(head):
             if path in health_paths:
                 metrics.count_request("health", 200)
                 return _plain_response("200 OK")

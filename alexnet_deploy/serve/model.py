@@ -18,14 +18,19 @@ from alexnet_deploy.serve.metrics import ServeMetrics
 from alexnet_deploy.serve.protocol import Codec, EncodedImages, RequestError
 
 
-def decode_cost(width: int, height: int, spec) -> int:
-    """Bytes that decoding and resizing one ``width`` x ``height`` image holds at its peak.
+# Full-size images a decode holds at its peak, measured for 5000x5000 files: WebP's decoder keeps
+# extra buffers (2x what two copies would be), a progressive CMYK JPEG 1.5x; the rest at most two.
+_DECODE_COPIES = {"WEBP": 4, "JPEG": 3}
 
-    Pillow keeps RGB as 4 bytes a pixel: the decoded image (and a converted copy for modes
-    other than RGB) plus the resized one. ImageTooLarge when the resized size is over the limit.
+
+def decode_cost(width: int, height: int, spec, fmt: str | None = None) -> int:
+    """Bytes that decoding and resizing one ``width`` x ``height`` image of format ``fmt`` holds at its peak.
+
+    Pillow keeps RGB as 4 bytes a pixel: the decoded image (and a converted copy for modes other
+    than RGB, more for some decoders) plus the resized one. ImageTooLarge when the resized size is over the limit.
     """
     resized = checked_resize(width, height, spec.resize, spec.resize_mode)
-    return 4 * (2 * width * height + resized[0] * resized[1])
+    return 4 * (_DECODE_COPIES.get(fmt, 2) * width * height + resized[0] * resized[1])
 
 
 class ModelService:
@@ -80,18 +85,19 @@ class ModelService:
         if isinstance(batch, EncodedImages):
             for item in request["inputs"]:  # the base64 text is decoded: only the body and the images' bytes stay
                 item.pop("data", None)
-            batch = self.preprocess(batch, share, len(body))
+            batch = self.preprocess(batch, share, len(body), gone)
         self.metrics.observe("alexnet_request_preprocess_seconds", time.monotonic() - started)
         logits = self.batcher.submit(batch, self.limits.infer_timeout_s, gone, share)
         return self.codec.encode(request, logits)
 
-    def preprocess(self, images: EncodedImages, share=None, body_bytes: int = 0) -> np.ndarray:
+    def preprocess(self, images: EncodedImages, share=None, body_bytes: int = 0, gone=None) -> np.ndarray:
         """Encoded images -> the model's float32 NCHW batch, with the record's preprocessing (as Classifier does).
 
         With a ``share``, the request's memory is re-counted once its JSON is parsed: the body
         and the encoded images (at most the body's size again) plus the batch, which stays
         queued with the request; then each image's decoding memory is taken from the budget
-        while it is decoded: 503 while others hold it, 413 when it could never fit.
+        while it is decoded: 503 while others hold it, 413 when it could never fit. ``gone()`` is
+        asked before each image: a client that hung up costs no more decoding.
         """
         budget = None if share is None else share.budget
         tensor_bytes = len(images) * 3 * self.spec.crop * self.spec.crop * 4
@@ -99,12 +105,14 @@ class ModelService:
             raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
         batch = np.empty((len(images), 3, self.spec.crop, self.spec.crop), np.float32)
         for index, (encoded, row) in enumerate(zip(images, batch)):
+            if gone is not None and gone():
+                raise ConnectionAbortedError("the client disconnected while its images were decoded")
             held = []
 
-            def reserve(width: int, height: int) -> None:
+            def reserve(width: int, height: int, fmt: str | None = None) -> None:
                 if budget is None:
                     return
-                cost = decode_cost(width, height, self.spec)
+                cost = decode_cost(width, height, self.spec, fmt)
                 if cost + share.amount > budget.total:
                     raise RequestError(f"image {index} ({width}x{height}) needs {cost >> 20} MiB to decode; with its request's "
                                        f"{share.amount >> 20} MiB that is over this server's {budget.total >> 20} MiB for requests in progress "

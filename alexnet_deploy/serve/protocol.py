@@ -65,7 +65,8 @@ def _check_shape(data: bytes) -> None:
     if brackets.count(b"{") > _MAX_JSON_OBJECTS:
         raise RequestError(f"the request has more than {_MAX_JSON_OBJECTS} JSON objects; one input, at most one entry per output")
     if strings > _MAX_JSON_STRINGS:
-        raise RequestError(f"the request has more than {_MAX_JSON_STRINGS} JSON strings; input data must be numbers")
+        raise RequestError(f"the request has more than {_MAX_JSON_STRINGS} JSON strings; tensor data must be numbers, and more images "
+                           "than that go in several requests or as binary BYTES (the binary tensor extension)")
     arrays = brackets.count(b"[")
     if arrays > 64 + len(data) // _BYTES_PER_ARRAY:
         raise RequestError(f"the request has {arrays} JSON arrays for {len(data)} bytes; send \"data\" as one flat list of numbers")

@@ -59,8 +59,10 @@ def test_bench_json_schema_and_runtimes_agree(cli, half_width, half_width_onnx, 
 
 @pytest.mark.slow  # seconds of subprocesses or timing waits
 def test_bench_reports_what_cannot_run(cli, half_width_onnx):
-    result = cli.fails(2, "bench", half_width_onnx, "--runtime", "ort-cuda" if not HAS_CUDA else "torch", "--iterations", 1, "--warmup", 0)
-    assert "nothing could be measured" in result.stderr
+    # Without a GPU, nothing could run for want of one: the environment's failure (exit 4); with one,
+    # the torch runtime cannot take an ONNX file: bad usage (exit 2).
+    result = cli.fails(2 if HAS_CUDA else 4, "bench", half_width_onnx, "--runtime", "ort-cuda" if not HAS_CUDA else "torch", "--iterations", 1, "--warmup", 0)
+    assert "nothing could be measured" in result.stderr and "fix:" in result.stderr
     assert "unknown runtime" in cli.fails(2, "bench", half_width_onnx, "--runtime", "tensorflow").stderr
     assert "not a list of positive integers" in cli.fails(2, "bench", half_width_onnx, "--batch", "0").stderr
 

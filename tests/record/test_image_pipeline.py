@@ -196,3 +196,39 @@ def test_only_ordinary_image_formats_are_opened(tmp_path):
         data = io.BytesIO()
         image.save(data, format=fmt)
         np.testing.assert_allclose(preprocess_image(data.getvalue(), SPEC), torchvision_input(Image.open(io.BytesIO(data.getvalue())), SPEC), atol=1e-6)
+
+
+def _jpeg(tmp_size=(16, 16), progressive=False) -> bytes:
+    import io
+
+    data = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (*tmp_size, 3), dtype=np.uint8)).save(data, format="JPEG", progressive=progressive)
+    return data.getvalue()
+
+
+def test_files_that_make_pillow_hoard_metadata_or_scan_forever_are_refused_before_it_opens_them(monkeypatch):
+    """Empty JPEG APP segments or one-byte GIF comment blocks became Python lists of GBs inside
+    Image.open, and thousands of progressive scans took minutes of CPU: each is refused first."""
+    from alexnet_deploy import imaging
+
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(imaging.Image, "open", lambda *a, **k: opened.append(1) or real_open(*a, **k))
+    jpeg = _jpeg()
+    many_segments = jpeg[:2] + b"\xff\xe0\x00\x02" * (imaging.MAX_JPEG_SEGMENTS + 1) + jpeg[2:]
+    many_scans = _jpeg(progressive=True)
+    sos = many_scans.index(b"\xff\xda")
+    many_scans = many_scans[:sos] + many_scans[sos:many_scans.rindex(b"\xff\xd9")] * 20 + b"\xff\xd9"  # the scans again and again
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("P", (8, 8)).save(buffer, format="GIF")
+    gif = buffer.getvalue()
+    first = 13 + 3 * 2 ** ((gif[10] & 7) + 1)  # after the header and the global colour table
+    many_blocks = gif[:first] + b"\x21\xfe" + b"\x01x" * (imaging.MAX_GIF_EXTENSION_BLOCKS + 1) + b"\x00" + gif[first:]
+    for data, words in ((many_segments, "segments"), (many_scans, "scans"), (many_blocks, "extension blocks")):
+        with pytest.raises(imaging.ImageTooLarge, match=words):
+            imaging.decode_rgb(data)
+    assert opened == []
+    for fine in (jpeg, _jpeg(progressive=True), gif):  # ordinary files of each kind still decode
+        assert imaging.decode_rgb(fine).mode == "RGB"

@@ -227,3 +227,58 @@ def test_a_closed_server_leaves_no_thread_or_socket_behind(model):
         assert counts() == before
     finally:
         service.close()
+
+
+def test_overflow_answers_probes_through_a_flood_and_only_http_1(model, monkeypatch):
+    """A probe that arrives amid a flood is read before it is evicted; bare-LF probes are answered
+    as the main path answers them; a request line of another HTTP version is not."""
+    import socket
+    import threading
+
+    from alexnet_deploy.serve import http as serve_http
+    from alexnet_deploy.serve.limits import Limits
+    from alexnet_deploy.serve.model import ModelService
+
+    monkeypatch.setattr(serve_http._Overflow, "CAPACITY", 4)
+    limits = Limits(max_connections=1)
+    service = ModelService(model, "alexnet", 8, 1.0, limits=limits)
+    server = serve_http.make_server(service, "127.0.0.1", 0, limits)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    address = f"127.0.0.1:{server.server_address[1]}"
+    held = socket.create_connection(("127.0.0.1", server.server_address[1]))
+    held.send(b"GET /v2/health/live HTTP/1.1\r\n")  # the one slot, never finished
+    try:
+        for _ in range(5):
+            flood = [socket.create_connection(("127.0.0.1", server.server_address[1])) for _ in range(30)]
+            answer = _raw(address, b"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n\r\n", timeout=5)
+            for sock in flood:
+                sock.close()
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
+        assert _raw(address, b"GET /v2/health/live HTTP/1.1\nHost: x\n\n", timeout=5).startswith(b"HTTP/1.1 200")
+        assert _raw(address, b"GET /v2/health/live HTTP/9.9\r\nHost: x\r\n\r\n", timeout=5).startswith(b"HTTP/1.1 503")
+    finally:
+        held.close()
+        server.shutdown()
+        server.server_close()
+        service.close()
+
+
+def test_decoding_stops_when_the_client_has_gone(model, tmp_path):
+    from alexnet_deploy.serve.model import ModelService
+    from alexnet_deploy.serve.protocol import EncodedImages
+
+    images = EncodedImages(p.read_bytes() for p in write_images(tmp_path / "imgs", 5))
+    service = ModelService(model, "alexnet", 8, 1.0)
+    asked = []
+
+    def gone():
+        asked.append(1)
+        return len(asked) > 2  # the client hangs up while the second image is decoded
+
+    try:
+        with pytest.raises(ConnectionAbortedError):
+            service.preprocess(images, gone=gone)
+        assert len(asked) == 3 and service.metrics.images == 0  # two decoded, then stopped
+    finally:
+        service.close()
