@@ -233,7 +233,8 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
         layers, nodes = graphs.layers(tag), graphs.nodes(tag)
         base = _score(measure(reference, reference, truth))[0]
         all_int8 = attempt(tag, how, technique="sensitivity baseline", record=False)
-        sample = compared[: max(1, min(len(compared), batch if fixed else 8))]
+        rows = batch if fixed else min(len(compared), 8)  # a fixed-batch model takes exactly its batch
+        sample = np.resize(compared[:rows], (rows,) + compared.shape[1:])  # repeated when there are fewer images
         timed = target == "cpu"  # onnxruntime's CPU speed says nothing about a TensorRT engine's
         ranked = []
         for layer in layers:
