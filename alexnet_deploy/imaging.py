@@ -67,6 +67,8 @@ MAX_JPEG_SEGMENTS = 1024  # markers before the first scan (a camera's photo has 
 MAX_JPEG_SCANS = 128  # progressive JPEGs have about 10
 MAX_METADATA_BYTES = 16 << 20  # APPn/COM segments, GIF extensions
 MAX_GIF_EXTENSION_BLOCKS = 16384
+# Encoded files are read whole (for check_structure): no image under the pixel limit needs more.
+MAX_FILE_BYTES = 512 << 20
 
 
 def check_structure(data: bytes) -> None:
@@ -124,10 +126,12 @@ def decode_rgb(source, max_pixels: int = MAX_IMAGE_PIXELS, before_load=None) -> 
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
         elif hasattr(source, "read"):
-            data = source.read()
+            data = source.read(MAX_FILE_BYTES + 1)
         else:
             with open(source, "rb") as handle:
-                data = handle.read()
+                data = handle.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise ImageTooLarge(f"a file over {MAX_FILE_BYTES >> 20} MiB is over the limit for one image")
         check_structure(data)
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             check_pixels(*image.size, max_pixels)

@@ -324,6 +324,8 @@ def quantize_model(
     if output.resolve() == source.resolve():
         raise InputError("the output would overwrite the FP32 source.", "choose another -o path")
     check_writable(output)
+    if precision == "int8":  # the search's running log goes beside the output: a name the disk takes, before any work
+        check_writable(search_trail(output), "INT8 search log")
     if holdout_samples < 1:
         raise InputError(f"--holdout-samples {holdout_samples} must be at least 1.", "e.g. --holdout-samples 500")
     method = method or "minmax"

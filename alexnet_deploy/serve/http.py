@@ -29,7 +29,7 @@ from pathlib import Path
 
 from alexnet_deploy.errors import InputError
 from alexnet_deploy.serve.batcher import Share
-from alexnet_deploy.serve.limits import Limits, request_cost
+from alexnet_deploy.serve.limits import BUSY_MESSAGE, Limits, request_cost
 from alexnet_deploy.serve.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from alexnet_deploy.serve.model import ModelService
 from alexnet_deploy.serve.protocol import RequestError
@@ -523,7 +523,7 @@ def make_server(service: ModelService, host: str, port: int, limits: Limits | No
 
         def _busy(self):
             self.close_connection = True  # its body is not read
-            self._json(503, {"error": "the server is busy (too much request data in progress); retry shortly"}, {"Retry-After": "1", "Connection": "close"})
+            self._json(503, {"error": BUSY_MESSAGE}, {"Retry-After": "1", "Connection": "close"})
 
         def _infer(self, length: int, header_length: int | None, share: Share):
             if self.expect_continue:

@@ -8,6 +8,10 @@ BINARY_COST = 2  # a binary body and the float32 tensor decoded from it
 JSON_COST = 12  # a JSON body decodes to ~10x its size in Python objects (measured: 64 MB -> +651 MB RSS)
 
 
+# The answer (503, Retry-After) when --max-pending-mb is in use by other requests.
+BUSY_MESSAGE = "the server is busy (too much request data in progress); retry shortly"
+
+
 def request_cost(length: int, binary: bool) -> int:
     """Bytes of memory a request of ``length`` body bytes is expected to hold while it is handled."""
     return length * (BINARY_COST if binary else JSON_COST)

@@ -13,7 +13,7 @@ from alexnet_deploy.imaging import IMAGE_FORMATS, ImageRejected, ImageTooLarge, 
 from alexnet_deploy.preprocess import model_input
 from alexnet_deploy.record import read_record
 from alexnet_deploy.serve.batcher import Batcher
-from alexnet_deploy.serve.limits import Limits
+from alexnet_deploy.serve.limits import BUSY_MESSAGE, Limits
 from alexnet_deploy.serve.metrics import ServeMetrics
 from alexnet_deploy.serve.protocol import Codec, EncodedImages, RequestError
 
@@ -31,6 +31,10 @@ def decode_cost(width: int, height: int, spec, fmt: str | None = None) -> int:
     """
     resized = checked_resize(width, height, spec.resize, spec.resize_mode)
     return 4 * (_DECODE_COPIES.get(fmt, 2) * width * height + resized[0] * resized[1])
+
+
+def _busy() -> RequestError:
+    return RequestError(BUSY_MESSAGE, 503, {"Retry-After": "1"})
 
 
 class ModelService:
@@ -102,7 +106,7 @@ class ModelService:
         budget = None if share is None else share.budget
         tensor_bytes = len(images) * 3 * self.spec.crop * self.spec.crop * 4
         if share is not None and not share.resize(2 * body_bytes + tensor_bytes):
-            raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
+            raise _busy()
         batch = np.empty((len(images), 3, self.spec.crop, self.spec.crop), np.float32)
         for index, (encoded, row) in enumerate(zip(images, batch)):
             if gone is not None and gone():
@@ -118,7 +122,7 @@ class ModelService:
                                        f"{share.amount >> 20} MiB that is over this server's {budget.total >> 20} MiB for requests in progress "
                                        "(--max-pending-mb); send it smaller", 413)
                 if not budget.take(cost):
-                    raise RequestError("the server is busy (too much request data in progress); retry shortly", 503, {"Retry-After": "1"})
+                    raise _busy()
                 held.append(cost)
 
             try:

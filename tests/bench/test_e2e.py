@@ -75,3 +75,30 @@ def test_e2e_stops_each_measurement_at_its_duration(cli, setup, tmp_path, monkey
     monkeypatch.setattr(image_stream, "model_input", lambda *a, **k: calls.append(1) or real(*a, **k))
     cli.ok("bench", model, "--e2e", folder, "--duration", "0.01", "--batch", "4", "--workers", "1")
     assert len(calls) < 300  # three measurements (decode on 1 thread, model, end to end): one full pass each was 600+
+
+
+def test_e2e_defaults(cli, setup):
+    """No options: batch 32, one decode thread per CPU, the ort runtime."""
+    from alexnet_deploy.imaging import default_workers
+
+    model, _, images = setup
+    data = json.loads(cli.ok("bench", model, "--e2e", images, "--duration", "0.05", "--json").stdout)
+    assert data["settings"]["batch"] == 32 and data["settings"]["workers"] == default_workers()
+    assert [r["runtime"] for r in data["rows"]] == ["ort"] and data["rows"][0]["batch"] == 32
+
+
+@pytest.mark.slow  # a full-size AlexNet, 224 px, on photo-sized JPEGs
+def test_e2e_on_a_full_size_model(cli, half_width_onnx, tmp_path):
+    import numpy as np
+
+    from alexnet_deploy.datasets import synthetic_image
+
+    rng = np.random.default_rng(1)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(40):
+        synthetic_image(rng).resize((500, 375)).save(folder / f"{i}.jpg", quality=85)
+    data = json.loads(cli.ok("bench", half_width_onnx, "--e2e", folder, "--duration", "0.5", "--json").stdout)
+    row = data["rows"][0]
+    assert data["images"]["median_size"] == "500x375" and row["e2e_ips"] > 0 and row["model_ips"] > 0
+    assert row["shared_cores_bound_ips"] <= row["model_ips"] and row["bottleneck"] in ("decode", "model")

@@ -300,3 +300,12 @@ def test_the_search_never_keeps_every_layer_in_float(cli, tiny, tmp_path, monkey
     fallbacks = [step["float_layers"] for step in report["search"]["log"] if step["technique"] == "fallback to float"]
     assert fallbacks and max(len(kept) for kept in fallbacks) == len(layers) - 1
     assert not out.exists()
+
+
+def test_the_search_log_name_is_checked_before_any_work(cli, tiny, tmp_path):
+    """INT8 writes OUTPUT.search.json as it goes: a name the disk refuses is said at once, not after calibrating."""
+    calib = _write_folder(tmp_path / "calib", 8, seed=6)
+    out = tmp_path / ("q" * 240 + ".onnx")  # fine for the model, too long with .search.json after it
+    result = cli.fails(2, "quantize", tiny, "-p", "int8", "--calib", calib, "-o", out)
+    assert "INT8 search log file name is" in result.stderr and "calibrating" not in result.stderr
+    assert not out.exists()

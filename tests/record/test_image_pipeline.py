@@ -232,3 +232,15 @@ def test_files_that_make_pillow_hoard_metadata_or_scan_forever_are_refused_befor
     assert opened == []
     for fine in (jpeg, _jpeg(progressive=True), gif):  # ordinary files of each kind still decode
         assert imaging.decode_rgb(fine).mode == "RGB"
+
+
+def test_a_file_too_large_for_any_image_is_not_read_whole(tmp_path, monkeypatch):
+    """Files are read whole before Pillow sees them (for the structure checks): only up to the limit."""
+    from alexnet_deploy import imaging
+
+    monkeypatch.setattr(imaging, "MAX_FILE_BYTES", 1000)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(big)
+    assert big.stat().st_size > 1000
+    chunks = list(ImageStream([big], SPEC, workers=1))
+    assert chunks[0].indices == [] and "over the limit for one image" in chunks[0].skipped[0][1]
