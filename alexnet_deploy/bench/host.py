@@ -59,6 +59,9 @@ def _median_seconds(run, budget_s: float, min_runs: int = 5) -> float:
     return float(np.median(times))
 
 
+GEMM_IR_VERSION = 8
+
+
 def _ort_gemm(op: str, threads: int | None):
     """An onnxruntime session computing one GEMM: MatMul (FP32) or MatMulInteger (u8 x s8 -> s32)."""
     import onnxruntime as ort
@@ -72,7 +75,10 @@ def _ort_gemm(op: str, threads: int | None):
         [helper.make_tensor_value_info("a", a_type, [n, n]), helper.make_tensor_value_info("b", b_type, [n, n])],
         [helper.make_tensor_value_info("y", TensorProto.INT32 if integer else TensorProto.FLOAT, [n, n])],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # onnx stamps its own newest IR version by default, which an older onnxruntime refuses
+    # ("Unsupported model IR version: 14, max supported IR version: 13" on 1.30): IR 8 is
+    # what opset 17 needs, and every onnxruntime we support (>= 1.18) reads it.
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=GEMM_IR_VERSION)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     if threads:

@@ -318,6 +318,27 @@ def quantize_static_int8(source: Path, images: Calibration, target: str, method:
         return quantize_with_ranges(prepared, ranges, target, method, work), used
 
 
+def _without_initializer_shapes(path: Path) -> Path:
+    """Rewrite the model at ``path`` without value_info entries for its initializers; returns ``path``.
+
+    The pre-quantization shape inference records the shape of every weight. Dynamic quantization
+    then turns each Gemm(transB=1) into a MatMul by transposing its weight in place, leaving that
+    record stale, and onnxruntime before 1.32 re-runs strict shape inference and fails ("Inferred
+    shape and existing shape differ in dimension 0: (9216) vs (4096)"): microsoft/onnxruntime#25890.
+    A weight's shape is in the initializer itself, so the records carry nothing.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    weights = {init.name for init in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in weights]
+    if len(kept) != len(model.graph.value_info):
+        del model.graph.value_info[:]
+        model.graph.value_info.extend(kept)
+        onnx.save(model, str(path))
+    return path
+
+
 def quantize_dynamic_int8(source: Path):
     """A ModelProto of the FP32 model at ``source`` with dynamically quantized Gemm/MatMul weights."""
     import onnx
@@ -325,7 +346,7 @@ def quantize_dynamic_int8(source: Path):
 
     with scratch_dir("alexnet-quantize-") as tmp:
         work = Path(tmp)
-        prepared = _preprocessed(source, work)
+        prepared = _without_initializer_shapes(_preprocessed(source, work))
         output = work / "quantized.onnx"
         quantize_dynamic(str(prepared), str(output), op_types_to_quantize=["Gemm", "MatMul"], per_channel=True, weight_type=QuantType.QInt8)
         return onnx.load(str(output))

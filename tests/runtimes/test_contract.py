@@ -19,6 +19,7 @@ from torch_free import run_without_torch
 HAS_CUDA = torch.cuda.is_available()
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
+HAS_ORT_CUDA = HAS_CUDA and "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers()
 NO_CUDA = "needs a CUDA GPU (torch.cuda.is_available() is False)"
 
 KINDS = [
@@ -27,7 +28,7 @@ KINDS = [
     pytest.param("openvino", marks=pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed (pip install 'alexnet-deploy[openvino]')")),
     pytest.param("torch-compile", marks=pytest.mark.slow),
     pytest.param("torch-cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA)]),
-    pytest.param("ort-cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_CUDA, reason=NO_CUDA + " and onnxruntime-gpu")]),
+    pytest.param("ort-cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_ORT_CUDA, reason="needs a CUDA GPU and onnxruntime-gpu (this onnxruntime has no CUDAExecutionProvider)")]),
     pytest.param("trt", marks=[pytest.mark.gpu, pytest.mark.skipif(not (HAS_CUDA and HAS_TENSORRT), reason="needs TensorRT (pip install 'alexnet-deploy[tensorrt]') and a CUDA GPU")]),
 ]
 
