@@ -208,3 +208,110 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class FolderLock:
+    """An exclusive lock on ``folder`` for one run, held with ``flock`` on ``folder/name``.
+
+    ``with FolderLock(folder, name, what, fix):`` takes it without waiting; the lock file then
+    holds the holder's pid, host, start time and command line (JSON). A second run that cannot
+    take it raises InputError naming the holder, and has changed nothing in ``folder`` (the lock
+    file already exists: opening it changes nothing). The kernel releases ``flock`` when the
+    holding process dies, so a lock file a killed run left behind never blocks: only a live
+    holder does. The file is kept (removing it would let two runs lock two different files).
+    POSIX only (Linux, macOS): where ``fcntl`` is missing, EnvironmentFailure.
+    """
+
+    def __init__(self, folder: Path, name: str, what: str = "another run", fix: str = "wait for it to finish, or use another folder"):
+        self.folder = Path(folder)
+        self.path = self.folder / name
+        self.what = what
+        self.fix = fix
+        self.fd: int | None = None
+        self.holder: dict | None = None
+
+    def __enter__(self) -> "FolderLock":
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            from alexnet_deploy.errors import EnvironmentFailure
+
+            raise EnvironmentFailure(f"cannot lock {self.folder}: this platform has no fcntl (Linux and macOS do).", "run it on Linux or macOS") from None
+        try:  # never through a link: a planted link must not make us truncate the file it points at
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as exc:
+            raise InputError(f"cannot lock {self.folder}: {self.path.name} cannot be opened there ({exc.strerror or exc}).",
+                             f"remove {self.path} if it is not a plain file, or choose a folder you can write to") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise InputError(f"cannot lock {self.folder}: {self.path.name} is not a plain file.", f"remove {self.path}")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            raise InputError(f"{self.folder} is in use by {self.what}: {describe_holder(holder)}.", self.fix) from None
+        except OSError as exc:  # ENOLCK: a filesystem without locks
+            os.close(fd)
+            raise InputError(f"cannot lock {self.folder} ({exc.strerror or exc}): two runs could overwrite each other there.", "use a folder on a local disk") from None
+        import json
+        import shlex
+        import socket
+        import sys
+        import time
+
+        self.fd = fd
+        self.holder = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+                       "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else ""}
+        data = (json.dumps(self.holder) + "\n").encode()
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, data, 0)
+        except OSError:  # a full disk: the lock holds all the same, a refused run just cannot say by whom
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            try:
+                os.ftruncate(self.fd, 0)  # still held: nobody reads a finished run as the holder
+            except OSError:
+                pass
+            os.close(self.fd)  # releases the lock
+            self.fd = None
+
+
+def _lock_holder(fd: int) -> dict | None:
+    """The holder's JSON from the lock file; None when unreadable. The holder writes it just after
+    locking, so an empty file is read again for up to half a second."""
+    import json
+    import time
+
+    for _ in range(25):
+        try:
+            text = os.pread(fd, 65536, 0).decode("utf-8", "replace")
+            if text.strip():
+                value = json.loads(text)
+                return value if isinstance(value, dict) else None
+        except (OSError, ValueError):
+            return None
+        time.sleep(0.02)
+    return None
+
+
+def describe_holder(holder: dict | None) -> str:
+    """'pid 123 on HOST, started 2024-05-01 12:00:00 +0000, command: alexnet optimize ...' (one line,
+    whatever the lock file holds)."""
+    if not holder:
+        return "a process that has not said who it is"
+
+    def field(name: str, limit: int = 100) -> str:
+        text = " ".join(str(holder.get(name) or "").split())
+        return text if len(text) <= limit else text[:limit] + "…"
+
+    parts = [f"pid {field('pid', 20) or '?'}" + (f" on {field('host')}" if field("host") else "")]
+    if field("started"):
+        parts.append(f"started {field('started')}")
+    if field("command"):
+        parts.append(f"command: {field('command', 300)}")
+    return ", ".join(parts)

@@ -7,9 +7,16 @@ numbers ``alexnet eval`` gives), benchmarks on every runtime of the target
 (best-latency.onnx, best-throughput.onnx).
 
 Each finished stage leaves its result in ``OUT_DIR/.stages/NAME.json`` keyed by a hash of
-its inputs (file contents, image lists, options, toolkit version) and of the files it
-wrote, so an interrupted run resumes where it stopped and a changed input redoes exactly
-the stages that depend on it.
+its inputs and of the files it wrote, so an interrupted run resumes where it stopped and a
+changed input redoes exactly the stages that depend on it. The inputs are contents, never
+names: the source model's bytes (with an ONNX file's external weights) in every stage's key,
+a digest of every image's relative path, label and bytes for the stages that read ``--data``
+or ``--calib`` (both hashed once per run, streamed), the options that change the stage's
+result, and the toolkit version.
+
+A run holds an exclusive lock on OUT_DIR (``flock`` on ``OUT_DIR/.alexnet-optimize.lock``,
+which names the holder): a second run into the same folder stops at once with exit 2 and
+touches nothing there, instead of two runs mixing each other's files and cached stages.
 """
 
 from __future__ import annotations
@@ -25,11 +32,12 @@ from typing import Any, Callable
 
 from alexnet_deploy import __version__
 from alexnet_deploy.errors import AlexnetError, InputError
-from alexnet_deploy.fileio import atomic_write, atomic_write_bytes, sha256_file
+from alexnet_deploy.fileio import FolderLock, atomic_write, atomic_write_bytes, sha256_file
 from alexnet_deploy.progress import ProgressLike, as_progress
 
 TARGETS = ("cpu", "tensorrt")
 STAGES = ".stages"
+LOCK = ".alexnet-optimize.lock"
 
 
 @dataclass
@@ -74,12 +82,40 @@ def _digest(path: Path) -> str:
     return sha256_file(path) if Path(path).exists() else "missing"
 
 
-def export_inputs(source: Path, model_options, preprocessing) -> dict[str, Any]:
-    """What the export stage's result depends on: the source's bytes, the options, and the
-    contents of a ``--model FILE.py:Class`` file (editing the class must redo the export)."""
+def export_inputs(source: Path, model_options, preprocessing, source_sha: str | None = None) -> dict[str, Any]:
+    """What the export stage's result depends on: the source's bytes (``source_sha``, from
+    :func:`source_digest`, when already computed), the options, and the contents of a
+    ``--model FILE.py:Class`` file (editing the class must redo the export)."""
     model = getattr(model_options, "model", None)
     model_file = _digest(Path(model.rpartition(":")[0])) if model else None
-    return {"source": _digest(source), "options": repr(model_options), "model_file": model_file, "pre": repr(preprocessing)}
+    return {"source": source_sha or _digest(source), "options": repr(model_options), "model_file": model_file, "pre": repr(preprocessing)}
+
+
+def external_weights(source: Path) -> list[str]:
+    """Relative paths (to ``source``'s folder) of the files an ONNX model keeps its weights in; [] when
+    they are inside it. InputError for a location outside its folder (it could not be copied with it)."""
+    import onnx
+
+    from alexnet_deploy.onnx_file import load_onnx
+
+    proto = load_onnx(source, load_weights=False)
+    locations = set()
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+            if not location or Path(location).is_absolute() or ".." in Path(location).parts:
+                raise InputError(f"{source} keeps weights in {location!r}, which is not a file beside it.", "re-save the model with its weights inside (onnx.save without external data)")
+            locations.add(location)
+    return sorted(locations)
+
+
+def source_digest(source: Path, external: list[str] = ()) -> str:
+    """What the source model is: the sha256 of its bytes, folded with its external weight files' when it has any."""
+    own = sha256_file(source)
+    if not external:
+        return own
+    parts = [own] + [f"{location}:{_digest(Path(source).parent / location)}" for location in external]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
 def _openvino_missing() -> str | None:
@@ -160,7 +196,8 @@ def optimize(
 ) -> dict[str, Any]:
     """Run every stage (resuming finished ones) and return the report (also written to OUT_DIR).
 
-    Links out of the image folders are not followed unless ``follow_links``."""
+    Links out of the image folders are not followed unless ``follow_links``. OUT_DIR is locked
+    for the whole run: InputError naming the holder when another run has it."""
     from alexnet_deploy.onnx_file import check_input_file, file_kind
 
     progress = as_progress(progress)
@@ -184,19 +221,52 @@ def optimize(
     data_set = open_image_set(data, "data folder", follow_links)
     if not data_set.labelled:
         raise InputError(f"{data} is not an ImageFolder (one sub-folder of images per class).", "give labelled validation images: --data VAL_DIR")
-    # Names and sizes of every image: a changed data set invalidates the stages that read it.
-    data_digest = data_set.digest(sizes=True)
-    calib_digest = open_image_set(Path(calib), "calibration folder", follow_links).digest(sizes=True) if calib is not None else data_digest
+    calib_set = open_image_set(Path(calib), "calibration folder", follow_links) if calib is not None else None
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder.", "choose another -o OUT_DIR")
     out.mkdir(parents=True, exist_ok=True)
+    # One run per folder: two runs would overwrite each other's variants and resume each other's stages.
+    with FolderLock(out, LOCK, "another `alexnet optimize` run", f"wait for it to finish, or write to another folder (-o OUT_DIR); {out / LOCK} names the holder"):
+        # What the model and the images are, by content, hashed once per run (streamed): every
+        # stage's key holds the source's digest, and those that read images the images' digest,
+        # so swapped or edited bytes under the same names and sizes redo what depends on them.
+        progress("hashing the source model")
+        external = external_weights(source) if kind == "onnx" else []
+        source_sha = source_digest(source, external)
+        data_digest = data_set.content_digest(progress, "--data images")
+        if calib_set is None:
+            calib_digest = data_digest
+        elif calib_set.root.resolve() == data_set.root.resolve():
+            calib_digest = data_digest  # the same folder: hashed once
+        else:
+            calib_digest = calib_set.content_digest(progress, "--calib images")
+        return _run(source, kind, external, source_sha, data, data_digest, calib, calib_digest, out, target, runtimes, left_out, batches, max_drop,
+                    model_options, preprocessing, timing, progress, follow_links)
+
+
+def _run(source, kind, external, source_sha, data, data_digest, calib, calib_digest, out, target, runtimes, left_out, batches, max_drop,
+         model_options, preprocessing, timing, progress, follow_links) -> dict[str, Any]:
+    """The stages of :func:`optimize`, with OUT_DIR locked and the inputs hashed."""
     stages = _Stages(out / STAGES)
     notes: list[str] = []
     skipped: list[dict[str, str]] = []
     fp32 = out / "model.onnx"
 
-    # 1. Export + verify (checkpoint), or take the FP32 ONNX as given.
+    def key(**inputs) -> dict[str, Any]:
+        return {"source": source_sha, **inputs}  # the source model's bytes are in every stage's key
+
+    # 1. Export + verify (checkpoint), or take the FP32 ONNX as given (its external weights, if any, inlined).
     def export() -> dict[str, Any]:
+        if kind == "onnx" and external:
+            import onnx
+
+            from alexnet_deploy.onnx_file import load_onnx
+
+            proto = load_onnx(source)  # the weights read from the files beside it
+            if proto.ByteSize() >= 2**31:
+                raise InputError(f"{source}'s weights ({proto.ByteSize() / 1e9:.1f} GB) do not fit in one ONNX file.", "optimize accepts models under 2 GB")
+            atomic_write(fp32, lambda tmp: onnx.save(proto, str(tmp)))
+            return {"files": [str(fp32)], "exported": False, "inlined": external}
         if kind == "onnx":
             _copy(source, fp32)
             return {"files": [str(fp32)], "exported": False}
@@ -206,7 +276,7 @@ def optimize(
         return {"files": [str(fp32)], "exported": True, "verification": outcome.verification.to_dict() if outcome.verification else None}
 
     progress("stage 1/5: export and verify" if kind == "checkpoint" else "stage 1/5: copying the FP32 model")
-    exported = stages.run("export", export_inputs(source, model_options, preprocessing), export, progress)
+    exported = stages.run("export", export_inputs(source, model_options, preprocessing, source_sha), export, progress)
     fp32_digest = _digest(fp32)
 
     # 2. Variants.
@@ -221,7 +291,7 @@ def optimize(
         outcome = quantize_model(fp32, "fp16", fp16_path, target=target, holdout=data, measure_latency=False, progress=progress, follow_links=follow_links)
         return {"files": [str(fp16_path)], "comparison": outcome.comparison}
 
-    stages.run("fp16", {"fp32": fp32_digest, "data": data_digest, "target": target}, make_fp16, progress)
+    stages.run("fp16", key(fp32=fp32_digest, data=data_digest, target=target), make_fp16, progress)
     variants["fp16"] = fp16_path
 
     progress("stage 2/5: accuracy-aware INT8")
@@ -234,7 +304,8 @@ def optimize(
                                  budget=Budget(max_drop=max_drop), progress=progress, follow_links=follow_links)
         return {"files": [str(int8_path)] if outcome.written else [], "written": outcome.written, "search": outcome.search, "comparison": outcome.comparison}
 
-    int8 = stages.run("int8", {"fp32": fp32_digest, "data": data_digest, "calib": calib_digest, "target": target, "max_drop": max_drop}, make_int8, progress)
+    int8 = stages.run("int8", key(fp32=fp32_digest, data=data_digest, calib=calib_digest, calib_given=calib is not None, target=target, max_drop=max_drop),
+                      make_int8, progress)
     if int8["written"]:
         variants["int8"] = int8_path
     else:
@@ -264,15 +335,15 @@ def optimize(
             def run_eval(path=path, eval_runtime=eval_runtime) -> dict[str, Any]:
                 return _evaluation(evaluate(path, data, runtime=eval_runtime, batch=32, progress=progress, keep_predictions=True, follow_links=follow_links))
 
-            key = "" if eval_runtime == "ort" else f"-{eval_runtime}"  # keeps the cache of runs made before OpenVINO was measured
-            evaluations[(name, eval_runtime)] = stages.run(f"eval-{name}{key}", {"file": _digest(path), "data": data_digest, "runtime": eval_runtime,
-                                                                                 "fields": EVALUATION_FIELDS}, run_eval, progress)
+            suffix = "" if eval_runtime == "ort" else f"-{eval_runtime}"  # keeps the cache of runs made before OpenVINO was measured
+            evaluations[(name, eval_runtime)] = stages.run(f"eval-{name}{suffix}", key(file=_digest(path), data=data_digest, runtime=eval_runtime,
+                                                                                     fields=EVALUATION_FIELDS), run_eval, progress)
     if ("fp32", "ort") not in evaluations:  # the budget is measured against FP32 on onnxruntime, the reference runtime
-        evaluations[("fp32", "ort")] = stages.run("eval-fp32", {"file": _digest(variants["fp32"]), "data": data_digest, "runtime": "ort", "fields": EVALUATION_FIELDS},
+        evaluations[("fp32", "ort")] = stages.run("eval-fp32", key(file=_digest(variants["fp32"]), data=data_digest, runtime="ort", fields=EVALUATION_FIELDS),
                                                   lambda: _evaluation(evaluate(variants["fp32"], data, runtime="ort", batch=32, progress=progress, keep_predictions=True,
                                                                                follow_links=follow_links)), progress)
 
-    # 4. Speed of every variant on every runtime of the target.
+    # 4. Speed of every variant on every runtime of the target (the images play no part).
     from alexnet_deploy.bench.harness import TimingSettings
     from alexnet_deploy.bench.runner import run_bench
 
@@ -289,7 +360,7 @@ def optimize(
                 return {"results": [], "skipped": [{"runtime": ",".join(wanted), "reason": exc.problem}]}
             return {"results": report.results, "skipped": report.skipped}
 
-        speed = stages.run(f"bench-{name}", {"file": _digest(path), "runtimes": variant_runtimes(name), "batches": batches, "timing": repr(timing)}, run_speed, progress)
+        speed = stages.run(f"bench-{name}", key(file=_digest(path), runtimes=variant_runtimes(name), batches=batches, timing=repr(timing)), run_speed, progress)
         benches[name] = speed["results"]
         skipped += [{"variant": name, "runtime": s.get("runtime", ""), "reason": s["reason"]} for s in speed["skipped"]]
 

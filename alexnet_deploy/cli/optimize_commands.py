@@ -25,7 +25,7 @@ def optimize(
     runtimes: Annotated[Optional[str], typer.Option("--runtime", metavar="R,...", help="Runtimes to benchmark, comma separated (default: the target's: ort and openvino (when installed) for cpu, trt for tensorrt; BF16 is added on CPUs that have it).")] = None,
     batch: Annotated[Optional[str], typer.Option("--batch", metavar="1,32", help="Batch sizes: latency at 1, throughput at the largest (default 1,32).")] = None,
     max_drop: Annotated[Optional[float], typer.Option("--max-drop", metavar="POINTS", help="A variant qualifies when its top-1 is at most this many points under FP32 (default 1.0).")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("-o", "--out-dir", metavar="OUT_DIR", help="Where the variants and reports go (default: SOURCE-optimized/ next to it). Rerunning resumes.")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("-o", "--out-dir", metavar="OUT_DIR", help="Where the variants and reports go (default: SOURCE-optimized/ next to it). Rerunning resumes; one run at a time per folder.")] = None,
     duration: Annotated[Optional[float], typer.Option("--duration", metavar="SECONDS", help="Timed seconds per benchmark measurement (default 3).")] = None,
     follow_links: FollowLinksOpt = False,
     json_target: JsonOpt = None,
@@ -37,7 +37,9 @@ def optimize(
     Writes OUT_DIR/ with the variants, report.md, report.json, pareto.png, and
     best-latency.onnx / best-throughput.onnx: the fastest variants within --max-drop at
     batch 1 and at the largest batch. Finished stages are cached in OUT_DIR, so an
-    interrupted run resumes; changed inputs redo what depends on them.
+    interrupted run resumes; changed inputs (by content: the model's and the images' bytes)
+    redo what depends on them. One run at a time per OUT_DIR: a second one exits 2 naming
+    the run that holds it.
     """
     from alexnet_deploy.bench.harness import TimingSettings
     from alexnet_deploy.bench.runner import RUNTIMES, parse_batches
