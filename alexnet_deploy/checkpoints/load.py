@@ -5,11 +5,14 @@ Handles a bare state_dict; a dict wrapping one beside optimizer/epoch/metrics; t
 (loaded on the CPU); TorchScript archives; legacy (pre-1.6) files; safetensors files
 (with the optional ``safetensors`` package); and a whole pickled ``nn.Module``.
 
-Nothing from the file runs unless the caller passes ``trust_code=True`` (``--trust-code``):
-TorchScript weights are then read by a restricted unpickler that only builds tensors, and
+Nothing from the file runs unless the caller passes ``trust_code=True`` (``--trust-code``);
+without it TorchScript weights are read by a restricted unpickler that only builds tensors, and
 pickles go through ``torch.load(weights_only=True)``. Even with trust, a pickle may only name
-``nn.Module`` classes from torch, torchvision or the user's ``--model`` file; anything else is
-refused by name. The file is read once: the bytes hashed are the bytes checked and loaded.
+the classes an image classifier is built from (``pickles.trusted_classes()``: torch.nn layers
+and containers, a few torchvision classifiers) and the ``--model`` file's classes; anything
+else (torch.fx, torch.export, torch.jit, ...) is refused by name, and a loaded model holding
+hooks or callables is refused too. The file is read once: the bytes hashed are the bytes
+checked and loaded.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from typing import Any
 
 from alexnet_deploy.errors import CheckpointError, DependencyError
 from alexnet_deploy.checkpoints.pickles import (
-    TRUSTED_PACKAGES, allowed_class, load_allowlisted, needed_globals, not_a_checkpoint, numpy_data, quiet_torch_load, refusal, user_classes,
+    MALICIOUS_FIX, TRUST_RUNS, TRUSTED_PACKAGES, allowed_class, load_allowlisted, needed_globals, not_a_checkpoint, numpy_data,
+    quiet_torch_load, refusal, unsafe_user_classes, user_classes,
 )
 from alexnet_deploy.checkpoints.torchscript import is_torchscript, torchscript_tensors
 from alexnet_deploy.onnx_file import check_input_file
@@ -149,6 +153,10 @@ def load_checkpoint(
             raise not_a_checkpoint(path, exc) from None
         classes = {name: numpy_data(name) or allowed_class(name, allowed) for name in needed}
         refused = [name for name, cls in classes.items() if cls is None]
+        unsafe = unsafe_user_classes(extra_classes, extra_modules)
+        if any(name in unsafe for name in refused):  # the --model file's class itself subclasses a gadget
+            name = next(name for name in refused if name in unsafe)
+            raise CheckpointError(f"{path}: refusing {name}: it subclasses {unsafe[name]}, which --trust-code does not admit.", MALICIOUS_FIX) from None
         if refused:  # by name, with or without trust: no model checkpoint needs these
             raise refusal(path, *refused) from None
         model_classes = [name for name in needed if not numpy_data(name)]
@@ -156,7 +164,7 @@ def load_checkpoint(
             shown = ", ".join([n for n in model_classes if not n.startswith(TRUSTED_PACKAGES)][:3] or model_classes[:3])
             raise CheckpointError(
                 f"{path} holds a whole pickled model ({shown}); loading it runs those classes' code on data from the file.",
-                "if you trust the file, add --trust-code (and --model FILE.py:Class if its class is your own)",
+                f"if you trust the file, add --trust-code (and --model FILE.py:Class if its class is your own). {TRUST_RUNS}",
             )
         obj = load_allowlisted(path, data, archive, classes)
         fmt = "pickled" if trust_code else None

@@ -53,7 +53,7 @@ ModelKwargsOpt = Annotated[Optional[str], typer.Option("--model-kwargs", metavar
 InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", help="Input height/width in pixels (default: the layout's, e.g. 224 or 227).", rich_help_panel="Model")]
 TrustCodeOpt = Annotated[bool, typer.Option(
     "--trust-code", metavar=FlagMetavar, rich_help_panel="Model",
-    help="Run code from this file: TorchScript programs and pickled classes; only for files you trust (classes only from torch, torchvision or --model).",
+    help="Run code from this file: TorchScript programs, and pickled models built only from torch.nn layers, a few torchvision classifiers and your --model file's classes (never torch.fx/export/jit); only for files you trust.",
 )]
 
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from alexnet_deploy.checkpoints.pickles import (
-    _pickle_globals, _restricted_pickle_module, allowed_class, needed_globals, numpy_data, refusal, user_classes,
+    REFUSED_HOW, _pickle_globals, _restricted_pickle_module, allowed_class, needed_globals, numpy_data, refusal, user_classes,
 )
 from alexnet_deploy.checkpoints.torchscript import is_torchscript, torchscript_tensors
 from alexnet_deploy.errors import CheckpointError
@@ -97,14 +97,17 @@ def test_user_classes_are_the_nn_modules_of_the_model_file():
         pass
 
     module = types.ModuleType("mymodel")
+    Net.__module__ = Helper.__module__ = "mymodel"  # declared in the file
     module.Net, module.Helper, module.helper = Net, Helper, lambda: None
-    module.Linear = torch.nn.Linear  # imported into the file: admitted under the file's names and its own
+    module.Linear = torch.nn.Linear  # imported into the file: admitted under the file's names and its own (a trusted class)
+    module.GraphModule = torch.fx.GraphModule  # imported, and not a trusted class: never admitted
     allowed = user_classes({"Main": Net}, {"mymodel": module})
     assert allowed["__main__.Main"] is Net
     assert allowed["__main__.Net"] is Net and allowed["mymodel.Net"] is Net
     assert allowed[f"{Net.__module__}.{Net.__qualname__}"] is Net
     assert allowed["mymodel.Linear"] is torch.nn.Linear and allowed["torch.nn.modules.linear.Linear"] is torch.nn.Linear
     assert not any(value is Helper for value in allowed.values()) and "mymodel.helper" not in allowed
+    assert "mymodel.GraphModule" not in allowed and torch.fx.GraphModule not in allowed.values()
     assert user_classes(None, None) == {}
 
 
@@ -138,6 +141,9 @@ def test_allowed_class_admits_torch_and_torchvision_modules_by_their_canonical_n
     "torch.os.system", "torch.load", "torch.Tensor", "torch.nn.modules.linear.NoSuch", "torch.nn.modules.linear",
     "torch.nn.modules.linear.Linear.forward", "torch.__main__.Net", "torchvision.__main__.Net",
     "builtins.eval", "os.system", "mymodel.Net", "torch", "torchaudio.models.Wav2Vec2Model", "numpy.ndarray",
+    # nn.Module classes of torch that hold a graph, a program or callables: never admitted (issue 21)
+    "torch.export.unflatten.InterpreterModule", "torch.fx.graph_module.GraphModule", "torch.jit._script.RecursiveScriptModule",
+    "torch.nn.modules.module.Module", "torch.nn.modules.linear.LazyLinear",
 ])
 def test_allowed_class_refuses_everything_else(name):
     assert allowed_class(name, {}) is None
@@ -152,13 +158,15 @@ def test_refusal_names_the_globals_and_says_what_to_do():
     path = Path("evil.pth")
     malicious = refusal(path, "os.system")
     assert isinstance(malicious, CheckpointError)
-    assert str(malicious).startswith("evil.pth: refusing os.system: not an nn.Module class from torch, torchvision or --model.")
-    assert "may be malicious" in malicious.fix
+    assert str(malicious).startswith(f"evil.pth: refusing os.system: {REFUSED_HOW}.")
+    assert "may be malicious" in malicious.fix and "--trust-code does not load it" in malicious.fix
     for name in ("mymodel.Net", "__main__.Net", "a.b.MyNet"):
         error = refusal(path, name)
         assert "--trust-code --model FILE.py:" + name.rpartition(".")[2] in error.fix, name
-    for name in ("collections.OrderedDict", "_pickle.Loads", "torch.nn.Evil", "mymodel.net", "builtins.Eval", "_evil.Payload"):
-        assert "may be malicious" in refusal(path, name).fix, name
+        assert "--trust-code runs the constructors and __setstate__" in error.fix, name  # what trusting runs, in one line
+    for name in ("collections.OrderedDict", "_pickle.Loads", "torch.nn.Evil", "mymodel.net", "builtins.Eval", "_evil.Payload",
+                 "torch.export.unflatten.InterpreterModule", "torch.fx.graph_module.GraphModule"):
+        assert "may be malicious" in refusal(path, name).fix and "pass --trust-code" not in refusal(path, name).fix, name
     mixed = refusal(path, "mymodel.Net", "os.system")
     assert "refusing os.system:" in str(mixed) and "mymodel.Net" not in str(mixed) and "may be malicious" in mixed.fix
     many = refusal(path, *[f"m{i}.f" for i in range(6)])
@@ -453,7 +461,7 @@ def test_load_allowlisted_refuses_a_global_the_scan_did_not_report(tmp_path, leg
     with pytest.raises(CheckpointError) as info:
         load_allowlisted(path, data, archive, {"torch.nn.modules.linear.Linear": torch.nn.Linear})
     assert not marker.exists()
-    assert str(info.value).startswith(f"{path}: refusing os.system: not an nn.Module class"), str(info.value)
+    assert str(info.value).startswith(f"{path}: refusing os.system: {REFUSED_HOW}"), str(info.value)
 
 
 @pytest.mark.parametrize("legacy", [False, True], ids=["zip", "pre-1.6"])
