@@ -1,0 +1,512 @@
+"""Tests for the bugs of the second planted-bug audit (issue 22) that passed the fast tier.
+
+Each test asserts against a reference computed here, independently of the code under test:
+the documented subset drawn with numpy, a hand-made confusion matrix sorted in Python, the
+thread counts read off onnxruntime's own session object, the preprocessing spelled out from
+the layout's documented recipe. All run in seconds (tiny onnx.helper models, small images).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_model import CLASSES, tiny_model, write_images
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("tiny") / "tiny.onnx")
+
+
+def _image_folder(root: Path, per_class: int, classes=CLASSES, seed: int = 0) -> list[Path]:
+    """An ImageFolder with ``per_class`` images per class; its files in torchvision's ImageFolder order
+    (classes sorted, files sorted within each class), listed here rather than by the code under test."""
+    for k, name in enumerate(classes):
+        write_images(root / name, per_class, seed=seed + k)
+    return [path for name in sorted(classes) for path in sorted((root / name).iterdir())]
+
+
+# ---------------------------------------------------------------------------------------------
+# eval --limit N: the documented seeded random subset, not the first N files
+
+
+def test_eval_limit_scores_the_seeded_random_subset_not_the_first_files(model, tmp_path):
+    from alexnet_deploy.evaluate import evaluate
+
+    files = _image_folder(tmp_path / "val", 10)
+    limit = 12
+    report = evaluate(model, tmp_path / "val", limit=limit, keep_predictions=True, workers=1)
+    # docs/images.md: "`--limit N` scores a seeded random subset"; the draw is numpy's seeded
+    # permutation (seed 0) cut after N, in file order, as every subset draw in the toolkit.
+    expected = [str(files[i]) for i in sorted(np.random.default_rng(0).permutation(len(files))[:limit])]
+    assert report.n == limit and report.paths == expected
+    assert report.paths != [str(p) for p in files[:limit]]
+    # every class keeps its share on average: the first 12 files would be 10 apples and 2 bananas
+    assert {Path(p).parent.name for p in report.paths} == set(CLASSES)
+    assert sorted(report.per_class) == sorted(CLASSES)
+    again = evaluate(model, tmp_path / "val", limit=limit, keep_predictions=True, workers=1)
+    assert again.paths == report.paths  # seeded: the same subset every run
+
+
+def test_eval_limit_at_or_above_the_folder_size_scores_every_file(model, tmp_path):
+    from alexnet_deploy.evaluate import evaluate
+
+    files = _image_folder(tmp_path / "val", 3)
+    for limit in (len(files), len(files) + 5):
+        report = evaluate(model, tmp_path / "val", limit=limit, keep_predictions=True, workers=1)
+        assert report.paths == [str(p) for p in files]
+
+
+# ---------------------------------------------------------------------------------------------
+# eval's most frequent confusions: most frequent first
+
+
+def _report(labels, confusion):
+    from alexnet_deploy.evaluate import EvalReport
+
+    return EvalReport(model="m.onnx", runtime="ort", precision="fp32", n=int(np.sum(confusion)), top1=0.0, top5=0.0, labels=list(labels),
+                      per_class={}, confusion=[list(map(int, row)) for row in confusion], images_per_s=0.0, model_images_per_s=None,
+                      batch=1, matched="by name")
+
+
+def _reference_confusions(labels, confusion, count):
+    """Off-diagonal (true, predicted, count) with count > 0, most frequent first (distinct counts: no ties)."""
+    pairs = [(labels[r], labels[c], int(confusion[r][c])) for r in range(len(labels)) for c in range(len(labels)) if r != c and confusion[r][c] > 0]
+    return sorted(pairs, key=lambda p: -p[2])[:count]
+
+
+def test_top_confusions_are_the_most_frequent_mistakes_first():
+    labels = ["a", "b", "c", "d"]
+    confusion = [[50, 3, 0, 1],
+                 [7, 40, 0, 0],
+                 [0, 4, 60, 2],
+                 [0, 0, 9, 30]]  # the diagonal dwarfs every mistake: it never counts
+    report = _report(labels, confusion)
+    assert report.top_confusions(3) == [("d", "c", 9), ("b", "a", 7), ("c", "b", 4)]
+    assert report.top_confusions() == _reference_confusions(labels, confusion, 5)
+    assert report.top_confusions(10) == _reference_confusions(labels, confusion, 10)  # all six, none with count 0
+    assert report.top_confusions(1) == [("d", "c", 9)]
+    assert _report(labels, np.diag([5, 6, 7, 8]).tolist()).top_confusions() == []
+
+
+def test_eval_prints_the_most_frequent_confusions_for_many_classes():
+    """Over 20 classes, eval's text lists the 10 most frequent confusions, most frequent first."""
+    from rich.console import Console
+
+    from alexnet_deploy.cli.render import eval_table
+
+    labels = [f"class{i:02d}" for i in range(25)]
+    rng = np.random.default_rng(3)
+    confusion = np.diag(rng.integers(50, 60, 25))
+    counts = rng.permutation(np.arange(1, 31))  # 30 distinct mistake counts in random places
+    cells = [(r, c) for r in range(25) for c in range(25) if r != c]
+    for k, index in enumerate(rng.choice(len(cells), 30, replace=False)):
+        confusion[cells[index]] = counts[k]
+    console = Console(width=200, record=True)
+    console.print(eval_table(_report(labels, confusion.tolist())))
+    text = console.export_text()
+    lines = [f"{t} -> {p}: {n}" for t, p, n in _reference_confusions(labels, confusion.tolist(), 10)]
+    positions = [text.index(line) for line in lines]
+    assert positions == sorted(positions) and lines[0].endswith(": 30")
+
+
+# ---------------------------------------------------------------------------------------------
+# bench: "vs onnxruntime FP32" is against the onnxruntime FP32 row
+
+
+def _bench_row(runtime, model, precision, batch, ips):
+    lat = {k: 1000 * batch / ips for k in ("mean", "p50", "p90", "p99", "min", "max")}
+    return {"runtime": runtime, "model": model, "precision": precision, "device": "cpu", "batch": batch, "io": "host",
+            "latency_ms": lat, "throughput_ips": ips, "iterations": 3}
+
+
+def test_fastest_speedup_is_against_the_onnxruntime_fp32_row_only():
+    from alexnet_deploy.bench.runner import fastest_lines, fastest_per_batch
+
+    results = [
+        _bench_row("ort", "/m/seed.int8.onnx", "int8", 1, 300.0),       # onnxruntime, but not FP32: listed first
+        _bench_row("ort", "/m/seed.fp16.onnx", "fp16", 1, 80.0),
+        _bench_row("openvino", "/m/seed.onnx", "fp32", 1, 150.0),       # FP32, but not onnxruntime
+        _bench_row("ort", "/m/seed.onnx", "fp32", 1, 100.0),            # the baseline
+        _bench_row("torch", "/m/seed.pth", "fp32", 1, 60.0),
+        _bench_row("ort", "/m/seed.int8.onnx", "int8", 8, 400.0),       # batch 8: no onnxruntime FP32 row
+        _bench_row("openvino", "/m/seed.onnx", "fp32", 8, 500.0),
+    ]
+    fastest = fastest_per_batch(results)
+    assert [f["batch"] for f in fastest] == [1, 8]
+    one, eight = fastest
+    assert (one["runtime"], one["precision"], one["model"], one["throughput_ips"]) == ("ort", "int8", "seed.int8.onnx", 300.0)
+    assert one["speedup_vs_ort_fp32"] == pytest.approx(300.0 / 100.0)
+    assert one["latency_ms_p50"] == pytest.approx(1000 / 300.0)
+    assert (eight["runtime"], eight["throughput_ips"], eight["speedup_vs_ort_fp32"]) == ("openvino", 500.0, None)
+    lines = fastest_lines(fastest)
+    assert lines[0] == "fastest at batch 1: ort int8 (seed.int8.onnx) 300.0 img/s, p50 3.33 ms, 3.00x onnxruntime FP32"
+    assert lines[1] == "fastest at batch 8: openvino fp32 (seed.onnx) 500.0 img/s, p50 16.00 ms (no onnxruntime FP32 row to compare with)"
+
+
+def test_fastest_baseline_ignores_other_onnxruntime_providers():
+    """ort-cuda and ort-trt rows are onnxruntime too, but the baseline is onnxruntime FP32 on the CPU (runtime 'ort')."""
+    from alexnet_deploy.bench.runner import fastest_per_batch
+
+    results = [_bench_row("ort-cuda", "/m/seed.onnx", "fp32", 4, 900.0), _bench_row("ort", "/m/seed.onnx", "fp32", 4, 90.0)]
+    (best,) = fastest_per_batch(results)
+    assert best["runtime"] == "ort-cuda" and best["speedup_vs_ort_fp32"] == pytest.approx(10.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# --threads is onnxruntime's intra-op thread count (read off the session itself)
+
+
+def test_threads_set_onnxruntimes_intra_op_threads(model):
+    from alexnet_deploy.classifier import Classifier
+    from alexnet_deploy.runtimes import open_runtime
+    from alexnet_deploy.runtimes.ort import OrtRuntime
+
+    default_inter = __import__("onnxruntime").SessionOptions().inter_op_num_threads
+    with OrtRuntime(model, threads=3) as rt:
+        options = rt.session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (3, default_inter)
+    with open_runtime(model, "ort", threads=2) as rt:  # predict/eval/bench --threads
+        options = rt.session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, default_inter)
+    with Classifier(model, threads=1) as classifier:  # the Python API and predict
+        options = classifier._runtime.session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, default_inter)
+    with OrtRuntime(model) as rt:  # no --threads: onnxruntime's own choice
+        options = rt.session.get_session_options()
+        assert (options.intra_op_num_threads, options.inter_op_num_threads) == (0, default_inter)
+
+
+# ---------------------------------------------------------------------------------------------
+# a layout's --input-size override keeps its resize mode
+
+
+def test_input_size_override_keeps_each_layouts_resize_mode():
+    from alexnet_deploy.checkpoints.layouts import LAYOUTS, default_preprocessing
+    from alexnet_deploy.record import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+
+    size = 192
+    for name, layout in LAYOUTS.items():
+        spec = layout.preprocessing
+        got = default_preprocessing(layout, size)
+        if spec.resize_mode == "exact":  # Resize((N, N)) to the new size, then a crop of all of it
+            want = Preprocessing(size, size, spec.mean, spec.std, spec.interpolation, "exact")
+        else:  # torchvision's 256/224 ratio at the new size
+            want = Preprocessing(round(size * 256 / 224), size, spec.mean, spec.std, spec.interpolation, "shorter")
+        assert got == want, name
+        assert default_preprocessing(layout, spec.crop) == spec, name  # no override: the layout's own
+    assert [n for n, layout in LAYOUTS.items() if layout.preprocessing.resize_mode == "exact"] == ["layers-fc", "half-width"]
+    assert default_preprocessing(None, 227) == Preprocessing(256, 227, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_input_size_override_on_a_half_width_checkpoint_keeps_exact_resize(half_width):
+    """Through resolve_model (what export/eval/verify --input-size use): seed 003 trained with Resize((224, 224))."""
+    from alexnet_deploy.checkpoints.options import ModelOptions
+    from alexnet_deploy.checkpoints.resolve import resolve_model
+    from alexnet_deploy.record import Preprocessing
+
+    path, _, _ = half_width
+    resolved = resolve_model(path, ModelOptions(input_size=225))
+    assert resolved.input_size == 225
+    assert resolved.preprocessing == Preprocessing(225, 225, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bilinear", "exact")
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize without --holdout: the comparison images are never calibration images
+
+
+def _record(model):
+    from alexnet_deploy.record import read_record_from_path
+
+    return read_record_from_path(model)
+
+
+@pytest.mark.parametrize("calib_samples, holdout_samples, calibrated, compared_count", [
+    (256, 500, 17, 4),   # 21 images <= 256: a fifth (4) is kept back
+    (12, 500, 12, 9),    # 21 > 12: the 9 left after the 12 calibration images
+    (12, 5, 12, 5),      # ... trimmed to --holdout-samples at random
+    (21, 500, 17, 4),    # exactly --calib-samples images: still a fifth kept back, not all calibrated
+])
+def test_quantize_without_holdout_compares_on_images_it_did_not_calibrate_on(model, tmp_path, calib_samples, holdout_samples, calibrated, compared_count):
+    from alexnet_deploy.quantize.pipeline import plan_images
+
+    files = _image_folder(tmp_path / "calib", 7)  # 21 images
+    calibration, compared, notes = plan_images("int8", tmp_path / "calib", None, calib_samples, holdout_samples, _record(model))
+    calib_paths = list(calibration.images.paths)
+    compared_paths = list(compared.used.paths)
+    assert len(calib_paths) == len(calibration) == calibrated and len(compared.batch) == len(compared_paths) == compared_count
+    assert set(calib_paths).isdisjoint(compared_paths)
+    assert set(calib_paths) | set(compared_paths) <= set(files) and len(set(calib_paths)) == calibrated
+    if holdout_samples >= len(files) - calibrated:
+        assert set(calib_paths) | set(compared_paths) == set(files)  # nothing wasted
+    assert compared.description.startswith(f"{compared_count} held-out images")
+    assert not any("not held out" in note for note in notes)
+    # a seeded random draw: not the first files in folder order, the same files every run
+    assert calib_paths != files[:calibrated]
+    again, compared_again, _ = plan_images("int8", tmp_path / "calib", None, calib_samples, holdout_samples, _record(model))
+    assert list(again.images.paths) == calib_paths and list(compared_again.used.paths) == compared_paths
+
+
+def test_quantize_with_two_calibration_images_keeps_one_back(model, tmp_path):
+    from alexnet_deploy.quantize.pipeline import plan_images
+
+    files = _image_folder(tmp_path / "two", 1, classes=CLASSES[:2])
+    calibration, compared, notes = plan_images("int8", tmp_path / "two", None, 256, 500, _record(model))
+    assert len(calibration.images.paths) == 1 and len(compared.used.paths) == 1
+    assert set(calibration.images.paths) | set(compared.used.paths) == set(files) and notes == []
+
+
+def test_quantize_with_a_single_calibration_image_says_the_comparison_reuses_it(model, tmp_path):
+    from alexnet_deploy.quantize.pipeline import plan_images
+
+    (only,) = _image_folder(tmp_path / "one", 1, classes=CLASSES[:1])
+    calibration, compared, notes = plan_images("int8", tmp_path / "one", None, 256, 500, _record(model))
+    assert list(calibration.images.paths) == [only] == list(compared.used.paths)
+    assert any("not held out" in note for note in notes)
+
+
+def test_quantize_cli_without_holdout_compares_on_images_it_did_not_calibrate_on(cli, model, tmp_path, monkeypatch):
+    """End to end (tiny model, --no-search): the files the calibrator was fed and the files the comparison
+    decoded, as seen by the image readers, are disjoint and together the whole folder."""
+    import alexnet_deploy.quantize.pipeline as pipeline
+
+    fed, compared = [], []
+    real_stream, real_load = pipeline.ImageStream, pipeline.load_images
+
+    def stream(sources, *args, **kwargs):
+        fed.extend(Path(s) for s in sources)
+        return real_stream(sources, *args, **kwargs)
+
+    def load(paths, *args, **kwargs):
+        compared.extend(Path(p) for p in paths)
+        return real_load(paths, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ImageStream", stream)
+    monkeypatch.setattr(pipeline, "load_images", load)
+    files = _image_folder(tmp_path / "calib", 5)  # 15 images: 12 calibrate, 3 compare
+    data = json.loads(cli.ok("quantize", model, "-p", "int8", "--calib", tmp_path / "calib", "--no-search", "--no-latency",
+                             "--max-drop", 100, "--min-agreement", 0, "-o", tmp_path / "tiny.int8.onnx", "--json").stdout)
+    assert data["calibration"]["images"] == 12 and data["comparison"]["images"] == 3
+    assert data["comparison"]["on"].startswith("3 held-out images")
+    assert not any("not held out" in w for w in data["warnings"])
+    assert len(set(fed)) == 12 and len(compared) == 3
+    assert set(fed).isdisjoint(compared) and set(fed) | set(compared) == set(files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the seven bugs: fast references for the modules added to [tool.mutmut]
+
+SIX = ("ant", "bee", "cat", "dog", "eel", "fox")
+
+
+@pytest.fixture(scope="module")
+def six_class_model(tmp_path_factory):
+    return tiny_model(tmp_path_factory.mktemp("six") / "six.onnx", classes=SIX)
+
+
+def test_eval_scores_equal_a_bare_onnxruntime_loop_on_torchvision_inputs(six_class_model, tmp_path):
+    """top-1, top-5, per-class figures and the confusion matrix, from onnxruntime on torchvision's inputs;
+    a folder holding 4 of the 6 classes, one undecodable file skipped, batches that split the folder unevenly."""
+    import onnxruntime as ort
+
+    from alexnet_deploy.evaluate import evaluate
+    from alexnet_deploy.record import read_record_from_path
+    from tiny_model import torchvision_input
+
+    folder = tmp_path / "val"
+    present = ("bee", "dog", "eel", "fox")
+    files = _image_folder(folder, 5, classes=present, seed=11)
+    bad = folder / "dog" / "zz-broken.png"
+    bad.write_bytes(b"not an image")
+    spec = read_record_from_path(six_class_model).preprocessing
+    session = ort.InferenceSession(str(six_class_model), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": np.stack([torchvision_input(p, spec) for p in files])})[0]
+    truth = np.array([SIX.index(p.parent.name) for p in files])
+    confusion = np.zeros((6, 6), int)
+    for t, p in zip(truth, logits.argmax(1)):
+        confusion[t, p] += 1
+    top5 = np.array([t in np.argsort(-row, kind="stable")[:5] for t, row in zip(truth, logits)])
+
+    report = evaluate(six_class_model, folder, batch=3, keep_predictions=True, workers=2)
+    assert report.n == len(files) and report.labels == list(SIX) and report.batch == 3
+    assert report.confusion == confusion.tolist()
+    assert report.top1 == pytest.approx(float(np.mean(logits.argmax(1) == truth)))
+    assert report.top5 == pytest.approx(float(top5.mean())) and report.top5 < 1.0
+    assert set(report.per_class) == set(present)
+    for name in present:
+        rows = truth == SIX.index(name)
+        assert report.per_class[name] == {"n": int(rows.sum()), "top1": pytest.approx(float(np.mean(logits[rows].argmax(1) == truth[rows]))),
+                                          "top5": pytest.approx(float(top5[rows].mean()))}
+    assert report.skipped == [str(bad)] and report.excluded == []
+    assert report.matched == "by name" and report.notes == [] and report.runtime == "ort" and report.precision == "fp32"
+    assert report.paths == [str(p) for p in files] and report.truths == truth.tolist() and report.predictions == logits.argmax(1).tolist()
+    assert report.present_classes() == sorted({SIX.index(n) for n in present} | set(logits.argmax(1).tolist()))
+    assert report.model_images_per_s is not None and report.model_images_per_s > 0 and report.images_per_s > 0
+    assert report.to_dict()["confusion"] == confusion.tolist() and "predictions" not in report.to_dict()
+
+
+def test_eval_refuses_what_it_cannot_score(model, tmp_path):
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.evaluate import evaluate
+
+    _image_folder(tmp_path / "val", 2)
+    flat = tmp_path / "flat"
+    write_images(flat, 2)
+    bad = tmp_path / "bad"
+    for name in CLASSES:
+        (bad / name).mkdir(parents=True)
+        (bad / name / "x.png").write_bytes(b"garbage")
+    cases = [
+        (dict(data=tmp_path / "val", batch=0), "--batch 0 must be at least 1"),
+        (dict(data=tmp_path / "val", limit=0), "--limit 0 must be at least 1"),
+        (dict(data=flat), "it has no class sub-folders"),
+        (dict(data=tmp_path / "val", runtime="torch"), "is an ONNX model; the torch runtime runs checkpoints"),
+        (dict(data=tmp_path / "val", runtime="tvm"), "unknown runtime 'tvm'"),
+        (dict(data=bad), "none of the 3 image files"),
+    ]
+    for kwargs, needle in cases:
+        with pytest.raises(InputError) as caught:
+            evaluate(model, **kwargs)
+        assert needle in caught.value.problem, kwargs
+    from types import SimpleNamespace
+
+    with pytest.raises(InputError, match="apply to checkpoints"):
+        evaluate(model, tmp_path / "val", preprocessing=SimpleNamespace(resize=None, crop=12, mean=None, std=None))
+
+
+def _meta_state_dict(layout: str, classes: int = 10) -> dict:
+    """The state_dict of the seed class for ``layout`` (shapes only, on the meta device)."""
+    import torch
+
+    from seed_models import SEED_CLASSES
+
+    factory, _ = SEED_CLASSES[layout]
+    with torch.device("meta"):
+        return factory(classes).state_dict()
+
+
+def test_every_seed_layout_is_detected_with_its_class_count():
+    from alexnet_deploy.checkpoints.layouts import detect_layout
+
+    for layout in ("torchvision", "paper-lrn", "paper-hand-lrn", "layers-fc", "half-width"):
+        for classes in (3, 10):
+            found = detect_layout(_meta_state_dict(layout, classes))
+            assert (found.layout.name, found.num_classes, found.exact) == (layout, classes, True)
+            assert (found.missing, found.unexpected, found.mismatched, found.score, found.diff()) == ([], [], [], 0, "")
+
+
+def test_layouts_with_the_same_shapes_are_refused_naming_both():
+    from alexnet_deploy.checkpoints.layouts import detect_layout
+    from alexnet_deploy.errors import LayoutError
+
+    state = _meta_state_dict("caffe-227")  # seed 000's shapes are paper-224's too
+    with pytest.raises(LayoutError) as caught:
+        detect_layout(state)
+    problem, fix = caught.value.problem, caught.value.fix
+    assert "fits 2 layouts with identical weight shapes" in problem
+    assert "caffe-227 (96 ch, pad 0, 227x227 input, seed 000, Imagenette tutorial)" in problem and "paper-224 (96 ch, pad 2, 224x224 input" in problem
+    assert fix.startswith("pass --arch caffe-227 or --arch paper-224 (")
+    assert "caffe-227 if the first Conv2d has padding=0 and images are cropped to 227" in fix and "paper-224 if the first Conv2d has padding=2" in fix
+    assert detect_layout(state, arch="caffe-227").layout.name == "caffe-227"
+    assert detect_layout(state, arch="paper-224").layout.name == "paper-224"
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_with_the_difference():
+    from alexnet_deploy.checkpoints.layouts import detect_layout, format_diff
+    from alexnet_deploy.errors import LayoutError
+
+    state = _meta_state_dict("half-width")
+    with pytest.raises(LayoutError) as caught:
+        detect_layout(state, arch="torchvision")
+    assert caught.value.problem.startswith("checkpoint does not fit --arch torchvision: ")
+    assert "features.0.weight has shape [48, 3, 11, 11], torchvision needs [64, 3, 11, 11]" in caught.value.problem
+    with pytest.raises(LayoutError, match="unknown --arch 'vgg'"):
+        detect_layout(state, arch="vgg")
+    near = dict(state)
+    del near["classifier.4.bias"]
+    near["extra.weight"] = state["classifier.4.weight"]
+    with pytest.raises(LayoutError) as caught:
+        detect_layout(near)
+    assert caught.value.problem == "checkpoint is closest to layout half-width but does not fit it: missing classifier.4.bias; unexpected extra.weight."
+    other = {f"backbone.{i}.weight": state["features.0.weight"] for i in range(6)}
+    with pytest.raises(LayoutError) as caught:
+        detect_layout(other)
+    assert "is not one of the built-in AlexNet layouts (its keys start backbone.0.weight, backbone.1.weight, backbone.2.weight, backbone.3.weight)" in caught.value.problem
+    assert "--model FILE.py:ClassName" in caught.value.fix
+    # format_diff truncates every list at the limit
+    text = format_diff(list("abcde"), list("vwxyz"), [(k, (1,), (2,)) for k in "pqrst"], "L", limit=4)
+    assert text == ("missing a, b, c, d ...; unexpected v, w, x, y ...; p has shape [1], L needs [2]; q has shape [1], L needs [2]; "
+                    "r has shape [1], L needs [2]; s has shape [1], L needs [2]; ... 1 more mis-shaped")
+    assert format_diff(["a"], [], [], "L") == "missing a"
+    assert format_diff(list("abcde"), [], [], "L") == "missing a, b, c, d ..."  # the default limit is 4
+    exactly = format_diff(list("abcd"), list("wxyz"), [(k, (1,), (2,)) for k in "pqrs"], "L", limit=4)  # at the limit: nothing left out
+    assert " ..." not in exactly and "more mis-shaped" not in exactly and exactly.count("L needs") == 4
+
+
+def test_parse_batches_and_bench_input_kinds(tmp_path, model):
+    from alexnet_deploy.bench.runner import input_kind, parse_batches
+    from alexnet_deploy.errors import InputError
+
+    assert parse_batches("1,8,32") == [1, 8, 32] and parse_batches("8,1,8") == [8, 1]
+    with pytest.raises(InputError) as caught:
+        parse_batches("8,0")
+    assert (caught.value.problem, caught.value.fix) == ("--batch '8,0' is not a list of positive integers.", "e.g. --batch 1,8,32")
+    assert input_kind(model) == "onnx"
+    other = tmp_path / "notes.txt"
+    other.write_text("hello")
+    with pytest.raises(InputError, match="is not a checkpoint, an ONNX model or a TensorRT engine"):
+        input_kind(other)
+
+
+def test_run_bench_on_a_real_onnx_file(model, monkeypatch):
+    """onnxruntime rows for each batch, the speedup against the first row of a batch, and a checkpoint runtime left out."""
+    from alexnet_deploy.bench import runner
+    from alexnet_deploy.bench.harness import TimingSettings
+    from alexnet_deploy.bench.runner import run_bench
+    from alexnet_deploy.errors import InputError
+
+    # the host description (GEMM ceilings take seconds to measure) is not what this test is about
+    monkeypatch.setattr(runner, "machine_info", lambda threads, measure_ceilings=True: {"threads": threads})
+
+    report = run_bench([model, model], ["ort", "torch"], [1, 3], TimingSettings(warmup_s=0.0, iterations=2))
+    assert [(r["runtime"], r["batch"], r["precision"], r["device"], r["iterations"]) for r in report.results] == [("ort", 1, "fp32", "cpu", 2), ("ort", 3, "fp32", "cpu", 2)]
+    for row in report.results:
+        assert row["speedup"] == 1.0 and row["baseline"] == "ort tiny.onnx" and row["model"] == str(Path(model).resolve())
+        assert row["throughput_ips"] == pytest.approx(row["batch"] * 1000 / row["latency_ms"]["mean"])
+    assert report.skipped == []  # torch takes checkpoints only: nothing to skip per input, the plan leaves it out
+    assert [f["batch"] for f in report.fastest] == [1, 3] and all(f["speedup_vs_ort_fp32"] == 1.0 for f in report.fastest)
+    assert report.settings["batches"] == [1, 3] and report.settings["iterations"] == 2
+    with pytest.raises(InputError) as caught:
+        run_bench([model], ["torch"], [1], TimingSettings(warmup_s=0.0, iterations=1))
+    assert "no requested runtime takes a onnx (use ort, ort-cuda, ort-trt, openvino, openvino-bf16, trt)" in caught.value.problem
+    with pytest.raises(InputError, match="unknown runtime tvm"):
+        run_bench([model], ["tvm"], [1])
+
+
+def test_predict_sources_mix_files_and_folders_each_file_once_and_every_left_out_entry(model, tmp_path):
+    """A file named directly, two folders (each with a link out of it), the file again inside a folder:
+    each image once in the order first named, and what both listings left out."""
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.predict import image_files, predict_files
+
+    outside = write_images(tmp_path / "outside", 1)[0]
+    first = write_images(tmp_path / "one", 2)
+    second = write_images(tmp_path / "two", 2, seed=5)
+    (tmp_path / "one" / "zlink.png").symlink_to(outside)
+    (tmp_path / "two" / "zlink.png").symlink_to(outside)
+    files, excluded = image_files([second[1], tmp_path / "one", tmp_path / "two"])
+    assert files == [second[1], *first, second[0]]
+    assert [e["image"] for e in excluded] == [str(tmp_path / "one" / "zlink.png"), str(tmp_path / "two" / "zlink.png")]
+    result = predict_files(model, [second[1], tmp_path / "one", tmp_path / "two"], topk=2)
+    assert [p["image"] for p in result["predictions"]] == [str(p) for p in files] and result["images"] == 4
+    assert [s["image"] for s in result["skipped"]] == [e["image"] for e in excluded]
+    with pytest.raises(InputError) as caught:
+        image_files([tmp_path / "missing.png"])
+    assert (caught.value.problem, caught.value.fix) == (f"image {tmp_path / 'missing.png'} does not exist.", "check the path")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no image files found in the given folders"):
+        image_files([tmp_path / "empty"])
