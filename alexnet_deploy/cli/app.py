@@ -31,6 +31,14 @@ from alexnet_deploy.progress import Progress
 
 DEBUG_ENV = "ALEXNET_DEBUG"
 INTERNAL_ERROR_EXIT = 3
+# What Ctrl-C leaves, printed with exit 130. Every output file is written through fileio.atomic_write (or
+# staged and renamed into place), so this holds for the commands not listed below; a command that writes
+# otherwise says so here, or raises a KeyboardInterrupt with ``what_was_left`` (predict --ray --output DIR).
+INTERRUPTED = "interrupted; no output file was left half-written (each is renamed into place only when complete)."
+INTERRUPTED_BY_COMMAND = {
+    "quickstart": "interrupted; the quickstart folder keeps the files made so far (an image being written may be cut short); "
+                  "rerun with --force to make them all again.",
+}
 # Wide enough that no table or line is cut when stdout is a file or a CI log (rich would
 # otherwise assume 80 columns); a terminal keeps its own width.
 _PIPE_WIDTH = 1000
@@ -241,8 +249,10 @@ def handles_errors(function):
             return function(*args, **kwargs)
         except AlexnetError as exc:
             _fail(exc)
-        except KeyboardInterrupt:
-            err.print("interrupted; no partial output file was left behind.")
+        except KeyboardInterrupt as exc:
+            # A command that writes more than single files says what it left (e.g. predict --ray --output DIR);
+            # otherwise the rule every file write follows (fileio.atomic_write) is all that can be said.
+            err.print(getattr(exc, "what_was_left", None) or INTERRUPTED_BY_COMMAND.get(function.__name__, INTERRUPTED), markup=False)
             raise typer.Exit(130)
         except (typer.Exit, typer.Abort):
             raise

@@ -19,7 +19,7 @@ ActorsOpt = Annotated[Optional[int], typer.Option("--actors", rich_help_panel=RA
 RayBatchOpt = Annotated[Optional[int], typer.Option("--batch", help="Images per model call (with --ray: in each actor) (default 32).")]
 RayOutputOpt = Annotated[Optional[str], typer.Option(
     "--output", "-o", metavar="FILE|DIR",
-    help="Write rows (path, labels, probabilities, error) to FILE.parquet / FILE.jsonl instead of printing them (Parquet needs pyarrow); with --ray also a folder of part files written by the workers (a cluster's shared storage, e.g. s3://...).",
+    help="Write rows (path, labels, probabilities, error) to FILE.parquet / FILE.jsonl instead of printing them (Parquet needs pyarrow); with --ray also a folder of part files written by the workers (a cluster's shared storage, e.g. s3://...), staged beside it and moved into place when complete.",
 )]
 RayFormatOpt = Annotated[Optional[str], typer.Option("--format", metavar="parquet|jsonl", rich_help_panel=RAY_PANEL, help="Format of an --output folder (default parquet; a file's comes from its suffix).")]
 

@@ -4,7 +4,9 @@ The same predictions as the local path (``alexnet_deploy.predict``), computed by
 pipeline: files are read and decoded in parallel tasks, preprocessed by the function
 ``Classifier`` uses (the spec comes from the model's metadata), labelled by an actor pool
 of ``Classifier``s, and written as Parquet or JSONL by the workers. One undecodable or
-failing image becomes a row with an ``error``; it never fails its block or the run.
+failing image becomes a row with an ``error``; it never fails its block or the run. A local
+``--output DIR`` is filled in a staging folder beside it, renamed to DIR when complete: an
+interrupted run leaves DIR as it was (see _stage_folder).
 
 Without an address a local Ray instance is started and shut down again, so the command
 that works on a laptop works on a cluster (``auto``, ``ray://HOST:10001``). ``ray[data]``
@@ -16,6 +18,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -201,11 +205,96 @@ def _output_kind(output: Path | str | None, fmt: str | None) -> tuple[str | None
     if suffix and not _uri(str(output)) and not Path(output).is_dir():
         # "out.csv" would silently become a folder of parquet parts named like a file
         raise InputError(f"--output {output}: {suffix} is not an output format.", "name a file *.parquet or *.jsonl, or give a folder (no suffix) for part files")
-    if not _uri(str(output)):
-        folder = Path(output)
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise InputError(f"output folder {folder} already exists and is not empty (Ray would add files to it).", "give a new folder, or a file name ending in .parquet or .jsonl")
     return "dir", fmt or "parquet"
+
+
+STAGING_TAG = ".ray-parts-"  # DIR's parts are written into .DIR.ray-parts-<pid>-XXXX beside it, then renamed to DIR
+
+
+class OutputInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run that writes a folder; ``what_was_left`` says what is on disk now (the CLI prints it)."""
+
+    def __init__(self, what_was_left: str):
+        super().__init__(what_was_left)
+        self.what_was_left = what_was_left
+
+
+def _staging_prefix(folder: Path) -> str:
+    return f".{folder.name[:100]}{STAGING_TAG}"
+
+
+def _target_folder(output: Path | str) -> Path:
+    """The local folder --output names (a link to a folder: the folder itself, where the rename must land)."""
+    folder = Path(output)
+    return folder.resolve() if folder.is_symlink() else folder
+
+
+def _stage_folder(output: Path | str) -> Path:
+    """Check a local --output DIR before Ray starts, and make the staging folder its parts go into.
+
+    DIR must be new or an empty folder in an existing, writable folder; the staging folder is
+    made beside it (same filesystem: the final rename is atomic) and named with this process's
+    id, so what a killed run left is swept here by the next run (fileio.sweep_dead).
+    """
+    from alexnet_deploy.fileio import sweep_dead
+
+    folder = _target_folder(output)
+    parent = folder.parent if str(folder.parent) else Path(".")
+    fix = "give a new folder, or a file name ending in .parquet or .jsonl"
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"output folder {folder} is a file.", fix)
+    if folder.is_dir() and any(folder.iterdir()):
+        raise InputError(f"output folder {folder} already exists and is not empty (Ray would add files to it).", fix)
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise InputError(f"cannot write the output folder {folder}: {parent} {what}.",
+                         f"create it first (mkdir -p {parent})" if not parent.exists() else "give --output inside a folder")
+    sweep_dead(parent, _staging_prefix(folder))  # a killed run's parts
+    try:
+        if not folder.exists():  # the filesystem's verdict on the name itself (too long, refused)
+            folder.mkdir()
+            folder.rmdir()
+        return Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(folder)}{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        raise InputError(f"cannot write the output folder {folder} ({exc.strerror or exc}).", "choose a folder you can write to") from None
+
+
+def _part_files(folder: Path) -> int:
+    try:
+        return sum(1 for entry in os.scandir(folder) if entry.is_file())
+    except OSError:
+        return 0
+
+
+def _discard(staging: Path, folder: Path) -> str:
+    """Remove the staging folder after a failed or interrupted run; says what is left."""
+    parts = _part_files(staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    if staging.exists():
+        return (f"nothing was written to {folder}, but the staging folder {staging} could not be removed; "
+                f"the next run into {staging.parent} removes it")
+    if parts:
+        removed = f"the {parts} part file{'s' if parts != 1 else ''} written so far {'were' if parts != 1 else 'was'} removed with {staging.name}"
+    else:
+        removed = f"no part had been written yet; the staging folder {staging.name} was removed"
+    return f"nothing was written to {folder} ({removed}); a rerun with the same --output starts over"
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Rename the finished staging folder to ``folder`` (absent, or an empty folder: rename replaces it)."""
+    try:
+        os.rename(staging, folder)
+        return
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    kept = folder.with_name(f"{folder.name}.{os.getpid()}")  # not a staging name: no later run sweeps it
+    try:
+        os.rename(staging, kept)
+    except OSError:
+        raise InputError(f"cannot move the finished predictions into {folder} ({reason}); they are in {staging}, which the next run into "
+                         f"{staging.parent} removes.", f"move them now: mv {staging} NEW_FOLDER") from None
+    raise InputError(f"cannot move the finished predictions into {folder} ({reason}); they were kept in {kept}.",
+                     f"use {kept}, or rename it (mv {kept} NEW_FOLDER)")
 
 
 def connect(address: str | None, log: Callable[[str], None]) -> tuple[bool, float]:
@@ -281,15 +370,31 @@ def predict_ray(
 
         check_writable(Path(output), "predictions file")
 
-    with ray_session(model, address, actors, threads, model_transfer, show_progress, log, "predict --ray") as session:
-        log(f"labelling {count if count is not None else 'the'} files with {session.actors} actor(s) x batch {batch} ({session.cpus} CPUs)")
-        tick = time.perf_counter()
-        dataset = session.pipeline(files, count, record.preprocessing, batch, topk)
-        images, skipped, predictions = _sink(dataset, kind, fmt, output, on_prediction)
-        skipped = excluded + skipped
-        seconds = time.perf_counter() - tick
-    if images == 0:
-        raise InputError(f"none of the {len(skipped)} image file(s) could be decoded.", "give readable .jpg/.png images")
+    folder = staging = None
+    if kind == "dir" and not _uri(str(output)):
+        folder = _target_folder(output)
+        staging = _stage_folder(output)  # before Ray starts: an unusable --output fails in a second
+    try:
+        with ray_session(model, address, actors, threads, model_transfer, show_progress, log, "predict --ray") as session:
+            log(f"labelling {count if count is not None else 'the'} files with {session.actors} actor(s) x batch {batch} ({session.cpus} CPUs)")
+            tick = time.perf_counter()
+            dataset = session.pipeline(files, count, record.preprocessing, batch, topk)
+            images, skipped, predictions = _sink(dataset, kind, fmt, staging if staging is not None else output, on_prediction)
+            skipped = excluded + skipped
+            seconds = time.perf_counter() - tick
+        if images == 0:
+            raise InputError(f"none of the {len(skipped)} image file(s) could be decoded.", "give readable .jpg/.png images")
+    except BaseException as exc:
+        if staging is not None:
+            left = _discard(staging, folder)  # after ray.shutdown: a local instance's writers are gone
+            if isinstance(exc, KeyboardInterrupt):
+                raise OutputInterrupted(f"interrupted; {left}.") from None
+        elif kind == "dir" and isinstance(exc, KeyboardInterrupt):
+            raise OutputInterrupted(f"interrupted; part files the workers finished before it may remain in {output} (written there directly); "
+                                    "remove them before a rerun, which would add its parts to theirs.") from None
+        raise
+    if staging is not None:
+        _move_into_place(staging, folder)
     return RayReport(
         model=str(model), address=session.address, output=None if output is None else str(output), format=fmt, images=images,
         actors=session.actors, batch=batch, model_transfer=session.transfer, ray_start_s=session.start_s, seconds=seconds,

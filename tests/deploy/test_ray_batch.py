@@ -153,3 +153,170 @@ def test_eval_ray_matches_local_eval(cli, half_width_onnx, tmp_path, ray_local):
         assert remote[key] == local[key], key
     assert [Path(p).name for p in remote["skipped"]] == ["bad.jpg"]
     assert any("Ray" in note for note in remote["notes"])
+
+
+# ---- --output DIR: staged beside DIR, renamed into place; what an interrupt or a kill leaves ----
+
+
+def _no_ray(monkeypatch):
+    """Fail the test if Ray is connected to (or started): an unusable --output must be refused before."""
+    import alexnet_deploy.deploy.ray_batch as ray_batch
+
+    def connect(*args, **kwargs):
+        raise AssertionError("Ray was started before the --output folder was checked")
+
+    monkeypatch.setattr(ray_batch, "connect", connect)
+
+
+def test_output_folder_under_a_file_is_refused_before_ray_starts(cli, half_width_onnx, tmp_path, monkeypatch):
+    """A folder that cannot be made (its parent is a file: refused for root too) is an input error, Ray never started."""
+    pytest.importorskip("ray")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    (tmp_path / "somefile").write_text("not a folder")
+    _no_ray(monkeypatch)
+    result = cli.fails(2, "predict", half_width_onnx, tmp_path / "a.png", "--ray", "--output", tmp_path / "somefile" / "out")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "somefile" in errors[0] and "is not a folder" in errors[0], result.stderr
+    assert "fix:" in result.stderr and "internal error" not in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] and not any(".ray-parts-" in p.name for p in tmp_path.iterdir())
+
+
+def test_output_folder_in_a_missing_folder_is_refused_before_ray_starts(cli, half_width_onnx, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    _no_ray(monkeypatch)
+    result = cli.fails(2, "predict", half_width_onnx, tmp_path / "a.png", "--ray", "--output", tmp_path / "missing" / "out")
+    assert "does not exist" in result.stderr and "mkdir -p" in result.stderr
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
+def test_output_folder_in_a_read_only_folder_is_refused_before_ray_starts(cli, half_width_onnx, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    _no_ray(monkeypatch)
+    try:
+        result = cli.fails(2, "predict", half_width_onnx, tmp_path / "a.png", "--ray", "--output", locked / "out")
+    finally:
+        locked.chmod(0o700)
+    assert "cannot write the output folder" in result.stderr and "internal error" not in result.stderr
+    assert list(locked.iterdir()) == []
+
+
+def _all_rows_once(folder: Path, image_folder: Path, reference) -> None:
+    """Every input file exactly once in ``folder``'s parts (the error rows too), the good ones as the local path labels them."""
+    import pyarrow.dataset as pads
+
+    rows = pads.dataset(str(folder), format="parquet").to_table().to_pylist()
+    inputs = sorted(str(p.resolve()) for p in image_folder.rglob("*") if p.is_file())
+    assert sorted(r["path"] for r in rows) == inputs
+    _check_rows(rows, reference)
+
+
+def _staging(parent: Path) -> list[Path]:
+    return [p for p in parent.iterdir() if ".ray-parts-" in p.name]
+
+
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
+def test_interrupted_ray_output_folder_leaves_nothing_and_a_rerun_is_accepted(cli, half_width_onnx, image_folder, reference, tmp_path, monkeypatch):
+    """Ctrl-C after the workers wrote parts: DIR is not made, the message says so, the same command then succeeds."""
+    import ray.data
+
+    original = ray.data.Dataset.write_parquet
+    written = []
+
+    def write_then_interrupt(self, path, *args, **kwargs):
+        original(self, path, *args, **kwargs)
+        written.append(len(list(Path(path).iterdir())))
+        raise KeyboardInterrupt  # as Ctrl-C arriving with the parts on disk
+
+    output = tmp_path / "preds"
+    args = ("predict", half_width_onnx, image_folder, "--ray", "--topk", "3", "--batch", "16", "--output", output)
+    with monkeypatch.context() as patch:
+        patch.setattr(ray.data.Dataset, "write_parquet", write_then_interrupt)
+        result = cli(*args)
+    assert result.exit_code == 130, result.stderr
+    assert written and written[0] > 1  # parts were on disk when the interrupt came
+    assert not output.exists() and _staging(tmp_path) == []
+    assert "no partial output file" not in result.stderr
+    assert f"nothing was written to {output}" in result.stderr and f"the {written[0]} part files written so far were removed" in result.stderr
+    assert "a rerun with the same --output starts over" in result.stderr
+    cli.ok(*args)  # not refused: nothing was left in the way
+    _all_rows_once(output, image_folder, reference)
+    assert _staging(tmp_path) == []
+
+
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
+def test_ctrl_c_during_a_ray_run_removes_the_parts_and_says_so(half_width_onnx, tmp_path):
+    """A real SIGINT to `alexnet predict --ray --output DIR` (its own local Ray) once the first part is on disk."""
+    import signal
+    import subprocess
+    import time
+
+    pytest.importorskip("ray.data")
+    pytest.importorskip("pyarrow")
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(600):  # far more batches than are written before the signal
+        Image.fromarray(rng.integers(0, 256, size=(40, 40, 3), dtype=np.uint8), "RGB").save(images / f"{i:04d}.png")
+    output = tmp_path / "preds"
+    command = [sys.executable, "-m", "alexnet_deploy", "predict", str(half_width_onnx), str(images), "--ray", "--batch", "4", "--output", str(output)]
+    run = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while run.poll() is None and time.monotonic() < deadline:
+            if any(any(folder.iterdir()) for folder in _staging(tmp_path) + [p for p in [output] if p.is_dir()]):
+                break
+            time.sleep(0.05)
+        assert run.poll() is None, "the run ended before a part was written"
+        run.send_signal(signal.SIGINT)
+        _, stderr = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.wait()
+    assert run.returncode == 130, stderr
+    line = [text for text in stderr.splitlines() if text.startswith("interrupted")]
+    assert len(line) == 1 and f"nothing was written to {output}" in line[0] and "removed" in line[0], stderr
+    assert not output.exists() and _staging(tmp_path) == []
+
+
+@pytest.mark.slow  # seconds each: a subprocess, a Ray instance or a full-size export
+def test_a_killed_runs_staging_folder_is_swept_and_the_empty_output_folder_filled(cli, half_width_onnx, image_folder, reference, tmp_path):
+    """A SIGKILLed run leaves only its pid-named staging folder beside DIR: the next run removes it and writes DIR (empty: accepted)."""
+    import subprocess
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid names a process that is gone
+    output = tmp_path / "preds"
+    output.mkdir()  # an empty folder is accepted, as before
+    leftover = tmp_path / f".preds.ray-parts-{dead.pid}-abc123"
+    leftover.mkdir()
+    (leftover / "part-000.parquet").write_bytes(b"half a part")
+    alive = tmp_path / f".preds.ray-parts-{os.getpid()}-running"  # a live run's staging folder is not touched
+    alive.mkdir()
+    try:
+        cli.ok("predict", half_width_onnx, image_folder, "--ray", "--topk", "3", "--batch", "32", "--output", output, "--format", "parquet")
+        assert not leftover.exists() and alive.exists()
+        assert _staging(tmp_path) == [alive]
+        _all_rows_once(output, image_folder, reference)
+    finally:
+        alive.rmdir()
+
+
+def test_interrupt_messages_say_what_was_left(cli, tmp_path, monkeypatch):
+    """Commands with the generic line write only whole files; quickstart, which writes its sample images directly, says so."""
+    import alexnet_deploy.checkpoints.demo as demo
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "make_sample_images", interrupt)
+    result = cli(*("quickstart", tmp_path / "qs"))
+    assert result.exit_code == 130
+    assert "no partial output file" not in result.stderr and "quickstart folder keeps the files made so far" in result.stderr
+    assert "--force" in result.stderr
