@@ -114,44 +114,35 @@ def inspect(
 def quickstart(
     directory: Annotated[Path, typer.Argument(metavar="DIR", help="Where to put the demo files (default alexnet-quickstart).")] = Path("alexnet-quickstart"),
     force: Annotated[bool, flag("--force", help="Use DIR even if it is not empty (its demo files are replaced).")] = False,
+    skip_training: Annotated[bool, flag("--skip-training", help="Only the seeded checkpoint's export and verify (seconds): no trained model, no optimize.")] = False,
     json_target: JsonOpt = None,
 ):
-    """Make a seeded AlexNet checkpoint (seed 001's layout, hand-written LRN), export it, verify it, say what next."""
-    from alexnet_deploy.checkpoints.demo import CIFAR10, make_demo_checkpoint, make_sample_images
-    from alexnet_deploy.exporter.workflow import export_checkpoint
-    from alexnet_deploy.fileio import atomic_write_bytes
+    """Make a seeded AlexNet checkpoint (seed 001's layout, hand-written LRN), export and verify it;
+    then train a small AlexNet on drawn shapes and optimize it: every precision evaluated and timed.
+
+    The trained part takes about two minutes on 2 CPU cores (--skip-training leaves it out) and
+    writes DIR/shapes/: the images (train/, val/), the checkpoint alexnet-shapes.pth and the
+    optimize folder optimized/ with its report and best-latency.onnx / best-throughput.onnx.
+    """
+    from alexnet_deploy.quickstart import check_directory, run_quickstart
 
     report = JsonTarget(json_target)  # checked before DIR is made: a bad --json path leaves nothing behind
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"{directory} exists and is not a directory.", "choose another DIR")
-    if directory.is_dir() and any(directory.iterdir()) and not force:
-        raise InputError(f"{directory} is not empty.", "choose an empty or new DIR, or add --force")
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpoint = directory / "alexnet.pth"
-    labels = directory / "labels.txt"
+    check_directory(directory, force)
     with progress_steps(report.quiet) as step:
-        step("making a seeded checkpoint (seed 001 layout, 10 CIFAR-10 classes)")
-        make_demo_checkpoint(checkpoint)
-        atomic_write_bytes(labels, ("\n".join(CIFAR10) + "\n").encode())
-        samples = directory / "samples"
-        make_sample_images(samples)
-        outcome = export_checkpoint(checkpoint, directory / "alexnet.onnx", labels=labels, images=samples, progress=step)
-    from alexnet_deploy.cli.render import export_table
-
-    onnx_path = outcome.path
-    next_steps = [
-        f"alexnet inspect {checkpoint}",
-        f"alexnet inspect {onnx_path}",
-        f"alexnet verify {onnx_path} --checkpoint {checkpoint} --images {samples}",
-        "alexnet export YOUR.pth --labels YOUR_LABELS   # your own checkpoint",
-        "alexnet optimize YOUR.pth --data VAL_DIR --calib TRAIN_DIR   # every precision, evaluated and timed: the file to ship",
-    ]
-    data = {"checkpoint": str(checkpoint), "labels": str(labels), "samples": str(samples), "export": outcome.to_dict(), "next": next_steps}
+        data = run_quickstart(directory, force=force, train=not skip_training, progress=step)
     report.emit(data)  # the JSON where asked; the text below unless stdout carries the JSON
     if report.to_stdout:
         return
-    out.print(f"[bold]alexnet quickstart[/bold]: made {escape(str(checkpoint))}, {escape(str(labels))} and {escape(str(samples))}/, then exported and verified:\n")
-    out.print(export_table(outcome.to_dict()))
+    from alexnet_deploy.cli.render import export_table, optimize_view
+
+    out.print(f"[bold]alexnet quickstart[/bold]: made {escape(data['checkpoint'])}, {escape(data['labels'])} and {escape(data['samples'])}/, then exported and verified:\n")
+    out.print(export_table(data["export"]))
+    if "optimize" in data:
+        training = data["training"]
+        out.print(f"\n[bold]A trained model, optimized[/bold]: torchvision's AlexNet trained here for {training['epochs']} epochs on "
+                  f"{escape(training['train_images'])}/ ({len(training['classes'])} shapes, train top-1 {100 * training['train_top1']:.1f}%), "
+                  f"then `alexnet optimize` with {escape(training['val_images'])}/ as labelled validation images:\n")
+        out.print(optimize_view(data["optimize"], out.width))
     out.print("\n[bold]Try next[/bold]")
-    for line in next_steps:
+    for line in data["next"]:
         out.print("  " + line, markup=False)

@@ -28,8 +28,9 @@ LEVELS = {
     "quantize": 9, "build": 9, "evaluate": 9,
     "bench": 10,
     "optimize": 11, "serve": 11, "deploy": 11,
-    "cli": 12,
-    "__main__": 13, "__init__": 13,
+    "quickstart": 12,
+    "cli": 13,
+    "__main__": 14, "__init__": 14,
 }
 
 # The runtime side: what an app embedding a model file imports. None of it may import torch,

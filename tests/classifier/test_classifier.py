@@ -154,7 +154,7 @@ def test_readme_embedding_example_runs_verbatim(cli, tmp_path, monkeypatch):
     readme = (root / "README.md").read_text() + "".join(p.read_text() for p in sorted((root / "docs").glob("*.md")))  # the examples, wherever documented
     block = readme.split("<!-- readme: embedding example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
-    cli.ok("quickstart")
+    cli.ok("quickstart", "--skip-training")  # the embedding example needs only alexnet.onnx and samples/
     result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
