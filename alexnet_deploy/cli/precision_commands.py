@@ -42,7 +42,8 @@ def quantize(
     ImageFolder, file sizes and latency. INT8 is accuracy-aware: it searches calibration
     methods, cross-layer equalization (+ bias correction) and keeping sensitive layers in
     float until the budget holds (--max-drop with labelled images, --min-agreement without),
-    and writes nothing (exit 1) when no recipe does.
+    and writes nothing (exit 1) when no recipe does. Ctrl-C keeps a file within the budget
+    once the search has measured one; OUTPUT.search.json lists every point tried.
     """
     from alexnet_deploy.errors import CheckFailed
     from alexnet_deploy.quantize.pipeline import quantize_model

@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 
 from alexnet_deploy.verify.metrics import compare_logits
-from alexnet_deploy.verify.paired import budget_verdict
+from alexnet_deploy.verify.paired import budget_verdict, signed
 from alexnet_deploy.datasets import ImageSet, class_index_map, open_image_set, split_indices, synthetic_images
 from alexnet_deploy.errors import CheckFailed, InputError
 from alexnet_deploy.record import ModelRecord, read_record, write_record
 from alexnet_deploy.fileio import atomic_write_bytes, check_writable, sha256_file
 from alexnet_deploy.onnx_file import fixed_batch, load_onnx
 from alexnet_deploy.quantize.recipes import METHODS, PRECISIONS, RECIPES, TARGETS
-from alexnet_deploy.quantize.search import Budget
+from alexnet_deploy.quantize.search import Budget, SearchInterrupted, SearchResult
 from alexnet_deploy.record import graph_precision
 from alexnet_deploy.image_stream import DEFAULT_AHEAD, ImageStream
 from alexnet_deploy.preprocess import load_images, preprocess_image
@@ -58,6 +58,16 @@ class QuantizeOutcome:
         data = asdict(self)
         data["output"], data["source"] = str(self.output), str(self.source)
         return data
+
+
+class QuantizeInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``quantize_model`` for static INT8. ``what_was_left`` says what is on disk now (the CLI
+    prints it, exit 130); ``written`` is the output when the best candidate within the budget was written,
+    else None; ``step`` that candidate's step in the search log; ``steps`` the steps the search took."""
+
+    def __init__(self, what_was_left: str, written: Path | None = None, step: int | None = None, steps: int = 0):
+        super().__init__(what_was_left)
+        self.what_was_left, self.written, self.step, self.steps = what_was_left, written, step, steps
 
 
 def search_trail(output: Path) -> Path:
@@ -277,6 +287,74 @@ def latency_comparison(fp32: OrtRuntime, other: OrtRuntime, sample: np.ndarray, 
     return result
 
 
+def _quantization_entry(precision: str, target: str, source: Path, calib_info, search_recipe) -> dict[str, Any]:
+    """The output's ``details.quantization`` (without ``measured``)."""
+    entry = {"precision": precision, "recipe": RECIPES[(precision, target)], "target": target, "source_onnx_sha256": sha256_file(source), "calibration": calib_info}
+    if search_recipe is not None:
+        entry["search"] = search_recipe
+    return entry
+
+
+def _candidate_text(kept: SearchResult) -> str:
+    """``step 5: equalized, minmax, 1 layer(s) in float; top-1 81.2% (-0.4 points)`` for a search candidate."""
+    recipe, measured = kept.recipe, kept.recipe["measured"]
+    floats = f", {len(recipe['float_layers'])} layer(s) in float" if recipe["float_layers"] else ""
+    if measured.get("accuracy") is not None:
+        what = f"top-1 {measured['accuracy']:.1%} ({signed(-measured['drop_points'])} points)"
+    else:
+        what = f"top-1 agreement with FP32 {measured['top1_agreement']:.1%}"
+    return f"step {kept.step}: {recipe['graph']}, {recipe['method']}{floats}; {what}"
+
+
+def _keep_interrupted(kept: SearchResult | None, log: list, finished: bool, *, output: Path, source: Path, record: ModelRecord, precision: str,
+                      target: str, budget: Budget, truth, compared: _Images, fp32_logits, allow_drop: bool) -> QuantizeInterrupted:
+    """Ctrl-C during static INT8: write the best candidate as ``output`` when it is within the budget (atomically, with
+    the record a finished run gives it; ``measured`` from the search's own run on the held-out images, latency not
+    measured), mark ``OUTPUT.search.json`` interrupted, and return the exception that says what is on disk.
+
+    Nothing outside the budget is written, not even with ``allow_drop`` (that asks for the best of a finished
+    search), so an existing ``output`` is replaced only by a file a finished run would also have written.
+    """
+    import onnx
+
+    trail = search_trail(output)
+    steps = len(log)
+    written = None
+    within = kept is not None and kept.met and kept.logits is not None and fp32_logits is not None and bool(np.isfinite(kept.logits).all())
+    if within:
+        summary = compare_logits(kept.logits, fp32_logits).summary()
+        quantization = _quantization_entry(precision, target, source, kept.calibration, {k: v for k, v in kept.recipe.items() if k != "measured"})
+        quantization["measured"] = {"images": len(compared.batch), "accuracy": _accuracy(kept.logits, truth), "accuracy_fp32": _accuracy(fp32_logits, truth),
+                                    "top1_agreement": summary["top1_agreement"], "top5_agreement": summary["top5_agreement"], "latency": {}}
+        write_record(kept.proto, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
+        data = kept.proto.SerializeToString()
+        try:
+            onnx.checker.check_model(data)
+        except Exception:  # as in a finished run, a file that fails the checker is not written
+            pass
+        else:
+            atomic_write_bytes(output, data)
+            written = output
+    best = None if kept is None else {"step": kept.step, "graph": kept.recipe["graph"], "method": kept.recipe["method"],
+                                      "float_layers": kept.recipe["float_layers"], "measured": kept.recipe["measured"]}
+    atomic_write_bytes(trail, json.dumps({"budget": budget.to_dict(truth is not None), "best": best, "log": log, "interrupted": True,
+                                          "search_finished": finished, "written": None if written is None else str(written),
+                                          "written_step": None if written is None else kept.step}, indent=1, default=str).encode())
+    where = f"interrupted after {steps} step(s) of the INT8 search" + (" (it had finished)" if finished else "")
+    if written is not None:
+        return QuantizeInterrupted(
+            f"{where}; the best file within the budget ({budget.describe(truth is not None)}) so far was written to {output} ({_candidate_text(kept)}; "
+            f"latency not measured); {trail} lists every point tried.", written, kept.step, steps)
+    left = f"; {output} is left as it was" if output.exists() else ""
+    if kept is None:
+        return QuantizeInterrupted(f"interrupted before the INT8 search measured any candidate, so nothing was written{left}; {trail} says so.", None, None, steps)
+    why = ("the candidate within the budget failed its checks" if kept.met else
+           "no candidate was within the budget" + ("" if finished else " yet"))
+    also = " (--allow-drop writes a file outside the budget only when the run completes)" if allow_drop and not kept.met else ""
+    return QuantizeInterrupted(f"{where}; {why} ({budget.describe(truth is not None)}; best so far {_candidate_text(kept)}), so nothing was written{also}{left}; "
+                               f"{trail} lists every point tried.", None, None, steps)
+
+
 def quantize_model(
     source: Path,
     precision: str,
@@ -303,7 +381,8 @@ def quantize_model(
     ``allow_drop``. Raises InputError (nothing written) for unusable inputs and CheckFailed
     when the result does not load or gives non-finite logits. FP16 and dynamic INT8 keep a
     warning below 99% agreement. Links out of the image folders are not followed unless
-    ``follow_links``.
+    ``follow_links``. A KeyboardInterrupt during static INT8 becomes QuantizeInterrupted, after
+    the candidate the search would return within the budget, if one was measured, is written.
     """
     import onnx
 
@@ -335,65 +414,74 @@ def quantize_model(
 
     searched = None
     fp32_logits = None
-    if precision == "int8":
-        from alexnet_deploy.quantize.search import search_int8
-
-        progress.start(f"running FP32 on {len(compared.batch)} held-out images", len(compared.batch))
-        with OrtRuntime(source) as fp32_rt:
-            fp32_logits = fp32_rt.run_all(compared.batch, 32, progress.advance)
-        fixed = fixed_batch(proto)
-        trail = search_trail(output)
-
-        def keep_trail(log, best) -> None:  # every point tried, on disk as it goes: an interrupted search still says what it found
-            atomic_write_bytes(trail, json.dumps({"budget": budget.to_dict(truth is not None), "best": best, "log": log}, indent=1, default=str).encode())
-
-        result = search_int8(source, proto, calibration, compared.batch, fp32_logits, truth, budget, target, method,
-                             proto.graph.input[0].name, fixed or CALIB_BATCH, fixed is not None, search=search, progress=progress, on_step=keep_trail)
-        quantized, calib_info = result.proto, result.calibration
-        searched = {"budget": budget.to_dict(truth is not None), "met": result.met, "recipe": {k: v for k, v in result.recipe.items() if k != "measured"}, "log": result.log}
-    else:
-        quantized, calib_info = _convert(source, proto, precision, target, method, calibration, progress)
-    quantization = {"precision": precision, "recipe": RECIPES[(precision, target)], "target": target, "source_onnx_sha256": sha256_file(source), "calibration": calib_info}
-    if searched is not None:
-        quantization["search"] = searched["recipe"]
-    write_record(quantized, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
-    data = quantized.SerializeToString()
+    result = None  # the INT8 search's choice, once it has made one
     try:
-        onnx.checker.check_model(data)
-    except Exception as exc:
-        raise CheckFailed(f"the {precision} model fails onnx.checker ({str(exc).splitlines()[0][:160]}); nothing was written.", "run with --debug and report it") from None
+        if precision == "int8":
+            from alexnet_deploy.quantize.search import search_int8
 
-    progress.start(f"comparing with FP32 on {len(compared.batch)} images", (1 if fp32_logits is not None else 2) * len(compared.batch))
-    try:
-        new_rt = OrtRuntime(data, precision=precision)
-    except InputError as exc:  # the source loaded, so this is a failed result, not bad input
-        raise CheckFailed(f"the {precision} model does not load in onnxruntime ({exc.problem}); nothing was written.", "run with --debug and report it") from None
-    with OrtRuntime(source) as fp32_rt, new_rt:
-        # The search already ran FP32 on these images: the same session settings, so the same logits.
-        reference = fp32_logits if fp32_logits is not None else fp32_rt.run_all(compared.batch, 32, progress.advance)
-        candidate = new_rt.run_all(compared.batch, 32, progress.advance)
-        if not np.isfinite(candidate).all():
-            raise CheckFailed(f"the {precision} model produces non-finite logits (overflow); nothing was written.", "use another precision or report it with --debug")
-        summary = compare_logits(candidate, reference).summary()
-        comparison = {
-            "images": len(compared.batch),
-            "on": compared.description,
-            "skipped": compared.skipped,
-            "top1_agreement": summary["top1_agreement"],
-            "top5_agreement": summary["top5_agreement"],
-            "min_cosine": summary["min_cosine"],
-            "max_rel_err": summary["max_rel_err"],
-            "accuracy_fp32": _accuracy(reference, truth),
-            "accuracy": _accuracy(candidate, truth),
-            **_changes(reference, candidate, truth, compared, record.labels),
-        }
-        if truth is not None and searched is not None:
-            comparison["budget_verdict"] = budget_verdict(comparison["accuracy_change"], budget.max_drop)
-        within = searched is None or budget.holds({**comparison, "drop_points": None if truth is None else 100 * (comparison["accuracy_fp32"] - comparison["accuracy"])})
-        latency = {}
-        if measure_latency and (within or allow_drop):
-            progress("measuring latency")
-            latency = latency_comparison(fp32_rt, new_rt, compared.batch)
+            progress.start(f"running FP32 on {len(compared.batch)} held-out images", len(compared.batch))
+            with OrtRuntime(source) as fp32_rt:
+                fp32_logits = fp32_rt.run_all(compared.batch, 32, progress.advance)
+            fixed = fixed_batch(proto)
+            trail = search_trail(output)
+
+            def keep_trail(log, best) -> None:  # every point tried, on disk as it goes: an interrupted search still says what it found
+                atomic_write_bytes(trail, json.dumps({"budget": budget.to_dict(truth is not None), "best": best, "log": log}, indent=1, default=str).encode())
+
+            result = search_int8(source, proto, calibration, compared.batch, fp32_logits, truth, budget, target, method,
+                                 proto.graph.input[0].name, fixed or CALIB_BATCH, fixed is not None, search=search, progress=progress, on_step=keep_trail)
+            quantized, calib_info = result.proto, result.calibration
+            searched = {"budget": budget.to_dict(truth is not None), "met": result.met, "recipe": {k: v for k, v in result.recipe.items() if k != "measured"}, "log": result.log}
+        else:
+            quantized, calib_info = _convert(source, proto, precision, target, method, calibration, progress)
+        quantization = _quantization_entry(precision, target, source, calib_info, None if searched is None else searched["recipe"])
+        write_record(quantized, replace(record, precision=precision, details={**record.details, "quantization": quantization}))
+        data = quantized.SerializeToString()
+        try:
+            onnx.checker.check_model(data)
+        except Exception as exc:
+            raise CheckFailed(f"the {precision} model fails onnx.checker ({str(exc).splitlines()[0][:160]}); nothing was written.", "run with --debug and report it") from None
+
+        progress.start(f"comparing with FP32 on {len(compared.batch)} images", (1 if fp32_logits is not None else 2) * len(compared.batch))
+        try:
+            new_rt = OrtRuntime(data, precision=precision)
+        except InputError as exc:  # the source loaded, so this is a failed result, not bad input
+            raise CheckFailed(f"the {precision} model does not load in onnxruntime ({exc.problem}); nothing was written.", "run with --debug and report it") from None
+        with OrtRuntime(source) as fp32_rt, new_rt:
+            # The search already ran FP32 on these images: the same session settings, so the same logits.
+            reference = fp32_logits if fp32_logits is not None else fp32_rt.run_all(compared.batch, 32, progress.advance)
+            candidate = new_rt.run_all(compared.batch, 32, progress.advance)
+            if not np.isfinite(candidate).all():
+                raise CheckFailed(f"the {precision} model produces non-finite logits (overflow); nothing was written.", "use another precision or report it with --debug")
+            summary = compare_logits(candidate, reference).summary()
+            comparison = {
+                "images": len(compared.batch),
+                "on": compared.description,
+                "skipped": compared.skipped,
+                "top1_agreement": summary["top1_agreement"],
+                "top5_agreement": summary["top5_agreement"],
+                "min_cosine": summary["min_cosine"],
+                "max_rel_err": summary["max_rel_err"],
+                "accuracy_fp32": _accuracy(reference, truth),
+                "accuracy": _accuracy(candidate, truth),
+                **_changes(reference, candidate, truth, compared, record.labels),
+            }
+            if truth is not None and searched is not None:
+                comparison["budget_verdict"] = budget_verdict(comparison["accuracy_change"], budget.max_drop)
+            within = searched is None or budget.holds({**comparison, "drop_points": None if truth is None else 100 * (comparison["accuracy_fp32"] - comparison["accuracy"])})
+            latency = {}
+            if measure_latency and (within or allow_drop):
+                progress("measuring latency")
+                latency = latency_comparison(fp32_rt, new_rt, compared.batch)
+    except KeyboardInterrupt as exc:
+        if precision != "int8":
+            raise  # nothing was written: the CLI's general message holds
+        if isinstance(exc, SearchInterrupted):
+            kept, log, finished = exc.best, exc.log, False
+        else:  # before the search measured anything, or after it chose (while comparing or timing)
+            kept, log, finished = result, (result.log if result is not None else []), result is not None
+        raise _keep_interrupted(kept, log, finished, output=output, source=source, record=record, precision=precision, target=target,
+                                budget=budget, truth=truth, compared=compared, fp32_logits=fp32_logits, allow_drop=allow_drop) from None
 
     warnings = list(notes)
     written = within or allow_drop

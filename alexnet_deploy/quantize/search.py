@@ -13,6 +13,9 @@ The search, cheapest first, stops at the first candidate within the budget:
 Every candidate is quantized and measured on the held-out images: top-1 accuracy against
 the labels when there are labels, else top-1 agreement with FP32. Calibration ranges are
 computed once per (graph, method) and reused by every candidate of that pair.
+
+Interrupted (KeyboardInterrupt), the search raises SearchInterrupted carrying the best candidate
+measured so far (its ModelProto, recipe, holdout logits and step), so the caller can keep it.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ class Candidate:
     float_layers: list[str]
     measured: dict[str, Any]
     proto: Any = field(repr=False, default=None)
+    logits: Any = field(repr=False, default=None)  # on the held-out images
+    step: int | None = None  # its step in the log (recorded candidates only)
 
 
 @dataclass
@@ -94,6 +99,18 @@ class SearchResult:
     recipe: dict[str, Any]
     calibration: dict[str, Any]
     log: list[dict[str, Any]]
+    step: int | None = None  # the chosen candidate's step in the log
+    logits: Any = field(repr=False, default=None)  # the chosen candidate's logits on the held-out images
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the search: ``best`` is what the search would have returned, as a SearchResult: the
+    candidate within the budget (``met``) once one was measured, else the best so far (``met`` False),
+    or None when none was measured; ``log``: every step so far."""
+
+    def __init__(self, best: SearchResult | None, log: list[dict[str, Any]]):
+        super().__init__(f"INT8 search interrupted after {len(log)} step(s)")
+        self.best, self.log = best, log
 
 
 class _Graphs:
@@ -158,6 +175,7 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
     """
     log: list[dict[str, Any]] = []
     best: Candidate | None = None
+    chosen: Candidate | None = None  # the first candidate within the budget: what the search returns
     equalized_pairs: list[dict] = []
     corrected: list[str] = []
 
@@ -166,25 +184,31 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
         graphs.add("original", source=Path(source))
 
         def attempt(tag: str, how: str, exclude=(), float_layers=(), technique="calibration method", record=True) -> Candidate:
-            nonlocal best
+            nonlocal best, chosen
             started = time.perf_counter()
             ranges, _ = graphs.calibrated(tag, how)
             progress(f"measuring: {technique} ({tag}, {how}{', ' + str(len(float_layers)) + ' layer(s) in float' if float_layers else ''})")
             quantized = recipes.quantize_with_ranges(graphs.prepared[tag][0], ranges, target, how, graphs.work, exclude)
-            measured = measure(eq.run_logits(quantized, compared), reference, truth)
-            candidate = Candidate(tag, how, list(float_layers), measured, quantized)
+            logits = eq.run_logits(quantized, compared)
+            measured = measure(logits, reference, truth)
+            candidate = Candidate(tag, how, list(float_layers), measured, quantized, logits if record else None)
             if record:
+                candidate.step = len(log) + 1
                 if best is None or _score(measured) > _score(best.measured):
                     best = candidate
+                within = budget.holds(measured)
+                if within and chosen is None:
+                    chosen = candidate
                 note({"technique": technique, "graph": tag, "method": how, "float_layers": list(float_layers),
                       **{k: measured[k] for k in ("accuracy", "drop_points", "top1_agreement", "mean_rel_err")},
-                      "within_budget": budget.holds(measured), "seconds": round(time.perf_counter() - started, 2)})
+                      "within_budget": within, "seconds": round(time.perf_counter() - started, 2)})
             return candidate
 
         def note(entry: dict[str, Any]) -> None:
             log.append({"step": len(log) + 1, **entry})
             if on_step is not None:
-                on_step(log, None if best is None else {"graph": best.graph, "method": best.method, "float_layers": best.float_layers, "measured": best.measured})
+                on_step(log, None if best is None else {"step": best.step, "graph": best.graph, "method": best.method, "float_layers": best.float_layers,
+                                                        "measured": best.measured})
 
         def finish(candidate: Candidate, met: bool) -> SearchResult:
             _, used = graphs.ranges[(candidate.graph, candidate.method)]
@@ -193,71 +217,77 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
                 "bias_corrected_layers": corrected if candidate.graph == "equalized+bias" else [], "float_layers": candidate.float_layers,
                 "measured": candidate.measured, "searched": search,
             }
-            return SearchResult(candidate.proto, met, recipe, {"method": candidate.method, **images.describe(used)}, log)
+            return SearchResult(candidate.proto, met, recipe, {"method": candidate.method, **images.describe(used)}, log, candidate.step, candidate.logits)
 
-        methods = [method] + ([m for m in recipes.METHODS if m != method] if search else [])
-        for how in methods:
-            candidate = attempt("original", how)
-            if budget.holds(candidate.measured):
-                return finish(candidate, True)
-        if not search:
-            return finish(candidate, False)
+        try:
+            methods = [method] + ([m for m in recipes.METHODS if m != method] if search else [])
+            for how in methods:
+                candidate = attempt("original", how)
+                if budget.holds(candidate.measured):
+                    return finish(candidate, True)
+            if not search:
+                return finish(candidate, False)
 
-        # 2. Cross-layer equalization of the FP32 graph, verified before it is quantized.
-        started = time.perf_counter()
-        progress("equalizing layer pairs")
-        equalized, equalized_pairs = eq.equalize(proto)
-        check = compared[:EQUALIZE_CHECK_IMAGES]
-        difference = eq.check_equivalent(proto, equalized, check) if equalized_pairs else 0.0
-        usable = bool(equalized_pairs) and difference <= eq.TOLERANCE
-        note({"technique": "cross-layer equalization (FP32 check)", "pairs": [p["pair"] for p in equalized_pairs],
-              "fp32_max_rel_diff": difference, "images": len(check), "within_tolerance": usable, "seconds": round(time.perf_counter() - started, 2)})
-        if usable:
-            how = best.method
-            graphs.add("equalized", proto=equalized)
-            candidate = attempt("equalized", how, technique="cross-layer equalization")
-            if budget.holds(candidate.measured):
-                return finish(candidate, True)
-            progress("correcting biases")
-            biased, corrected = eq.bias_correct(equalized, _calibration_sample(images))  # input means from calibration images, not the held-out ones
-            graphs.add("equalized+bias", proto=biased)
-            candidate = attempt("equalized+bias", how, technique="equalization + bias correction")
-            if budget.holds(candidate.measured):
-                return finish(candidate, True)
-        else:
-            equalized_pairs = []
-
-        # 3. Each layer's accuracy cost in INT8 and speed cost in float, then fallback to float,
-        # cheapest accuracy first: the layers that regain the most accuracy per millisecond lost.
-        tag, how = best.graph, best.method
-        layers, nodes = graphs.layers(tag), graphs.nodes(tag)
-        base = _score(measure(reference, reference, truth))[0]
-        all_int8 = attempt(tag, how, technique="sensitivity baseline", record=False)
-        rows = batch if fixed else min(len(compared), 8)  # a fixed-batch model takes exactly its batch
-        sample = np.resize(compared[:rows], (rows,) + compared.shape[1:])  # repeated when there are fewer images
-        timed = target == "cpu"  # onnxruntime's CPU speed says nothing about a TensorRT engine's
-        ranked = []
-        for layer in layers:
+            # 2. Cross-layer equalization of the FP32 graph, verified before it is quantized.
             started = time.perf_counter()
-            only = attempt(tag, how, exclude=[n for n in nodes if n != layer], technique="sensitivity", record=False)
-            loss = base - _score(only.measured)[0]  # what quantizing this layer alone costs in accuracy
-            cost = None
-            if timed:
-                kept_float = attempt(tag, how, exclude=[layer], technique="speed cost", record=False)
-                cost = max(float_cost_ms(all_int8.proto, kept_float.proto, sample), 0.0)
-            # accuracy regained per millisecond lost (a layer as good as free comes first among equals)
-            value = loss / max(cost, 0.01) if cost is not None else loss
-            ranked.append((value, loss, only.measured["mean_rel_err"], layer))
-            note({"technique": "sensitivity", "graph": tag, "method": how, "layer": layer, "loss_points": 100 * loss,
-                  "mean_rel_err": only.measured["mean_rel_err"], "float_cost_ms": cost, "points_per_ms": None if cost is None else 100 * value,
-                  "seconds": round(time.perf_counter() - started, 2)})
-        order = [layer for _, _, _, layer in sorted(ranked, key=lambda item: (-item[0], -item[1], -item[2]))]
-        for count in range(1, len(order)):  # all of them in float would be an FP32 model called INT8
-            kept = order[:count]
-            candidate = attempt(tag, how, exclude=kept, float_layers=kept, technique="fallback to float")
-            if budget.holds(candidate.measured):
-                return finish(candidate, True)
-        return finish(best, False)
+            progress("equalizing layer pairs")
+            equalized, equalized_pairs = eq.equalize(proto)
+            check = compared[:EQUALIZE_CHECK_IMAGES]
+            difference = eq.check_equivalent(proto, equalized, check) if equalized_pairs else 0.0
+            usable = bool(equalized_pairs) and difference <= eq.TOLERANCE
+            note({"technique": "cross-layer equalization (FP32 check)", "pairs": [p["pair"] for p in equalized_pairs],
+                  "fp32_max_rel_diff": difference, "images": len(check), "within_tolerance": usable, "seconds": round(time.perf_counter() - started, 2)})
+            if usable:
+                how = best.method
+                graphs.add("equalized", proto=equalized)
+                candidate = attempt("equalized", how, technique="cross-layer equalization")
+                if budget.holds(candidate.measured):
+                    return finish(candidate, True)
+                progress("correcting biases")
+                biased, corrected = eq.bias_correct(equalized, _calibration_sample(images))  # input means from calibration images, not the held-out ones
+                graphs.add("equalized+bias", proto=biased)
+                candidate = attempt("equalized+bias", how, technique="equalization + bias correction")
+                if budget.holds(candidate.measured):
+                    return finish(candidate, True)
+            else:
+                equalized_pairs = []
+
+            # 3. Each layer's accuracy cost in INT8 and speed cost in float, then fallback to float,
+            # cheapest accuracy first: the layers that regain the most accuracy per millisecond lost.
+            tag, how = best.graph, best.method
+            layers, nodes = graphs.layers(tag), graphs.nodes(tag)
+            base = _score(measure(reference, reference, truth))[0]
+            all_int8 = attempt(tag, how, technique="sensitivity baseline", record=False)
+            rows = batch if fixed else min(len(compared), 8)  # a fixed-batch model takes exactly its batch
+            sample = np.resize(compared[:rows], (rows,) + compared.shape[1:])  # repeated when there are fewer images
+            timed = target == "cpu"  # onnxruntime's CPU speed says nothing about a TensorRT engine's
+            ranked = []
+            for layer in layers:
+                started = time.perf_counter()
+                only = attempt(tag, how, exclude=[n for n in nodes if n != layer], technique="sensitivity", record=False)
+                loss = base - _score(only.measured)[0]  # what quantizing this layer alone costs in accuracy
+                cost = None
+                if timed:
+                    kept_float = attempt(tag, how, exclude=[layer], technique="speed cost", record=False)
+                    cost = max(float_cost_ms(all_int8.proto, kept_float.proto, sample), 0.0)
+                # accuracy regained per millisecond lost (a layer as good as free comes first among equals)
+                value = loss / max(cost, 0.01) if cost is not None else loss
+                ranked.append((value, loss, only.measured["mean_rel_err"], layer))
+                note({"technique": "sensitivity", "graph": tag, "method": how, "layer": layer, "loss_points": 100 * loss,
+                      "mean_rel_err": only.measured["mean_rel_err"], "float_cost_ms": cost, "points_per_ms": None if cost is None else 100 * value,
+                      "seconds": round(time.perf_counter() - started, 2)})
+            order = [layer for _, _, _, layer in sorted(ranked, key=lambda item: (-item[0], -item[1], -item[2]))]
+            for count in range(1, len(order)):  # all of them in float would be an FP32 model called INT8
+                kept = order[:count]
+                candidate = attempt(tag, how, exclude=kept, float_layers=kept, technique="fallback to float")
+                if budget.holds(candidate.measured):
+                    return finish(candidate, True)
+            return finish(best, False)
+        except KeyboardInterrupt as exc:
+            # What the search would return travels with the interrupt: the first candidate within the budget
+            # (measured, maybe not yet returned), else the best so far, not within it (met False).
+            kept = finish(chosen, True) if chosen is not None else (finish(best, False) if best is not None else None)
+            raise SearchInterrupted(kept, log) from exc
 
 
 def _calibration_sample(images, count: int = EQUALIZE_CHECK_IMAGES) -> np.ndarray:
