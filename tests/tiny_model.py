@@ -42,7 +42,7 @@ def tiny_model(path: Path, size: int = SIZE, classes=CLASSES, preprocessing: dic
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     spec = Preprocessing(resize=size + size // 4, crop=size, mean=(0.5, 0.45, 0.4), std=(0.25, 0.25, 0.3))
     write_record(proto, ModelRecord(labels=tuple(classes), preprocessing=spec, layout="tiny"))
     for prop in proto.metadata_props:  # raw edits, as a damaged or hostile file would carry them

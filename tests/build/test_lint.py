@@ -17,7 +17,7 @@ def _graph(nodes, inits, input_shape=("batch", 4), opset=18, value_info=()):
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [numpy_helper.from_array(v, k) for k, v in inits.items()],
         value_info=list(value_info),
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=10)
 
 def _rules(model):
     return sorted({f.rule for f in lint_onnx(model)})

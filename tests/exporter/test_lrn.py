@@ -25,7 +25,7 @@ def test_reference_matches_onnxruntime_lrn():
     """reference_lrn has ONNX semantics: compare with onnxruntime's own LRN kernel."""
     node = onnx.helper.make_node("LRN", ["x"], ["y"], size=3, alpha=0.3, beta=0.6, bias=1.5)
     graph = onnx.helper.make_graph([node], "g", [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 9, 3, 3])], [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 9, 3, 3])])
-    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)], ir_version=10)
     x = np.random.default_rng(0).standard_normal((1, 9, 3, 3)).astype(np.float32)
     want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})[0]
     np.testing.assert_allclose(reference_lrn(torch.from_numpy(x), 3, 0.3, 0.6, 1.5).numpy(), want, rtol=1e-5, atol=1e-6)

@@ -95,7 +95,7 @@ def test_quantized_graph_counts_int8_weights_but_not_scales_or_shapes(tmp_path):
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])], [w, b, scale, bias_scale, zero, bias_zero, shape],
     )
     path = tmp_path / "qdq.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)]), path)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)], ir_version=10), path)
     data = inspect_onnx(path)
     assert data["parameters"] == 4 * 6 + 4
     assert data["constants"] == {"tensors": 5, "values": 4 + 4 + 4 + 4 + 2}

@@ -47,7 +47,7 @@ def _tiny_model(path):
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", len(CLASSES)])],
         [numpy_helper.from_array(v.astype(np.float32), k) for k, v in weights.items()],
     )
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
     write_record(proto, ModelRecord(labels=CLASSES, preprocessing=Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD), layout="torchvision"))
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))

@@ -52,7 +52,7 @@ def _tiny(lrn: bool = False, outlier: float = 1.0, seed: int = 0):
     ]
     graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, 8, 8])],
                               [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 5])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
 
 
 def _run(model, batch):
