@@ -242,9 +242,13 @@ class FolderLock:
         except OSError as exc:
             raise InputError(f"cannot lock {self.folder}: {self.path.name} cannot be opened there ({exc.strerror or exc}).",
                              f"remove {self.path} if it is not a plain file, or choose a folder you can write to") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             os.close(fd)
             raise InputError(f"cannot lock {self.folder}: {self.path.name} is not a plain file.", f"remove {self.path}")
+        if info.st_nlink != 1:  # a hard link planted there: emptying it would empty the file it shares
+            os.close(fd)
+            raise InputError(f"cannot lock {self.folder}: {self.path.name} is a hard link to another file ({info.st_nlink} names).", f"remove {self.path}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

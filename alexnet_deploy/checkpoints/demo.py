@@ -19,7 +19,6 @@ def make_demo_checkpoint(path: Path, seed: int = 0) -> Path:
     import torch
 
     from alexnet_deploy.checkpoints.layouts import LAYOUTS
-    from alexnet_deploy.fileio import atomic_write
 
     torch.manual_seed(seed)
     model = LAYOUTS[DEMO_LAYOUT].build(len(CIFAR10))
@@ -28,7 +27,26 @@ def make_demo_checkpoint(path: Path, seed: int = 0) -> Path:
             torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
             torch.nn.init.normal_(module.bias, std=0.01)
     payload = {"model_state_dict": model.state_dict(), "epoch": 0, "classes": list(CIFAR10), "note": "alexnet quickstart demo weights (untrained)"}
-    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    return save_checkpoint(Path(path), payload)
+
+
+def save_checkpoint(path: Path, payload) -> Path:
+    """torch.save ``payload`` to ``path`` atomically, the same bytes for the same payload.
+
+    torch.save names the archive's inner folder after the file it writes to: saving straight
+    to a temporary name would make every save differ, so a rerun's content-keyed caches
+    (optimize's stages) would never resume. The archive is built in memory, named for ``path``.
+    """
+    import io
+
+    import torch
+
+    from alexnet_deploy.fileio import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+    return Path(path)
 
 
 def make_sample_images(folder: Path, count: int = 6, seed: int = 0) -> list[Path]:

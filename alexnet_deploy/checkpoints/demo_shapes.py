@@ -129,10 +129,7 @@ def train(folder: Path, seed: int = 0, epochs: int = 5, lr: float = 0.006, progr
 
 
 def save_trained(model, path: Path) -> Path:
-    """Save ``model``'s state_dict with its class names, the way training scripts do (atomically)."""
-    import torch
+    """Save ``model``'s state_dict with its class names, the way training scripts do (atomically; the same weights give the same bytes)."""
+    from alexnet_deploy.checkpoints.demo import save_checkpoint
 
-    from alexnet_deploy.fileio import atomic_write
-
-    payload = {"model_state_dict": model.state_dict(), "classes": list(CLASSES)}
-    return atomic_write(Path(path), lambda tmp: torch.save(payload, tmp))
+    return save_checkpoint(Path(path), {"model_state_dict": model.state_dict(), "classes": list(CLASSES)})

@@ -27,7 +27,7 @@ from typing import Any
 
 from alexnet_deploy.errors import CheckpointError, DependencyError
 from alexnet_deploy.checkpoints.pickles import (
-    MALICIOUS_FIX, TRUST_RUNS, TRUSTED_PACKAGES, allowed_class, load_allowlisted, needed_globals, not_a_checkpoint, numpy_data,
+    MALICIOUS_FIX, TRUST_RUNS, TRUSTED_PACKAGES, allowed_class, check_loaded, load_allowlisted, named_globals, needed_globals, not_a_checkpoint, numpy_data,
     quiet_torch_load, refusal, unsafe_user_classes, user_classes,
 )
 from alexnet_deploy.checkpoints.torchscript import is_torchscript, torchscript_tensors
@@ -141,6 +141,7 @@ def load_checkpoint(
             "give the .pth/.pt file torch.save wrote (a zip archive, or a pickle from PyTorch before 1.6) or a .safetensors file",
         )
 
+    _refuse_allocations(path, data, archive)
     try:
         obj = quiet_torch_load(data, weights_only=True)
     except Exception as exc:  # every reader error below becomes one clear message
@@ -169,8 +170,29 @@ def load_checkpoint(
         obj = load_allowlisted(path, data, archive, classes)
         fmt = "pickled" if trust_code else None
     else:
+        # torch's reader builds only data, but BUILD may still set attributes on a dict it made
+        # (an OrderedDict whose ``items`` is an int): the same check as for trusted files.
+        check_loaded(path, obj, ())
         fmt = None
     return _normalise(path, sha, obj, fmt)
+
+
+# Globals torch's weights_only reader admits that allocate what the file asks for, not what it
+# holds: bytearray(1500000000) is 936 bytes of pickle. No checkpoint of ours needs them.
+ALLOCATING_GLOBALS = frozenset({"builtins.bytearray"})
+
+
+def _refuse_allocations(path: Path, data: bytes, archive) -> None:
+    """CheckpointError when the pickle names a global that allocates memory on its say."""
+    try:
+        named = named_globals(data, archive, path)
+    except CheckpointError:
+        raise
+    except Exception:  # the scan could not read it: the loader below reports what is wrong
+        return
+    for name in sorted(named & ALLOCATING_GLOBALS):
+        raise CheckpointError(f"{path}: refusing {name}: it allocates as much memory as the file asks for, and no model checkpoint needs it.",
+                              "save the weights as a state_dict: torch.save(model.state_dict(), PATH)")
 
 
 MAX_ARCHIVE_MEMBERS = 100_000
@@ -306,11 +328,19 @@ def _normalise(path: Path, sha: str, obj, fmt: str | None) -> Checkpoint:
 
 
 def _check_dense_real(path: Path, state_dict: dict) -> None:
-    """Weights an AlexNet can use: dense, not quantized, real (a complex weight would be cast silently)."""
+    """Weights an AlexNet can use: dense, not quantized, real (a complex weight would be cast silently),
+    and stored whole: a view larger than its storage (``zeros(1).expand(N, 4096)``) would make a
+    few bytes of file build a model of any size."""
     for name, tensor in state_dict.items():
         kind = "sparse" if tensor.layout != _torch().strided else "quantized" if tensor.is_quantized else "complex" if tensor.is_complex() else None
         if kind:
             raise CheckpointError(
                 f"{path}: weight {name} is a {kind} tensor; AlexNet's layers take dense real float weights.",
                 "save the float model's state_dict (dequantize / to_dense first)",
+            )
+        stored = tensor.untyped_storage().nbytes() // max(1, tensor.element_size())
+        if tensor.numel() > stored:
+            raise CheckpointError(
+                f"{path}: weight {name} is a view of {tensor.numel()} elements over a storage of {stored}; a checkpoint's weights are stored whole.",
+                "save contiguous weights: torch.save({k: v.contiguous() for k, v in model.state_dict().items()}, PATH)",
             )

@@ -166,6 +166,13 @@ def path_hint(archive: zipfile.ZipFile) -> str:
 def needed_globals(data: bytes, archive: zipfile.ZipFile | None, path: Path | None = None) -> list[str]:
     """Globals outside weights_only's default allowlist that the file names, sorted."""
     from torch import _weights_only_unpickler as wou
+
+    default = set(wou._get_allowed_globals())
+    return sorted(n for n in named_globals(data, archive, path) if n not in default)
+
+
+def named_globals(data: bytes, archive: zipfile.ZipFile | None, path: Path | None = None) -> set[str]:
+    """Every global the file's pickles name (found without running them)."""
     from torch.serialization import get_unsafe_globals_in_checkpoint
 
     names: set[str] = set()
@@ -183,8 +190,7 @@ def needed_globals(data: bytes, archive: zipfile.ZipFile | None, path: Path | No
                 names.update(_pickle_globals(record))
     else:
         names.update(_pickle_globals(data))
-    default = set(wou._get_allowed_globals())
-    return sorted(n for n in names if n not in default)
+    return names
 
 
 def user_classes(extra_classes: dict | None, extra_modules: dict | None) -> dict:
@@ -299,11 +305,12 @@ def check_loaded(path: Path, obj, admitted) -> None:
 
     admitted = set(admitted)
     seen: set[int] = set()
+    inside: set[int] = set()  # the modules being walked: one met again inside itself is a cycle
 
     def refuse(where: str, value) -> CheckpointError:
         kind = f"{type(value).__module__}.{type(value).__qualname__}" if not inspect.isclass(value) else f"the class {value.__module__}.{value.__qualname__}"
         return CheckpointError(
-            f"{path}: refusing {where} ({kind}): a trusted model may hold only weights, submodules and plain settings, not hooks or callables.",
+            f"{path}: refusing {where} ({kind}): a checkpoint may hold only weights, submodules and plain settings, not hooks or callables.",
             MALICIOUS_FIX,
         )
 
@@ -356,9 +363,18 @@ def check_loaded(path: Path, obj, admitted) -> None:
         name = f"{cls.__module__}.{cls.__qualname__}"
         if cls not in admitted:
             raise refuse(where, value)
+        if id(value) in inside:  # state_dict() and forward would recurse forever
+            raise CheckpointError(f"{path}: refusing {where} ({name}): a module that contains itself.", MALICIOUS_FIX)
         if id(value) in seen:
             return
         seen.add(id(value))
+        inside.add(id(value))
+        try:
+            _walk_module(value, where, depth, cls, name)
+        finally:
+            inside.discard(id(value))
+
+    def _walk_module(value, where: str, depth: int, cls, name: str) -> None:
         for key, item in vars(value).items():
             here = f"{name}.{key}"
             if key in HOOK_DICTS:
@@ -401,12 +417,26 @@ def _restricted_pickle_module(path: Path, classes: dict):
 
     allowed = {**wou._get_allowed_globals(), **classes}
 
-    class Unpickler(pickle.Unpickler):
+    class Unpickler(pickle._Unpickler):  # the Python unpickler: its BUILD can be checked
+        dispatch = dict(pickle._Unpickler.dispatch)
+
         def find_class(self, module, name):  # the only way a pickle reaches a callable
             full = _python3_name(module, name)
             if full not in allowed:
                 raise refusal(path, full)
             return allowed[full]
+
+        def load_build(self):
+            # BUILD sets state on the object below it: on a class, a module or a function that
+            # is a process-wide change (Counter.update replaced for everyone); torch's own
+            # weights_only reader refuses the same. Only objects the pickle made may get state.
+            target = self.stack[-2]
+            if inspect.isclass(target) or inspect.ismodule(target) or inspect.isroutine(target):
+                named = f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', getattr(target, '__name__', target))}"
+                raise CheckpointError(f"{path}: refusing a BUILD on {named}: a pickle may set state only on objects it made.", MALICIOUS_FIX)
+            super().load_build()
+
+        dispatch[pickle.BUILD[0]] = load_build
 
     def load(file, **kwargs):
         return Unpickler(file, **kwargs).load()

@@ -254,7 +254,12 @@ def _stage_folder(output: Path | str) -> Path:
         if not folder.exists():  # the filesystem's verdict on the name itself (too long, refused)
             folder.mkdir()
             folder.rmdir()
-        return Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(folder)}{os.getpid()}-", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=f"{_staging_prefix(folder)}{os.getpid()}-", dir=parent))
+        # mkdtemp makes it 0700; renamed into place it becomes DIR, which gets the mode a plain mkdir would give
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)
+        return staging
     except OSError as exc:
         raise InputError(f"cannot write the output folder {folder} ({exc.strerror or exc}).", "choose a folder you can write to") from None
 

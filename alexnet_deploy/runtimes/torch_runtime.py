@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -65,16 +66,32 @@ class TorchRuntime(Runtime):
         self.module = None
 
 
+# The precision switches are process-wide: one FP32 run on CUDA at a time sets and restores them.
+_PRECISION_LOCK = threading.Lock()
+
+
 @contextmanager
 def _ieee_fp32(torch, active: bool):
-    """While active, convolutions and matrix products on CUDA compute in full FP32 (no TF32)."""
+    """While active, convolutions and matrix products on CUDA compute in full FP32 (no TF32).
+
+    Uses the ``fp32_precision`` settings where torch has them (2.9 and newer): after a process
+    has set those, reading the older ``allow_tf32`` flags raises. Restored afterwards, also on
+    errors; held under a lock, so two threads cannot restore each other's settings.
+    """
     if not active:
         yield
         return
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = cudnn.allow_tf32, matmul.allow_tf32
-    cudnn.allow_tf32 = matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = before
+    conv, matmul = getattr(torch.backends.cudnn, "conv", None), torch.backends.cuda.matmul
+    with _PRECISION_LOCK:
+        if conv is not None and hasattr(conv, "fp32_precision") and hasattr(matmul, "fp32_precision"):
+            targets = ((conv, "fp32_precision", "ieee"), (matmul, "fp32_precision", "ieee"))
+        else:  # older torch: the allow_tf32 flags
+            targets = ((torch.backends.cudnn, "allow_tf32", False), (matmul, "allow_tf32", False))
+        before = [getattr(owner, name) for owner, name, _ in targets]
+        try:
+            for owner, name, value in targets:
+                setattr(owner, name, value)
+            yield
+        finally:
+            for (owner, name, _), value in zip(targets, before):
+                setattr(owner, name, value)
