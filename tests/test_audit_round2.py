@@ -9,6 +9,7 @@ the layout's documented recipe. All run in seconds (tiny onnx.helper models, sma
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -510,3 +511,167 @@ def test_predict_sources_mix_files_and_folders_each_file_once_and_every_left_out
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no image files found in the given folders"):
         image_files([tmp_path / "empty"])
+
+
+def test_predict_with_no_image_found_names_what_the_listings_left_out(tmp_path):
+    """No image in the folders given: the refusal counts the entries left out and names the first one
+    with its reason (the reasons are scan_images' documented texts, spelled out here); with nothing
+    left out, the message ends at "folders." and the fix still names the image types."""
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.predict import image_files
+
+    outside = write_images(tmp_path / "outside", 1)[0]
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "zlink.png").symlink_to(outside)
+    (tmp_path / "b" / "dirlink").symlink_to(tmp_path / "outside", target_is_directory=True)
+    fix = "give .jpg/.png files or folders that hold them"
+    with pytest.raises(InputError) as caught:
+        image_files([tmp_path / "a", tmp_path / "b"])
+    first = tmp_path / "a" / "zlink.png"
+    expected = (f"no image files found in the given folders (2 entries left out, e.g. {first}: "
+                "a link to a file outside the folder (not followed; --follow-links to follow it)).")
+    assert (caught.value.problem, caught.value.fix) == (expected, fix)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError) as caught:
+        image_files([tmp_path / "empty"])
+    assert (caught.value.problem, caught.value.fix) == ("no image files found in the given folders.", fix)
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize's image plan: the shares, the draws and the precisions that calibrate nothing
+
+
+def test_quantize_keeps_one_image_back_from_a_folder_of_six(model, tmp_path):
+    """6 images <= --calib-samples, no --holdout: a fifth of 6, rounded down but at least one, is kept back."""
+    from alexnet_deploy.quantize.pipeline import plan_images
+
+    files = _image_folder(tmp_path / "six", 2)  # 3 classes x 2
+    calibration, compared, notes = plan_images("int8", tmp_path / "six", None, 256, 500, _record(model))
+    assert (len(calibration.images.paths), len(compared.used.paths)) == (5, 1)
+    assert set(calibration.images.paths) | set(compared.used.paths) == set(files) and notes == []
+
+
+def test_quantize_with_holdout_calibrates_on_a_seeded_draw_and_compares_on_the_holdout(model, tmp_path):
+    """21 calibration images, --calib-samples 5, a --holdout folder: 5 calibration images drawn at random
+    but the same ones every run (1 in 20349 that two unseeded draws agree), every held-out image compared."""
+    from alexnet_deploy.quantize.pipeline import plan_images
+
+    files = _image_folder(tmp_path / "calib", 7)
+    held = _image_folder(tmp_path / "held", 1, seed=50)
+    runs = [plan_images("int8", tmp_path / "calib", tmp_path / "held", 5, 500, _record(model)) for _ in range(2)]
+    (calibration, compared, notes), (again, _, _) = runs
+    paths = list(calibration.images.paths)
+    assert len(paths) == 5 and set(paths) <= set(files) and paths != files[:5]
+    assert list(again.images.paths) == paths
+    assert list(compared.used.paths) == held and notes == []
+
+
+def test_quantize_without_int8_calibrates_nothing_and_compares_on_the_folders_given(model, tmp_path):
+    """fp16 (nothing to calibrate): --holdout is compared on when given, else the --calib folder; a --calib
+    that is not used is reported; with no folder at all, 64 synthetic images, the same every run."""
+    from alexnet_deploy.quantize.pipeline import SYNTHETIC_HOLDOUT, plan_images
+
+    calib = _image_folder(tmp_path / "calib", 1)
+    held = _image_folder(tmp_path / "held", 1, seed=50)
+    record = _record(model)
+    calibration, compared, notes = plan_images("fp16", tmp_path / "calib", tmp_path / "held", 256, 500, record)
+    assert calibration is None and list(compared.used.paths) == held
+    assert notes == [f"fp16 needs no calibration; --calib {tmp_path / 'calib'} was ignored"]
+    calibration, compared, notes = plan_images("fp16", tmp_path / "calib", None, 256, 500, record)
+    assert calibration is None and list(compared.used.paths) == calib and notes == []
+    synthetic_note = "no images given: compared on synthetic images, so agreement says little about real accuracy; add --holdout DIR"
+    calibration, compared, notes = plan_images("fp16", None, None, 256, 500, record)
+    assert calibration is None and notes == [synthetic_note]
+    assert compared.batch.shape[0] == SYNTHETIC_HOLDOUT and compared.used is None
+    _, again, notes = plan_images("fp16", "synthetic", None, 256, 500, record)
+    assert notes == ["fp16 needs no calibration; --calib synthetic was ignored", synthetic_note]
+    np.testing.assert_array_equal(again.batch, compared.batch)  # seeded: the same images every run
+
+
+def test_quantize_follow_links_lists_linked_images_in_both_folders(model, tmp_path):
+    """--follow-links reaches both folders' listings: an image linked into each is used."""
+    from alexnet_deploy.quantize.pipeline import plan_images
+
+    outside = write_images(tmp_path / "outside", 2)
+    calib = _image_folder(tmp_path / "calib", 1)
+    held = _image_folder(tmp_path / "held", 1, seed=50)
+    (tmp_path / "calib" / CLASSES[0] / "zlink.png").symlink_to(outside[0])
+    (tmp_path / "held" / CLASSES[0] / "zlink.png").symlink_to(outside[1])
+    calibration, compared, _ = plan_images("int8", tmp_path / "calib", tmp_path / "held", 256, 500, _record(model), follow_links=True)
+    assert tmp_path / "calib" / CLASSES[0] / "zlink.png" in calibration.images.paths and len(calibration.images.paths) == len(calib) + 1
+    assert tmp_path / "held" / CLASSES[0] / "zlink.png" in compared.used.paths and len(compared.used.paths) == len(held) + 1
+    calibration, compared, _ = plan_images("int8", tmp_path / "calib", tmp_path / "held", 256, 500, _record(model))
+    assert list(calibration.images.paths) == calib and list(compared.used.paths) == held
+
+
+# ---------------------------------------------------------------------------------------------
+# predict: --topk 1 and --batch 1 are valid, --batch sets the chunk, refusals before any model work
+
+
+def test_predict_topk_one_batch_sizes_and_early_refusals(model, tmp_path):
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.predict import predict_files
+    from alexnet_deploy.progress import Progress
+
+    class Chunks(Progress):
+        def __init__(self):
+            self.advances = []
+
+        def advance(self, units=1):
+            self.advances.append(units)
+
+    files = write_images(tmp_path / "images", 5)
+    (tmp_path / "images" / "zbad.png").write_bytes(b"not an image")  # listed last, skipped when decoded
+    chunks, seen = Chunks(), []
+    started = time.perf_counter()
+    result = predict_files(model, [tmp_path / "images"], topk=1, batch=2, progress=chunks, on_prediction=seen.append)
+    elapsed = time.perf_counter() - started
+    assert sorted(result) == ["format", "images", "images_per_s", "model", "output", "precision", "predictions", "runtime", "seconds", "skipped"]
+    assert (result["model"], result["runtime"], result["precision"], result["images"]) == (str(model), "ort", "fp32", 5)
+    assert 0 < result["seconds"] <= elapsed and result["images_per_s"] == pytest.approx(5 / result["seconds"])
+    assert [s["image"] for s in result["skipped"]] == [str(tmp_path / "images" / "zbad.png")]
+    assert [len(p["top"]) for p in result["predictions"]] == [1] * 5
+    assert [item["image"] for item in seen] == [str(path) for path in sorted(files)]  # each labelled image, as it is known
+    assert (result["output"], result["format"]) == (None, None)
+    assert chunks.advances == [2, 2, 2]  # 6 files in chunks of --batch 2, the undecodable one counted too
+    chunks = Chunks()
+    assert predict_files(model, [tmp_path / "images"], batch=1, progress=chunks)["images"] == 5 and chunks.advances == [1] * 6
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(InputError) as caught:
+        predict_files(model, [tmp_path / "bad"])
+    assert (caught.value.problem, caught.value.fix) == ("none of the 1 image file(s) could be decoded.", "give readable .jpg/.png images")
+    for kwargs, expected in [
+        ({"topk": 0}, ("--topk 0 must be at least 1.", "e.g. --topk 5")),
+        ({"batch": 0}, ("--batch 0 must be at least 1.", "e.g. --batch 32")),
+        ({"output": tmp_path / "missing" / "p.jsonl"},
+         (f"predictions file directory {tmp_path / 'missing'} does not exist.", f"create it first: mkdir -p {tmp_path / 'missing'}")),
+    ]:
+        with pytest.raises(InputError) as caught:
+            predict_files(tmp_path / "no-model.onnx", [tmp_path / "images"], **kwargs)  # refused before the model is opened
+        assert (caught.value.problem, caught.value.fix) == expected
+
+
+def test_predict_passes_threads_and_runtime_to_the_session_and_keeps_five_labels_by_default(model, six_class_model, tmp_path, monkeypatch):
+    """--threads reaches onnxruntime's session options (read off the options onnxruntime was given),
+    --runtime openvino opens no onnxruntime session, and the default is the top 5 of 6 classes."""
+    import onnxruntime
+
+    from alexnet_deploy.predict import predict_files
+
+    sessions = []
+
+    class Recording(onnxruntime.InferenceSession):
+        def __init__(self, path, options=None, *args, **kwargs):
+            sessions.append(options.intra_op_num_threads if options is not None else None)
+            super().__init__(path, options, *args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", Recording)
+    write_images(tmp_path / "images", 2)
+    predict_files(model, [tmp_path / "images"], threads=1)
+    assert sessions == [1]
+    predict_files(model, [tmp_path / "images"], runtime="openvino")
+    assert sessions == [1]  # OpenVINO ran it: no onnxruntime session
+    result = predict_files(six_class_model, [tmp_path / "images"])
+    assert [len(p["top"]) for p in result["predictions"]] == [5, 5]
