@@ -279,6 +279,12 @@ def test_ctrl_c_during_a_ray_run_removes_the_parts_and_says_so(half_width_onnx, 
         if run.poll() is None:
             run.kill()
             run.wait()
+    if run.returncode == 0:
+        # The last parts were already being written when SIGINT arrived (a busy CI host): what it
+        # left must then be the whole, truthful result; the interrupt path itself is covered in
+        # process by test_interrupted_ray_output_folder_leaves_nothing_and_a_rerun_is_accepted.
+        assert output.is_dir() and _staging(tmp_path) == [] and "interrupted" not in stderr, stderr
+        pytest.skip("the run finished before SIGINT reached it (timing on a loaded host)")
     assert run.returncode == 130, stderr
     line = [text for text in stderr.splitlines() if text.startswith("interrupted")]
     assert len(line) == 1 and f"nothing was written to {output}" in line[0] and "removed" in line[0], stderr
