@@ -386,4 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     # Images over the pixel limit are refused with their own line (imaging.MAX_IMAGE_PIXELS,
     # PIL's own threshold): PIL's warning about the same image would only repeat it, untidily.
     warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+    from alexnet_deploy.cli import memory
+
+    if memory.suits(args):  # model-sized buffers reused, not faulted in again (a third of quickstart's time)
+        memory.keep_freed_memory()
     app(args=args, prog_name="alexnet")
