@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from alexnet_deploy.progress import Progress
 from tiny_model import CLASSES, tiny_model, write_images
 
 
@@ -416,6 +417,33 @@ def test_layouts_with_the_same_shapes_are_refused_naming_both():
     assert detect_layout(state, arch="paper-224").layout.name == "paper-224"
 
 
+def test_a_checkpoint_sharing_half_its_keys_with_a_layout_is_called_close_and_every_refusal_says_what_to_do():
+    """Half of the checkpoint's keys (rounded down) in a layout: "closest to layout", with the difference; fewer: "not an AlexNet layout"."""
+    from alexnet_deploy.checkpoints.layouts import detect_layout
+    from alexnet_deploy.errors import LayoutError
+
+    state = _meta_state_dict("torchvision")
+    keys = list(state)
+    check = "check that this is the right checkpoint, or pass --model FILE.py:ClassName with the class it was trained with"
+
+    def refusal(kept: int, foreign: int) -> LayoutError:
+        mixed = {k: state[k] for k in keys[:kept]} | {f"head.{i}.weight": state[keys[0]] for i in range(foreign)}
+        with pytest.raises(LayoutError) as caught:
+            detect_layout(mixed)
+        return caught.value
+
+    for kept, foreign in ((8, 8), (8, 9)):  # 8 of 16 keys, 8 of 17 (17 // 2 == 8): close enough to name the layout
+        close = refusal(kept, foreign)
+        assert close.problem.startswith("checkpoint is closest to layout torchvision but does not fit it: missing features.10.weight"), (kept, foreign)
+        assert close.fix == check
+    far = refusal(7, 9)  # 7 of 16: under half
+    assert far.problem.startswith("checkpoint is not one of the built-in AlexNet layouts (its keys start features.0.weight")
+    assert far.fix == "pass --model FILE.py:ClassName with the class it was trained with"
+    with pytest.raises(LayoutError) as caught:
+        detect_layout(_meta_state_dict("half-width"), arch="torchvision")
+    assert caught.value.fix == check
+
+
 def test_a_checkpoint_that_does_not_fit_is_refused_with_the_difference():
     from alexnet_deploy.checkpoints.layouts import detect_layout, format_diff
     from alexnet_deploy.errors import LayoutError
@@ -675,3 +703,131 @@ def test_predict_passes_threads_and_runtime_to_the_session_and_keeps_five_labels
     assert sessions == [1]  # OpenVINO ran it: no onnxruntime session
     result = predict_files(six_class_model, [tmp_path / "images"])
     assert [len(p["top"]) for p in result["predictions"]] == [5, 5]
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate(): its defaults, refusals, progress, what it passes on, and the report's own arithmetic
+
+
+class _Recorder(Progress):
+    """A progress receiver that keeps every call."""
+
+    def __init__(self):
+        self.messages, self.starts, self.advanced = [], [], 0
+
+    def __call__(self, message):
+        self.messages.append(message)
+
+    def start(self, description, total):
+        self.starts.append((description, total))
+
+    def advance(self, units=1):
+        self.advanced += units
+
+
+def test_evaluate_defaults_progress_and_what_it_passes_to_the_runtime_and_the_stream(model, tmp_path, monkeypatch):
+    import alexnet_deploy.evaluate as ev
+    import alexnet_deploy.runtimes as runtimes
+    from alexnet_deploy.evaluate import evaluate
+
+    files = _image_folder(tmp_path / "data", 5)
+    (tmp_path / "data" / CLASSES[0] / "a-broken.png").write_bytes(b"not an image")  # first in its class: a skipped file
+    opened, streams, chunks = [], [], []
+    real_open, real_stream = runtimes.open_runtime, ev.ImageStream
+
+    def open_runtime(path, name, threads):
+        opened.append((name, threads))
+        runtime = real_open(path, name, threads)
+        real_run_all = runtime.run_all
+
+        def run_all(data, batch_size=32, advance=None):
+            chunks.append((len(data), batch_size))
+            time.sleep(0.05)  # a known lower bound on the model's own time
+            return real_run_all(data, batch_size, advance)
+
+        runtime.run_all = run_all
+        return runtime
+
+    monkeypatch.setattr(runtimes, "open_runtime", open_runtime)
+    monkeypatch.setattr(ev, "ImageStream", lambda *a, **k: streams.append(k) or real_stream(*a, **k))
+    progress = _Recorder()
+    tick = time.perf_counter()
+    report = evaluate(model, tmp_path / "data", batch=4, threads=3, workers=2, progress=progress)
+    wall = time.perf_counter() - tick
+    n = len(files)
+    assert opened == [("ort", 3)] and streams == [{"batch": 4, "workers": 2}] and all(size == 4 for _, size in chunks)
+    assert report.n == n and report.batch == 4 and report.model == str(model) and report.skipped == [str(tmp_path / "data" / CLASSES[0] / "a-broken.png")]
+    assert progress.messages[0] == "loading the model" and progress.starts == [(f"evaluating {n + 1} images", n + 1)] and progress.advanced == n + 1
+    assert all(type(v) is int for row in report.confusion for v in row)  # counts, not floats, in the JSON
+    assert not hasattr(report, "predictions")  # keep_predictions is off by default
+    # The speeds are the report's own clocks: the model's time is at least the sleeps and at most the whole run.
+    model_time = len(chunks) * 0.05
+    assert n / wall <= report.images_per_s <= report.model_images_per_s <= n / model_time
+    default = evaluate(model, tmp_path / "data")
+    assert default.batch == 32 and streams[-1] == {"batch": 32, "workers": None} and opened[-1] == ("ort", None)
+
+
+def test_evaluate_scores_past_a_chunk_in_which_nothing_decodes(model, tmp_path):
+    from alexnet_deploy.evaluate import evaluate
+
+    files = _image_folder(tmp_path / "data", 3)
+    for name in ("a0.png", "a1.png"):  # sorted first: the whole first chunk of 2 is undecodable
+        (tmp_path / "data" / CLASSES[0] / name).write_bytes(b"broken")
+    report = evaluate(model, tmp_path / "data", batch=2)
+    assert report.n == len(files) and len(report.skipped) == 2
+
+
+def test_evaluate_refusals_name_the_problem_and_the_fix(model, tmp_path):
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.evaluate import evaluate
+
+    _image_folder(tmp_path / "data", 1)
+
+    def refusal(**kwargs):
+        with pytest.raises(InputError) as caught:
+            evaluate(model, kwargs.pop("data", tmp_path / "data"), **kwargs)
+        return caught.value.problem, caught.value.fix
+
+    assert refusal(batch=0) == ("--batch 0 must be at least 1.", "e.g. --batch 32")
+    assert refusal(limit=0) == ("--limit 0 must be at least 1.", "drop it to use every image")
+    assert evaluate(model, tmp_path / "data", batch=1, limit=1).n == 1  # 1 is allowed for both
+    missing = tmp_path / "missing"
+    assert refusal(data=missing) == (f"data folder {missing} does not exist.", "check the path")
+    empty = tmp_path / "empty"
+    write_images(empty, 2)  # images beside an empty class folder: folders, but none with images
+    (empty / "cat").mkdir()
+    fix = "give an ImageFolder root: one sub-folder of images per class, named by the model's labels"
+    assert refusal(data=empty) == (f"{empty} is not an ImageFolder (its class sub-folders hold no images), so there is nothing to score against.", fix)
+    flat = tmp_path / "flat"
+    write_images(flat, 2)
+    assert refusal(data=flat) == (f"{flat} is not an ImageFolder (it has no class sub-folders), so there is nothing to score against.", fix)
+    broken = tmp_path / "broken"
+    (broken / CLASSES[0]).mkdir(parents=True)
+    (broken / CLASSES[0] / "x.png").write_bytes(b"broken")
+    assert refusal(data=broken) == (f"none of the 1 image files under {broken} could be decoded.", "point --data at a folder of readable images")
+
+
+def test_evaluate_follows_links_out_of_the_folder_only_when_asked(model, tmp_path):
+    from alexnet_deploy.evaluate import evaluate
+
+    files = _image_folder(tmp_path / "data", 2)
+    outside = write_images(tmp_path / "elsewhere", 1)[0]
+    (tmp_path / "data" / CLASSES[0] / ("linked" + outside.suffix)).symlink_to(outside)
+    kept = evaluate(model, tmp_path / "data")
+    assert kept.n == len(files) and [e["path"] for e in kept.excluded] == [str(tmp_path / "data" / CLASSES[0] / ("linked" + outside.suffix))]
+    followed = evaluate(model, tmp_path / "data", follow_links=True)
+    assert followed.n == len(files) + 1 and followed.excluded == []
+
+
+def test_summarize_speeds_at_zero_time_and_without_the_models_own_time():
+    from alexnet_deploy.evaluate import summarize
+
+    confusion = np.array([[3, 1], [0, 2]])
+    args = dict(name="m", runtime="ort", precision="fp32", labels=["a", "b"], confusion=confusion, top5_hits=np.array([4, 2]),
+                mapping={0: 0, 1: 1}, matched="by name", skipped=[], batch=8, root=Path("r"), files=6)
+    zero = summarize(**args, total_seconds=0.0, model_seconds=0.0)
+    assert (zero.images_per_s, zero.model_images_per_s) == (0.0, 0.0)
+    ray = summarize(**args, total_seconds=2.0, model_seconds=None)  # eval --ray: no model time of its own
+    assert (ray.images_per_s, ray.model_images_per_s) == (3.0, None) and ray.notes == []
+    renamed = summarize(**{**args, "matched": "by position"}, total_seconds=1.0, model_seconds=0.5)
+    assert renamed.notes == ["folder classes matched to the model by position"] and renamed.model_images_per_s == 12.0
