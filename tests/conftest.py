@@ -17,12 +17,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 # one-shot commands (alexnet_deploy/cli/memory.py); the tests call the app in-process, so this
 # process does the same, and the variables give the pytest-xdist workers and every subprocess
 # (all started after this file is read) the same settings from their first allocation.
-for _option, _value in {"MALLOC_MMAP_THRESHOLD_": 1 << 30, "MALLOC_TRIM_THRESHOLD_": 2**31 - 1, "MALLOC_TOP_PAD_": 1 << 28}.items():
-    os.environ.setdefault(_option, str(_value))
-
 from alexnet_deploy.cli.memory import keep_freed_memory  # noqa: E402
 
-keep_freed_memory()
+keep_freed_memory()  # before the variables below: the user's own variables turn it off
+for _option, _value in {"MALLOC_MMAP_THRESHOLD_": 1 << 30, "MALLOC_TRIM_THRESHOLD_": 2**31 - 1, "MALLOC_TOP_PAD_": 1 << 28}.items():
+    os.environ.setdefault(_option, str(_value))
 
 import torch  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402

@@ -128,3 +128,25 @@ class _FailingSession:
 
     def __getattr__(self, name):
         return getattr(self._real, name)
+
+
+def test_a_fixed_batch_model_reports_its_batch_and_only_the_named_outputs_are_run(model, tmp_path):
+    """A graph whose batch is fixed at 2 (as some exporters write) and which exposes an intermediate tensor as a second output."""
+    import onnx
+    from onnx import helper
+
+    proto = onnx.load(str(model))
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 2
+    hidden = proto.graph.node[0].output[0]
+    proto.graph.output.append(helper.make_tensor_value_info(hidden, onnx.TensorProto.FLOAT, None))
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(proto, str(fixed))
+    runtime = OrtRuntime(fixed)
+    info = runtime.info()
+    assert (info.input_shape[0], info.min_batch, info.max_batch) == (2, 2, 2)
+    batch = np.zeros((2, 3, SIZE, SIZE), np.float32)
+    assert len(runtime.run_outputs(batch, None)) == 2
+    (only,) = runtime.run_outputs(batch, [hidden])
+    assert only.shape[0] == 2 and only.ndim == 4  # the first node's feature map, not the logits
+    assert runtime.run(batch).shape == (2, len(OrtRuntime(model).run(batch)[0]))  # run() gives the logits, the first output
