@@ -831,3 +831,378 @@ def test_summarize_speeds_at_zero_time_and_without_the_models_own_time():
     assert (ray.images_per_s, ray.model_images_per_s) == (3.0, None) and ray.notes == []
     renamed = summarize(**{**args, "matched": "by position"}, total_seconds=1.0, model_seconds=0.5)
     assert renamed.notes == ["folder classes matched to the model by position"] and renamed.model_images_per_s == 12.0
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize_model(): defaults, the budget's and --holdout-samples' limits, the default output, accuracy on labelled images
+
+
+def test_quantize_model_defaults_limits_default_output_and_accuracy(model, tmp_path):
+    import shutil
+
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.evaluate import evaluate
+    from alexnet_deploy.quantize.pipeline import Budget, quantize_model
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    _image_folder(tmp_path / "calib", 4)
+    _image_folder(tmp_path / "val", 3, seed=50)
+    outside = write_images(tmp_path / "elsewhere", 1)[0]
+    (tmp_path / "val" / CLASSES[0] / ("linked" + outside.suffix)).symlink_to(outside)  # not followed by default
+    outcome = quantize_model(source, "int8", calib=tmp_path / "calib", holdout=tmp_path / "val", budget=Budget(max_drop=100.0))
+    # The defaults: written beside the source with the precision in its name, searched, latency measured.
+    assert outcome.output == tmp_path / "tiny.int8.onnx" and outcome.output.is_file() and outcome.written
+    assert outcome.search is not None and outcome.search["log"] and outcome.latency
+    assert quantize_model(source, "int8", calib=tmp_path / "calib", holdout=tmp_path / "val", output=tmp_path / "x.onnx",
+                          budget=Budget(max_drop=100.0), measure_latency=False).latency == {}
+    # Accuracy on the labelled held-out folder: FP32's is what `eval` scores on the same images.
+    comparison = outcome.comparison
+    assert comparison["images"] == 9 and comparison["accuracy_fp32"] == pytest.approx(evaluate(source, tmp_path / "val").top1)
+    assert comparison["accuracy"] is not None and comparison["budget_verdict"] in ("within", "uncertain")  # a drop of 100 points is allowed
+    assert outcome.search["log"][0]["accuracy"] is not None  # the search itself scored accuracy on the labels
+
+    def refusal(**kwargs):
+        with pytest.raises(InputError) as caught:
+            quantize_model(source, "int8", calib=tmp_path / "calib", holdout=tmp_path / "val", **{"output": tmp_path / "r.onnx", "measure_latency": False, **kwargs})
+        assert not (tmp_path / "r.onnx").exists()
+        return caught.value.problem, caught.value.fix
+
+    limits = ("--max-drop must be >= 0 points and --min-agreement between 0 and 100 (%).", "e.g. --max-drop 1.0 or --min-agreement 99")
+    assert refusal(budget=Budget(max_drop=-0.5)) == limits
+    assert refusal(budget=Budget(min_agreement=100.5)) == limits
+    assert refusal(budget=Budget(min_agreement=-1)) == limits
+    assert refusal(holdout_samples=0) == ("--holdout-samples 0 must be at least 1.", "e.g. --holdout-samples 500")
+    assert refusal(method="bogus") == ("unknown calibration method 'bogus'.", "use --method minmax|entropy|percentile")
+    assert refusal(calib_samples=0) == ("--calib-samples 0 must be at least 1.", "e.g. --calib-samples 256")
+    assert refusal(output=tmp_path / "r.txt") == (f"output {tmp_path / 'r.txt'} does not end in .onnx.", "name the output file *.onnx")
+    assert refusal(output=source) == ("the output would overwrite the FP32 source.", "choose another -o path")
+    assert source.read_bytes() == model.read_bytes()
+    # The limits themselves are allowed: no drop at all, 100% agreement, one comparison image.
+    edge = quantize_model(source, "int8", calib=tmp_path / "calib", holdout=tmp_path / "val", output=tmp_path / "edge.onnx",
+                          budget=Budget(max_drop=0.0, min_agreement=100.0), holdout_samples=1, measure_latency=False, allow_drop=True)
+    assert edge.comparison["images"] == 1
+
+
+def test_evaluate_refuses_a_model_whose_input_differs_from_its_preprocessings_crop(model, tmp_path, monkeypatch):
+    """A checkpoint given a --crop that is not its --input-size reaches this check; an ONNX file's
+    record is checked against its graph earlier, so the crop is changed on the loaded model here."""
+    import dataclasses
+
+    import alexnet_deploy.evaluate as ev
+    from alexnet_deploy.errors import InputError
+    from tiny_model import SIZE
+
+    _image_folder(tmp_path / "data", 1)
+    real_load = ev._load
+
+    def load(*args):
+        loaded = real_load(*args)
+        return dataclasses.replace(loaded, preprocessing=dataclasses.replace(loaded.preprocessing, crop=SIZE + 4))
+
+    monkeypatch.setattr(ev, "_load", load)
+    with pytest.raises(InputError) as caught:
+        ev.evaluate(model, tmp_path / "data")
+    assert (caught.value.problem, caught.value.fix) == (
+        f"the model takes {SIZE}x{SIZE} input but its preprocessing crops to {SIZE + 4}.", "pass --crop/--input-size matching the model")
+
+
+class _Unmeetable:
+    """A budget no candidate meets (the real Budget's limits and text, ``holds`` always False): the search tries
+    every point it has, and the result is outside the budget however the tiny model quantizes."""
+
+    def __new__(cls, max_drop=1.0):
+        from alexnet_deploy.quantize.search import Budget
+
+        class Never(Budget):
+            def holds(self, measured):
+                return False
+
+        return Never(max_drop=max_drop)
+
+
+def test_quantize_model_outside_the_budget_writes_nothing_unless_allowed_and_keeps_every_point(model, tmp_path):
+    import shutil
+
+    import onnx
+
+    from alexnet_deploy.quantize.pipeline import quantize_model, search_trail
+    from alexnet_deploy.quantize.recipes import METHODS
+    from alexnet_deploy.record import read_record
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    _image_folder(tmp_path / "calib", 4)
+    _image_folder(tmp_path / "val", 3, seed=50)
+    common = dict(calib=tmp_path / "calib", holdout=tmp_path / "val", budget=_Unmeetable())
+    refused = quantize_model(source, "int8", output=tmp_path / "no.onnx", **common)
+    assert not refused.written and not (tmp_path / "no.onnx").exists() and refused.latency == {}  # not timed: nothing to ship
+    assert "no recipe met the budget (top-1 drop <= 1 points); nothing was written" in refused.warnings and refused.search["met"] is False
+    tried = refused.search["log"]
+    assert {step["method"] for step in tried if step.get("graph") == "original"} == set(METHODS)  # the default searches every method
+    trail_text = search_trail(tmp_path / "no.onnx").read_text()
+    trail = json.loads(trail_text)
+    assert trail_text.startswith('{\n "budget": {') and set(trail) == {"budget", "best", "log"}  # one-space indent, as documented
+    assert trail["budget"]["kind"] == "accuracy" and trail["budget"]["text"] == "top-1 drop <= 1 points" and len(trail["log"]) == len(tried)
+    assert trail["best"] is not None and trail["best"]["step"] in [step["step"] for step in tried]
+
+    one = quantize_model(source, "int8", output=tmp_path / "one.onnx", search=False, measure_latency=False, **common)
+    assert len(one.search["log"]) == 1 and one.search["log"][0]["method"] == "minmax" and one.search["recipe"]["searched"] is False
+
+    kept = quantize_model(source, "int8", output=tmp_path / "kept.onnx", allow_drop=True, **common)
+    assert kept.written and "no recipe met the budget (top-1 drop <= 1 points); written anyway (--allow-drop)" in kept.warnings
+    assert set(kept.latency) and kept.search["met"] is False
+    # The file carries what was measured: read back from disk, not from the outcome object alone.
+    record = read_record(onnx.load(tmp_path / "kept.onnx"), "kept")
+    quantization = record.details["quantization"]
+    assert record.precision == "int8" and quantization["precision"] == "int8" and quantization["target"] == "cpu"
+    assert quantization["measured"]["images"] == 9 and quantization["measured"]["latency"] == json.loads(json.dumps(kept.latency))
+    assert quantization["measured"]["accuracy"] == pytest.approx(kept.comparison["accuracy"]) and quantization["search"]["searched"] is True
+    assert quantization["calibration"]["method"] == kept.search["recipe"]["method"]
+    size = (tmp_path / "kept.onnx").stat().st_size
+    assert kept.sizes == {"fp32_bytes": source.stat().st_size, "bytes": size, "ratio": pytest.approx(size / source.stat().st_size)}
+    assert (kept.output, kept.source, kept.precision, kept.target) == (tmp_path / "kept.onnx", source, "int8", "cpu") and kept.recipe
+
+
+def test_quantize_model_fp16_and_unlabelled_int8_compare_on_synthetic_images(model, tmp_path):
+    import shutil
+
+    import onnx
+
+    from alexnet_deploy.quantize.pipeline import quantize_model, search_trail
+    from alexnet_deploy.record import read_record
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    progress = _Recorder()
+    # Without --holdout the comparison set is 64 synthetic images (the result says so).
+    half = quantize_model(source, "fp16", progress=progress)
+    assert half.output == tmp_path / "tiny.fp16.onnx" and half.written and half.search is None and half.calibration is None
+    assert read_record(onnx.load(half.output), "half").precision == "fp16" and "search" not in read_record(onnx.load(half.output), "half").details["quantization"]
+    assert half.comparison["on"] == "64 synthetic comparison images" and any(w.startswith("no images given: compared on synthetic images") for w in half.warnings)
+    assert half.comparison["images"] == 64 and half.comparison["accuracy"] is None and "budget_verdict" not in half.comparison
+    assert set(half.latency) and "measuring latency" in progress.messages and f"writing {half.output}" in progress.messages  # measured by default
+    assert half.comparison["skipped"] == 0 and half.comparison["max_rel_err"] >= 0 and half.comparison["min_cosine"] > 0.99
+    dynamic = quantize_model(source, "int8-dynamic", measure_latency=False)  # onnxruntime's dynamic recipe: integer ops, weights only
+    ops = {node.op_type for node in onnx.load(dynamic.output).graph.node}
+    assert dynamic.output == tmp_path / "tiny.int8-dynamic.onnx" and ops & {"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"}
+    # FP32 and FP16 both run on the comparison images (nothing ran FP32 before): twice the images of progress.
+    assert ("comparing with FP32 on 64 images", 128) in progress.starts and progress.advanced >= 128
+    assert not any("synthetic" in w and "calibrated" in w for w in half.warnings)  # FP16 calibrates nothing
+
+    progress = _Recorder()
+    unlabelled = quantize_model(source, "int8", calib="synthetic", measure_latency=False, progress=progress)
+    assert "calibrated on synthetic images: accuracy on real images is unknown; calibrate on real images with --calib DIR" in unlabelled.warnings
+    assert unlabelled.calibration["source"] == "synthetic" and "measured" not in unlabelled.search["recipe"]
+    assert unlabelled.comparison["accuracy"] is None and "budget_verdict" not in unlabelled.comparison
+    assert unlabelled.search["budget"]["kind"] == "agreement" and json.loads(search_trail(unlabelled.output).read_text())["budget"]["kind"] == "agreement"
+    # FP32 ran once, before the search; the comparison reuses those logits: one pass of progress over the images.
+    assert ("running FP32 on 64 held-out images", 64) in progress.starts and ("comparing with FP32 on 64 images", 64) in progress.starts
+
+
+def test_quantize_model_interrupted_while_timing_keeps_the_chosen_file_and_says_so(model, tmp_path, monkeypatch):
+    import shutil
+
+    import onnx
+
+    import alexnet_deploy.quantize.pipeline as pipeline
+    from alexnet_deploy.quantize.search import Budget
+    from alexnet_deploy.record import read_record
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    _image_folder(tmp_path / "calib", 4)
+    _image_folder(tmp_path / "val", 3, seed=50)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "latency_comparison", interrupted)
+    output = tmp_path / "int8.onnx"
+    with pytest.raises(KeyboardInterrupt) as caught:  # caught as its base class: a plain one would stop pytest itself
+        pipeline.quantize_model(source, "int8", output=output, calib=tmp_path / "calib", holdout=tmp_path / "val", budget=Budget(max_drop=100.0))
+    assert type(caught.value) is pipeline.QuantizeInterrupted
+    trail = json.loads(pipeline.search_trail(output).read_text())
+    assert caught.value.written == output and output.is_file() and caught.value.step == trail["written_step"] == 1 and caught.value.steps == 1
+    assert trail["interrupted"] is True and trail["search_finished"] is True and trail["written"] == str(output) and len(trail["log"]) == 1
+    assert caught.value.what_was_left.startswith("interrupted after 1 step(s) of the INT8 search (it had finished); the best file within the budget")
+    measured = read_record(onnx.load(output), "kept").details["quantization"]["measured"]
+    assert measured["images"] == 9 and measured["latency"] == {} and measured["accuracy"] is not None
+
+    # FP16 has nothing to keep: Ctrl-C stays a plain KeyboardInterrupt and nothing is written.
+    with pytest.raises(KeyboardInterrupt) as plain:
+        pipeline.quantize_model(source, "fp16", output=tmp_path / "half.onnx")
+    assert type(plain.value) is KeyboardInterrupt and not (tmp_path / "half.onnx").exists()
+
+
+def _progress_total(progress: _Recorder) -> int:
+    return sum(total for _, total in progress.starts)
+
+
+def test_quantize_model_for_tensorrt_writes_symmetric_qdq_under_its_own_name_and_fills_each_progress_bar(model, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from alexnet_deploy.quantize.pipeline import quantize_model
+    from alexnet_deploy.quantize.search import Budget
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    _image_folder(tmp_path / "calib", 4)
+    _image_folder(tmp_path / "val", 3, seed=50)
+    zero_points = {}
+    for target in ("cpu", "tensorrt"):
+        progress = _Recorder()
+        outcome = quantize_model(source, "int8", target=target, calib=tmp_path / "calib", holdout=tmp_path / "val", budget=Budget(max_drop=100.0),
+                                 measure_latency=False, progress=progress)
+        # Every bar reaches its total exactly: FP32 runs once (the comparison reuses the search's logits).
+        assert progress.advanced == _progress_total(progress) and ("running FP32 on 9 held-out images", 9) in progress.starts
+        assert ("preprocessing 9 held-out images", 9) in progress.starts  # the image plan reports to the caller's progress too
+        graph = onnx.load(outcome.output).graph
+        initializers = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        zero_points[target] = [initializers[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+        names = outcome.output.name
+        assert names == {"cpu": "tiny.int8.onnx", "tensorrt": "tiny.int8-trt.onnx"}[target]
+    # TensorRT takes symmetric int8 activations (zero point 0); the CPU recipe uses uint8 activations.
+    assert zero_points["tensorrt"] and all(z.dtype == np.int8 and not z.any() for z in zero_points["tensorrt"])
+    assert zero_points["cpu"] and all(z.dtype == np.uint8 for z in zero_points["cpu"])
+    progress = _Recorder()
+    quantize_model(source, "fp16", measure_latency=False, progress=progress)
+    assert progress.advanced == _progress_total(progress) == 128  # FP32 and FP16 on the 64 synthetic images
+
+
+def test_quantize_model_interrupted_before_or_during_the_search_writes_nothing_and_says_why(model, tmp_path, monkeypatch):
+    import shutil
+
+    import alexnet_deploy.quantize.pipeline as pipeline
+    import alexnet_deploy.quantize.search as search
+    from alexnet_deploy.quantize.search import Budget
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    _image_folder(tmp_path / "calib", 4)
+    _image_folder(tmp_path / "val", 3, seed=50)
+    output = tmp_path / "int8.onnx"
+    output.write_bytes(b"a good file from before")
+    trail = pipeline.search_trail(output)
+
+    class InterruptedOnSecondCheck(Budget):
+        """Ctrl-C while the search judges its second candidate; nothing is within the budget before that."""
+
+        def holds(self, measured):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 2:
+                raise KeyboardInterrupt
+            return False
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        pipeline.quantize_model(source, "int8", output=output, calib=tmp_path / "calib", holdout=tmp_path / "val", budget=InterruptedOnSecondCheck(), allow_drop=True)
+    assert type(caught.value) is pipeline.QuantizeInterrupted and caught.value.written is None and caught.value.steps == 1
+    left = caught.value.what_was_left
+    assert left.startswith("interrupted after 1 step(s) of the INT8 search; no candidate was within the budget yet (top-1 drop <= 1 points; best so far step 1")
+    assert "(--allow-drop writes a file outside the budget only when the run completes)" in left and f"; {output} is left as it was" in left
+    assert output.read_bytes() == b"a good file from before"
+    record = json.loads(trail.read_text())
+    assert record["interrupted"] is True and record["search_finished"] is False and record["written"] is None and record["best"]["step"] == 1
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(search, "search_int8", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        pipeline.quantize_model(source, "int8", output=output, calib=tmp_path / "calib", holdout=tmp_path / "val")
+    assert type(caught.value) is pipeline.QuantizeInterrupted and caught.value.steps == 0
+    assert caught.value.what_was_left == (f"interrupted before the INT8 search measured any candidate, so nothing was written; {output} is left as it was; "
+                                         f"{trail} says so.")
+    assert output.read_bytes() == b"a good file from before" and json.loads(trail.read_text())["search_finished"] is False
+
+
+def test_quantize_model_refuses_a_model_already_quantized_and_warns_on_low_agreement_and_unknown_classes(model, tmp_path, monkeypatch):
+    import shutil
+    from dataclasses import replace
+
+    import onnx
+
+    import alexnet_deploy.quantize.pipeline as pipeline
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.record import read_record, write_record
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    half = pipeline.quantize_model(source, "fp16", measure_latency=False).output
+    proto = onnx.load(source)
+    write_record(proto, replace(read_record(proto, "tiny"), precision="int8"))  # a float graph whose record says int8
+    onnx.save(proto, tmp_path / "said.onnx")
+    for path, precision in ((half, "fp16"), (tmp_path / "said.onnx", "int8")):
+        with pytest.raises(InputError) as caught:
+            pipeline.quantize_model(path, "fp16", output=tmp_path / "again.onnx", measure_latency=False)
+        assert (caught.value.problem, caught.value.fix) == (f"{path} is already {precision}; quantizing it again would compound the error.",
+                                                            "quantize the FP32 model that `alexnet export` wrote")
+    assert not (tmp_path / "again.onnx").exists()
+
+    # The agreement warning (FP16 and dynamic INT8, not the budgeted search): below the threshold, not at it.
+    agreement = "top-1 agreement with FP32 is 100.0% (< 101%): check accuracy before shipping"
+    monkeypatch.setattr(pipeline, "AGREEMENT_WARNING", 1.0)
+    at = pipeline.quantize_model(source, "fp16", output=tmp_path / "at.onnx", measure_latency=False)
+    assert at.comparison["top1_agreement"] == 1.0 and not any("check accuracy before shipping" in w for w in at.warnings)
+    monkeypatch.setattr(pipeline, "AGREEMENT_WARNING", 1.01)
+    assert agreement in pipeline.quantize_model(source, "fp16", output=tmp_path / "below.onnx", measure_latency=False).warnings
+    searched = pipeline.quantize_model(source, "int8", output=tmp_path / "s.onnx", calib="synthetic", measure_latency=False)
+    assert searched.comparison["top1_agreement"] < 1.01 and not any("check accuracy before shipping" in w for w in searched.warnings)
+    assert None not in searched.warnings
+
+    # Held-out folders whose classes the model does not have: compared without accuracy, and the result says why.
+    write_images(tmp_path / "other" / "zebra", 2)
+    unknown = pipeline.quantize_model(source, "fp16", output=tmp_path / "u.onnx", holdout=tmp_path / "other", measure_latency=False)
+    assert unknown.comparison["accuracy"] is None and any(w.startswith("accuracy not computed: ") for w in unknown.warnings)
+
+
+def test_quantize_model_results_that_fail_their_checks_are_never_written(model, tmp_path, monkeypatch):
+    """A result onnx.checker refuses, one onnxruntime cannot load, one with non-finite logits: CheckFailed, nothing written."""
+    import shutil
+
+    import onnx.checker
+
+    import alexnet_deploy.quantize.pipeline as pipeline
+    from alexnet_deploy.errors import CheckFailed, InputError
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+    output = tmp_path / "half.onnx"
+    real_runtime, real_check = pipeline.OrtRuntime, onnx.checker.check_model
+
+    def failure(where, name, replacement):
+        with monkeypatch.context() as patched:
+            patched.setattr(where, name, replacement)
+            with pytest.raises(CheckFailed) as caught:
+                pipeline.quantize_model(source, "fp16", output=output, measure_latency=False)
+        assert not output.exists()
+        return caught.value.problem, caught.value.fix
+
+    def checker(data, *args, **kwargs):
+        if isinstance(data, bytes):  # only the result: the source was checked when it was loaded
+            raise onnx.checker.ValidationError("Nodes in a graph must be topologically sorted\nmore detail")
+        return real_check(data, *args, **kwargs)
+
+    assert failure(onnx.checker, "check_model", checker) == (
+        "the fp16 model fails onnx.checker (Nodes in a graph must be topologically sorted); nothing was written.", "run with --debug and report it")
+
+    def unloadable(model, **kwargs):
+        if isinstance(model, bytes):
+            raise InputError("an op onnxruntime has no kernel for", "x")
+        return real_runtime(model, **kwargs)
+
+    assert failure(pipeline, "OrtRuntime", unloadable) == (
+        "the fp16 model does not load in onnxruntime (an op onnxruntime has no kernel for); nothing was written.", "run with --debug and report it")
+
+    def overflowing(model, **kwargs):
+        runtime = real_runtime(model, **kwargs)
+        if isinstance(model, bytes):
+            run_all = runtime.run_all
+            runtime.run_all = lambda *a, **k: run_all(*a, **k) * np.float32("inf")
+        return runtime
+
+    assert failure(pipeline, "OrtRuntime", overflowing) == (
+        "the fp16 model produces non-finite logits (overflow); nothing was written.", "use another precision or report it with --debug")
