@@ -926,7 +926,7 @@ def test_quantize_model_outside_the_budget_writes_nothing_unless_allowed_and_kee
 
     import onnx
 
-    from alexnet_deploy.quantize.pipeline import quantize_model, search_trail
+    from alexnet_deploy.quantize.pipeline import quantize_model
     from alexnet_deploy.quantize.recipes import METHODS
     from alexnet_deploy.record import read_record
 
@@ -940,7 +940,7 @@ def test_quantize_model_outside_the_budget_writes_nothing_unless_allowed_and_kee
     assert "no recipe met the budget (top-1 drop <= 1 points); nothing was written" in refused.warnings and refused.search["met"] is False
     tried = refused.search["log"]
     assert {step["method"] for step in tried if step.get("graph") == "original"} == set(METHODS)  # the default searches every method
-    trail_text = search_trail(tmp_path / "no.onnx").read_text()
+    trail_text = (tmp_path / "no.onnx.search.json").read_text()  # the documented name: OUTPUT.search.json
     trail = json.loads(trail_text)
     assert trail_text.startswith('{\n "budget": {') and set(trail) == {"budget", "best", "log"}  # one-space indent, as documented
     assert trail["budget"]["kind"] == "accuracy" and trail["budget"]["text"] == "top-1 drop <= 1 points" and len(trail["log"]) == len(tried)
@@ -1206,3 +1206,41 @@ def test_quantize_model_results_that_fail_their_checks_are_never_written(model, 
 
     assert failure(pipeline, "OrtRuntime", overflowing) == (
         "the fp16 model produces non-finite logits (overflow); nothing was written.", "use another precision or report it with --debug")
+
+
+def test_quantize_model_option_refusals_name_the_problem_and_the_fix(model, tmp_path):
+    """Refused before any work: each refusal's problem and fix, and the smallest values that are allowed."""
+    import hashlib
+    import shutil
+
+    import onnx
+
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.quantize.pipeline import quantize_model
+    from alexnet_deploy.record import read_record
+
+    source = tmp_path / "tiny.onnx"
+    shutil.copy(model, source)
+
+    def refusal(precision, **kwargs):
+        with pytest.raises(InputError) as caught:
+            quantize_model(source, precision, output=tmp_path / "r.onnx", measure_latency=False, **kwargs)
+        assert not (tmp_path / "r.onnx").exists()
+        return caught.value.problem, caught.value.fix
+
+    assert refusal("int4") == ("unknown precision 'int4'.", "use --precision fp16|int8|int8-dynamic")
+    assert refusal("fp16", target="gpu") == ("unknown target 'gpu'.", "use --target cpu|tensorrt")
+    assert refusal("fp16", method="minmax") == ("--method applies to static int8 only, not fp16.", "drop --method, or use --precision int8")
+    assert refusal("int8-dynamic", calib_samples=8) == ("--calib-samples applies to static int8 only, not int8-dynamic.",
+                                                       "drop --calib-samples, or use --precision int8")
+    assert refusal("int8-dynamic", target="tensorrt") == ("int8-dynamic is an onnxruntime recipe; TensorRT has no dynamic quantization.",
+                                                         "use --precision int8 --target tensorrt (static Q/DQ)")
+    assert refusal("int8") == ("int8 needs representative images to calibrate on.",
+                               "add --calib DIR (a few hundred training or validation images), or --calib synthetic to accept unknown accuracy")
+    # Allowed: --method with static int8, one calibration image, FP16 for TensorRT.
+    one = quantize_model(source, "int8", output=tmp_path / "one.onnx", calib="synthetic", calib_samples=1, method="minmax", search=False, measure_latency=False,
+                         allow_drop=True)
+    assert one.written and one.calibration["images"] == 1
+    trt = quantize_model(source, "fp16", target="tensorrt", output=tmp_path / "trt.onnx", measure_latency=False)
+    entry = read_record(onnx.load(trt.output), "trt").details["quantization"]
+    assert entry["recipe"] == trt.recipe and entry["source_onnx_sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
