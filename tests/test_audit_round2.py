@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from alexnet_deploy.progress import Progress
+from alexnet_deploy.quantize.search import Budget
 from tiny_model import CLASSES, tiny_model, write_images
 
 
@@ -833,21 +834,27 @@ def test_summarize_speeds_at_zero_time_and_without_the_models_own_time():
     assert renamed.notes == ["folder classes matched to the model by position"] and renamed.model_images_per_s == 12.0
 
 
-# ---------------------------------------------------------------------------------------------
-# quantize_model(): defaults, the budget's and --holdout-samples' limits, the default output, accuracy on labelled images
-
-
-def test_quantize_model_defaults_limits_default_output_and_accuracy(model, tmp_path):
+def _quantize_inputs(model: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny model to quantize, with ``calib/`` (4 images a class) and ``val/`` (3 a class, other seeds) beside it."""
     import shutil
-
-    from alexnet_deploy.errors import InputError
-    from alexnet_deploy.evaluate import evaluate
-    from alexnet_deploy.quantize.pipeline import Budget, quantize_model
 
     source = tmp_path / "tiny.onnx"
     shutil.copy(model, source)
     _image_folder(tmp_path / "calib", 4)
     _image_folder(tmp_path / "val", 3, seed=50)
+    return source
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize_model(): defaults, the budget's and --holdout-samples' limits, the default output, accuracy on labelled images
+
+
+def test_quantize_model_defaults_limits_default_output_and_accuracy(model, tmp_path):
+    from alexnet_deploy.errors import InputError
+    from alexnet_deploy.evaluate import evaluate
+    from alexnet_deploy.quantize.pipeline import quantize_model
+
+    source = _quantize_inputs(model, tmp_path)
     outside = write_images(tmp_path / "elsewhere", 1)[0]
     (tmp_path / "val" / CLASSES[0] / ("linked" + outside.suffix)).symlink_to(outside)  # not followed by default
     outcome = quantize_model(source, "int8", calib=tmp_path / "calib", holdout=tmp_path / "val", budget=Budget(max_drop=100.0))
@@ -907,33 +914,22 @@ def test_evaluate_refuses_a_model_whose_input_differs_from_its_preprocessings_cr
         f"the model takes {SIZE}x{SIZE} input but its preprocessing crops to {SIZE + 4}.", "pass --crop/--input-size matching the model")
 
 
-class _Unmeetable:
+class _Unmeetable(Budget):
     """A budget no candidate meets (the real Budget's limits and text, ``holds`` always False): the search tries
     every point it has, and the result is outside the budget however the tiny model quantizes."""
 
-    def __new__(cls, max_drop=1.0):
-        from alexnet_deploy.quantize.search import Budget
-
-        class Never(Budget):
-            def holds(self, measured):
-                return False
-
-        return Never(max_drop=max_drop)
+    def holds(self, measured):
+        return False
 
 
 def test_quantize_model_outside_the_budget_writes_nothing_unless_allowed_and_keeps_every_point(model, tmp_path):
-    import shutil
-
     import onnx
 
     from alexnet_deploy.quantize.pipeline import quantize_model
     from alexnet_deploy.quantize.recipes import METHODS
     from alexnet_deploy.record import read_record
 
-    source = tmp_path / "tiny.onnx"
-    shutil.copy(model, source)
-    _image_folder(tmp_path / "calib", 4)
-    _image_folder(tmp_path / "val", 3, seed=50)
+    source = _quantize_inputs(model, tmp_path)
     common = dict(calib=tmp_path / "calib", holdout=tmp_path / "val", budget=_Unmeetable())
     refused = quantize_model(source, "int8", output=tmp_path / "no.onnx", **common)
     assert not refused.written and not (tmp_path / "no.onnx").exists() and refused.latency == {}  # not timed: nothing to ship
@@ -1001,18 +997,12 @@ def test_quantize_model_fp16_and_unlabelled_int8_compare_on_synthetic_images(mod
 
 
 def test_quantize_model_interrupted_while_timing_keeps_the_chosen_file_and_says_so(model, tmp_path, monkeypatch):
-    import shutil
-
     import onnx
 
     import alexnet_deploy.quantize.pipeline as pipeline
-    from alexnet_deploy.quantize.search import Budget
     from alexnet_deploy.record import read_record
 
-    source = tmp_path / "tiny.onnx"
-    shutil.copy(model, source)
-    _image_folder(tmp_path / "calib", 4)
-    _image_folder(tmp_path / "val", 3, seed=50)
+    source = _quantize_inputs(model, tmp_path)
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -1040,18 +1030,12 @@ def _progress_total(progress: _Recorder) -> int:
 
 
 def test_quantize_model_for_tensorrt_writes_symmetric_qdq_under_its_own_name_and_fills_each_progress_bar(model, tmp_path):
-    import shutil
-
     import onnx
     from onnx import numpy_helper
 
     from alexnet_deploy.quantize.pipeline import quantize_model
-    from alexnet_deploy.quantize.search import Budget
 
-    source = tmp_path / "tiny.onnx"
-    shutil.copy(model, source)
-    _image_folder(tmp_path / "calib", 4)
-    _image_folder(tmp_path / "val", 3, seed=50)
+    source = _quantize_inputs(model, tmp_path)
     zero_points = {}
     for target in ("cpu", "tensorrt"):
         progress = _Recorder()
@@ -1074,16 +1058,10 @@ def test_quantize_model_for_tensorrt_writes_symmetric_qdq_under_its_own_name_and
 
 
 def test_quantize_model_interrupted_before_or_during_the_search_writes_nothing_and_says_why(model, tmp_path, monkeypatch):
-    import shutil
-
     import alexnet_deploy.quantize.pipeline as pipeline
     import alexnet_deploy.quantize.search as search
-    from alexnet_deploy.quantize.search import Budget
 
-    source = tmp_path / "tiny.onnx"
-    shutil.copy(model, source)
-    _image_folder(tmp_path / "calib", 4)
-    _image_folder(tmp_path / "val", 3, seed=50)
+    source = _quantize_inputs(model, tmp_path)
     output = tmp_path / "int8.onnx"
     output.write_bytes(b"a good file from before")
     trail = pipeline.search_trail(output)
