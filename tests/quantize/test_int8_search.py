@@ -122,7 +122,11 @@ def _run_output(model, batch, name):
 
 # --- slow tier: the trained test model with outlier channels --------------------------------
 
-OUTLIER_FACTOR = 64.0
+# 64x was enough on AVX2 hosts (-3.7 points with plain minmax) but on an AVX-512 VNNI/AMX
+# Xeon onnxruntime's INT8 kernels lost exactly 1.0 point, the budget itself, so "plain INT8
+# misses the budget" did not hold there. At 256x plain minmax loses ~45 points on that host
+# (128x: 11; 1024x: 75); equalization still undoes any factor exactly.
+OUTLIER_FACTOR = 256.0
 OUTLIER_CHANNELS = [0, 5, 9]
 
 
