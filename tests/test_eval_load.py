@@ -227,7 +227,22 @@ def test_eval_without_torch_names_the_extra_for_checkpoints(checkpoint, tmp_path
     monkeypatch.delitem(__import__("sys").modules, "torch")
     with pytest.raises(DependencyError) as err:
         evaluate(checkpoint.path, tmp_path / "val")
-    assert "Evaluating checkpoints" in err.value.problem and "torch" in (err.value.fix or "")
+    assert err.value.problem.startswith("Evaluating checkpoints needs the 'torch' package, which is not installed")
+    assert err.value.fix == "pip install 'alexnet-deploy[torch]'"
+
+
+def test_a_missing_model_and_a_damaged_record_name_the_file(tmp_path):
+    from alexnet_deploy.evaluate import evaluate
+
+    _folder(tmp_path / "val", 1)
+    missing = tmp_path / "missing.onnx"
+    with pytest.raises(InputError) as err:
+        evaluate(missing, tmp_path / "val")
+    assert err.value.problem == f"model {missing} does not exist."
+    damaged = tiny_model(tmp_path / "damaged.onnx", preprocessing={"crop": "x"})
+    with pytest.raises(InputError) as err:
+        evaluate(damaged, tmp_path / "val")
+    assert err.value.problem.startswith(f"{damaged} has damaged alexnet-deploy metadata")
 
 
 # --- write_confusion_png -------------------------------------------------------------------
@@ -256,23 +271,24 @@ def test_the_png_shades_each_cell_by_its_share_of_the_true_class_and_leaves_out_
 
     from alexnet_deploy.evaluate import write_confusion_png
 
-    labels = ["cat", "dog", "absent", "fox"]
-    confusion = [[6, 2, 0, 0], [1, 3, 0, 0], [0, 0, 0, 0], [0, 4, 0, 0]]  # 'fox' is only a true class
-    out = write_confusion_png(_report(confusion, labels, top1=9 / 16), tmp_path / "c.png")
+    labels = ["cat", "dog", "absent", "fox", "eel"]
+    # 'absent' occurs nowhere; 'fox' is a true class and a prediction; 'eel' only a prediction.
+    confusion = [[6, 2, 0, 1, 0], [1, 3, 0, 0, 2], [0, 0, 0, 0, 0], [0, 4, 0, 0, 0], [0, 0, 0, 0, 0]]
+    out = write_confusion_png(_report(confusion, labels, top1=9 / 19), tmp_path / "c.png")
     assert out == tmp_path / "c.png"
     image = Image.open(out)
     assert image.format == "PNG"
-    present = [[6, 2, 0], [1, 3, 0], [0, 4, 0]]  # rows and columns of cat, dog, fox
+    present = [[6, 2, 1, 0], [1, 3, 0, 2], [0, 4, 0, 0], [0, 0, 0, 0]]  # rows and columns of cat, dog, fox, eel
     font = ImageFont.load_default()
-    cell = min(48, 900 // 3)
-    margin = max(int(font.getlength(name)) for name in ("cat", "dog", "fox")) + 16
-    title = "model.onnx: top-1 56.2% on 16 images (rows: true, columns: predicted)"
-    assert image.size == (max(margin + cell * 3 + 8, int(font.getlength(title)) + 16), 28 + margin + cell * 3 + 8)
-    shades = _cells(image, 3, cell, margin, 28 + margin)
+    cell = min(48, 900 // 4)
+    margin = max(int(font.getlength(name)) for name in ("cat", "dog", "fox", "eel")) + 16
+    title = "model.onnx: top-1 47.4% on 19 images (rows: true, columns: predicted)"
+    assert image.size == (max(margin + cell * 4 + 8, int(font.getlength(title)) + 16), 28 + margin + cell * 4 + 8)
+    shades = _cells(image, 4, cell, margin, 28 + margin)
     for r, row in enumerate(present):
         total = sum(row)
         for c, count in enumerate(row):
-            assert shades[r][c] == _shade(count / total, r == c), (r, c)
+            assert shades[r][c] == _shade(count / total if total else 0.0, r == c), (r, c)
 
 
 def test_a_class_with_no_images_has_white_cells_not_a_division_by_zero(tmp_path):
@@ -288,6 +304,9 @@ def test_a_class_with_no_images_has_white_cells_not_a_division_by_zero(tmp_path)
     shades = _cells(image, 2, 48, margin, 28 + margin)
     assert shades[1] == [_shade(0.0, False), _shade(0.0, True)]
     assert shades[0] == [_shade(0.25, True), _shade(0.75, False)]
+    # A class with a single image is shaded by it like any other.
+    single = Image.open(write_confusion_png(_report([[1, 3], [1, 0]], ["a", "b"]), tmp_path / "d.png"))
+    assert _cells(single, 2, 48, margin, 28 + margin)[1] == [_shade(1.0, False), _shade(0.0, True)]
 
 
 def test_many_classes_get_small_cells_without_text(tmp_path):
@@ -299,22 +318,55 @@ def test_many_classes_get_small_cells_without_text(tmp_path):
     out = write_confusion_png(_report(confusion, [f"class_{i}" for i in range(size)]), tmp_path / "c.png")
     image = Image.open(out)
     cell, margin = 9, 8  # 900 // 100, and no room for names
-    assert image.height == 28 + margin + cell * size + 8
+    assert image.size == (margin + cell * size + 8, 28 + margin + cell * size + 8)  # wider than the title
     shades = _cells(image, size, cell, margin, 28 + margin)
     assert shades[0][0] == _shade(0.75, True) and shades[0][1] == _shade(0.25, False) and shades[5][5] == _shade(1.0, True)
     huge = write_confusion_png(_report(np.eye(400, dtype=int), [f"c{i}" for i in range(400)]), tmp_path / "h.png")
     assert Image.open(huge).height == 28 + 8 + 4 * 400 + 8  # cells never smaller than 4 px
 
 
-def test_counts_and_names_are_drawn_when_the_cells_are_large(tmp_path):
+def _dark(pixels, x0, x1, y0, y1) -> int:
+    return int((pixels[y0:y1, x0:x1] < 128).sum())
+
+
+def test_names_counts_and_title_are_drawn_where_they_belong_when_the_cells_are_large(tmp_path):
+    from PIL import ImageFont
+
     from alexnet_deploy.evaluate import write_confusion_png
 
-    with_counts = Image.open(write_confusion_png(_report([[5, 1], [2, 7]], ["a", "b"]), tmp_path / "a.png")).convert("L")
-    without = Image.open(write_confusion_png(_report([[0, 0], [0, 0]], ["a", "b"], n=0), tmp_path / "b.png"))
+    labels = ["alpha", "beta", "gamma"]
+    confusion = [[5, 0, 1], [2, 7, 0], [0, 0, 3]]
+    pixels = np.asarray(Image.open(write_confusion_png(_report(confusion, labels), tmp_path / "a.png")).convert("L"))
+    font = ImageFont.load_default()
+    cell, margin = 48, max(int(font.getlength(name)) for name in labels) + 16
+    top = 28 + margin
+    assert pixels.shape[0] == top + 3 * cell + 8
+    assert _dark(pixels, 0, pixels.shape[1], 0, 28) > 50  # the title
+    for i in range(3):
+        assert _dark(pixels, 0, margin, top + i * cell, top + (i + 1) * cell) > 10, f"row name {i}"
+        assert _dark(pixels, margin + i * cell, margin + (i + 1) * cell, 28, top) > 10, f"column name {i}"
+        for j in range(3):
+            inside = _dark(pixels, margin + j * cell + 2, margin + (j + 1) * cell - 2, top + i * cell + 2, top + (i + 1) * cell - 2)
+            assert (inside > 0) == (confusion[i][j] > 0), (i, j)  # a count where there is one, a blank cell where 0
+    assert _dark(pixels, 0, pixels.shape[1], top + 3 * cell, pixels.shape[0]) == 0  # nothing below the grid
+    assert _dark(pixels, 0, margin, 28, top) == 0  # the corner above the row names stays empty
     # A zero matrix has no present class: the title, an empty name margin (16 px) and no cells.
+    without = Image.open(write_confusion_png(_report([[0, 0], [0, 0]], ["a", "b"], n=0), tmp_path / "b.png"))
     assert without.size[1] == 28 + 16 + 0 + 8
-    pixels = np.asarray(with_counts)
-    assert (pixels < 80).sum() > 100  # dark text: title, names, counts
+
+
+@pytest.mark.parametrize("size, cell, text", [(37, 24, True), (38, 23, False), (53, 16, False)])
+def test_cells_shrink_with_the_class_count_and_text_needs_24_pixels(tmp_path, size, cell, text):
+    from PIL import ImageFont
+
+    from alexnet_deploy.evaluate import write_confusion_png
+
+    labels = [f"c{i}" for i in range(size)]
+    image = Image.open(write_confusion_png(_report(np.eye(size, dtype=int) * 2, labels), tmp_path / "c.png"))
+    font = ImageFont.load_default()
+    margin = max(int(font.getlength(name)) for name in labels) + 16 if text else 8
+    title = f"model.onnx: top-1 50.0% on {2 * size} images (rows: true, columns: predicted)"
+    assert image.size == (max(margin + cell * size + 8, int(font.getlength(title)) + 16), 28 + margin + cell * size + 8)
 
 
 def test_the_png_replaces_a_file_only_when_complete(tmp_path, monkeypatch):
@@ -331,3 +383,66 @@ def test_the_png_replaces_a_file_only_when_complete(tmp_path, monkeypatch):
         write_confusion_png(_report([[1]], ["a"]), target)
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.png"]
+
+
+def _ink(rgb: np.ndarray, background) -> np.ndarray:
+    """Where black text covers more than half of a pixel drawn over ``background`` (RGB)."""
+    return rgb.astype(np.float64).sum(axis=2) < 0.5 * float(sum(background))
+
+
+def _reference_ink(text: str) -> int:
+    """How many pixels PIL's default font covers more than half of for ``text`` (drawn on white by the test)."""
+    from PIL import ImageDraw, ImageFont
+
+    canvas = Image.new("RGB", (400, 60), "white")
+    ImageDraw.Draw(canvas).text((20, 20), text, fill="black", font=ImageFont.load_default())
+    return int(_ink(np.asarray(canvas), (255, 255, 255)).sum())
+
+
+def _box(mask: np.ndarray):
+    ys, xs = np.nonzero(mask)
+    return xs.min(), xs.max(), ys.min(), ys.max()
+
+
+def test_each_count_and_name_is_the_right_text_centred_in_its_cell_and_the_grid_has_its_lines(tmp_path):
+    """Text is checked by the pixels PIL's own font covers for the expected string (so a wrong or clipped string,
+    or one drawn off its cell, fails) and by where its ink sits; cell outlines by their colour."""
+    from PIL import ImageFont
+
+    from alexnet_deploy.evaluate import write_confusion_png
+
+    labels = ["alpha", "beta", "gamma"]
+    confusion = [[5, 0, 1], [2, 17, 0], [0, 0, 3]]
+    rgb = np.asarray(Image.open(write_confusion_png(_report(confusion, labels), tmp_path / "a.png")).convert("RGB"))
+    font = ImageFont.load_default()
+    cell, margin = 48, max(int(font.getlength(name)) for name in labels) + 16
+    top = 28 + margin
+    outline = (220, 220, 220)
+    for r in range(3):
+        for c in range(3):
+            x0, y0 = margin + c * cell, top + r * cell
+            # The outline: the cell's own left/top edge and its right/bottom edge, each one pixel wide.
+            for x, y in ((x0, y0 + 5), (x0 + cell - 1, y0 + 5), (x0 + 5, y0), (x0 + 5, y0 + cell - 1)):
+                assert tuple(rgb[y, x]) == outline, (r, c, x - x0, y - y0)
+            inner = rgb[y0 + 1:y0 + cell - 1, x0 + 1:x0 + cell - 1]
+            background = tuple(int(v) for v in inner[0, 0])
+            assert tuple(inner[0, 1]) == tuple(inner[1, 0]) == background  # a fill, not a line, inside the outline
+            ink = _ink(inner, background)
+            if not confusion[r][c]:
+                assert not ink.any(), (r, c)
+                continue
+            assert int(ink.sum()) == _reference_ink(str(confusion[r][c])), (r, c)
+            left, right, upper, lower = _box(ink)
+            assert abs((left + right) / 2 - (cell - 2) / 2) <= 2 and abs((upper + lower) / 2 - (cell - 2) / 2) <= 2, (r, c, _box(ink))
+    white = (255, 255, 255)
+    assert not _ink(rgb[top:top + 3 * cell, margin + 3 * cell:], white).any() and (rgb[top:, margin + 3 * cell:] == 255).all()  # nothing right of the grid
+    for i, name in enumerate(labels):
+        row = _ink(rgb[top + i * cell:top + (i + 1) * cell, :margin], white)  # the row's name, left of the grid
+        assert int(row.sum()) == _reference_ink(name), name
+        left, right, upper, lower = _box(row)
+        assert left >= 8 and right < margin and abs((upper + lower) / 2 - cell / 2) <= 2, (name, _box(row))
+        column = _ink(rgb[28:top, margin + i * cell:margin + (i + 1) * cell], white)  # the column's name, turned, above it
+        assert int(column.sum()) == _reference_ink(name), name
+        left, right, upper, lower = _box(column)
+        assert lower - upper > right - left, f"{name} is not turned upright"
+        assert abs((left + right) / 2 - cell / 2) <= 2 and top - 28 - 9 <= lower < top - 28 - 4, (name, _box(column))

@@ -75,6 +75,7 @@ def bench(monkeypatch):
     behaviour: dict = {"refuse": {}, "fail": {}, "options": {}, "samples": None}
 
     def fake_open(runtime_name, path, threads, model_options=None, engine_cache=None, progress=None):
+        log.append(("args", runtime_name, threads, model_options, progress))
         refusal = behaviour["refuse"].get((runtime_name, path.name))
         if refusal is not None:
             log.append(("refused", runtime_name, path.name))
@@ -133,6 +134,14 @@ def rows(report):
 ONE_ITERATION = TimingSettings(warmup_s=0.0, iterations=2)
 
 
+def test_threads_model_options_and_progress_reach_every_runtime_it_opens(bench, tmp_path):
+    checkpoint, onnx_file = files(tmp_path, "a.pth", "b.onnx")
+    options, progress = object(), CountingProgress()
+    runner.run_bench([checkpoint, onnx_file], ["torch", "ort"], [1], TimingSettings(warmup_s=0.0, iterations=2, rounds=2), threads=3, model_options=options, progress=progress)
+    assert [e for e in bench.log if e[0] == "args"] == [("args", "torch", 3, options, progress), ("args", "ort", 3, options, progress)]
+    assert progress.description == "benchmarking 2 runtime/model pair(s) x 1 batch size(s) in 2 rounds"
+
+
 def test_an_unknown_runtime_is_refused_before_anything_loads(bench, tmp_path):
     (model,) = files(tmp_path, "m.onnx")
     with pytest.raises(InputError) as err:
@@ -150,7 +159,7 @@ def test_each_runtime_meets_only_the_inputs_of_its_kind_and_each_input_once(benc
     assert rows(report) == [("torch", "a.pth", 1), ("torch", "a.pth", 4), ("ort", "b.onnx", 1), ("ort", "b.onnx", 4)]
     assert report.skipped == []
     # Runtimes in the order asked for, each closed before the next opens (one round).
-    assert [e for e in bench.log if e[0] != "time"] == [("open", "torch", "a.pth"), ("close", "torch", "a.pth"), ("open", "ort", "b.onnx"), ("close", "ort", "b.onnx")]
+    assert [e for e in bench.log if e[0] not in ("time", "args")] == [("open", "torch", "a.pth"), ("close", "torch", "a.pth"), ("open", "ort", "b.onnx"), ("close", "ort", "b.onnx")]
     assert all(Path(r["model"]).is_absolute() for r in report.results)
 
 
@@ -181,7 +190,7 @@ def test_batches_outside_a_models_limits_are_skipped_with_the_limits(bench, tmp_
     report = runner.run_bench([model], ["ort"], [1, 2, 8, 9], ONE_ITERATION, progress=progress)
     assert [r["batch"] for r in report.results] == [2, 8]
     assert [s["reason"] for s in report.skipped] == ["batch 1 is outside the model's limits 2..8", "batch 9 is outside the model's limits 2..8"]
-    assert {s["runtime"] for s in report.skipped} == {"ort"}
+    assert {(s["runtime"], s["model"]) for s in report.skipped} == {("ort", str(model.resolve()))}
     assert [e[3] for e in bench.log if e[0] == "time"] == [2, 8]
     assert progress.advanced == progress.total == 4
 
@@ -252,6 +261,23 @@ def test_nothing_measured_is_an_environment_failure_only_when_every_refusal_was_
     assert err.value.fix == ("pip install openvino" if expected is EnvironmentFailure else "pick runtimes that can run here (torch, ort on a CPU) and matching inputs")
 
 
+def test_nothing_measured_names_the_first_three_reasons_only(bench, tmp_path):
+    models = files(tmp_path, "a.onnx", "b.onnx", "c.onnx", "d.onnx")
+    for model in models:
+        bench.behaviour["refuse"][("ort", model.name)] = RuntimeFailure(f"{model.stem} failed.", "fix it")
+    with pytest.raises(EnvironmentFailure) as err:
+        runner.run_bench(models, ["ort"], [1], ONE_ITERATION)
+    assert err.value.problem == "nothing could be measured here (ort a.onnx: a failed.; ort b.onnx: b failed.; ort c.onnx: c failed.)."
+
+
+def test_an_environment_refusal_without_a_fix_gets_a_general_one(bench, tmp_path):
+    (model,) = files(tmp_path, "m.onnx")
+    bench.behaviour["refuse"][("ort", "m.onnx")] = RuntimeFailure("the runtime crashed.")
+    with pytest.raises(EnvironmentFailure) as err:
+        runner.run_bench([model], ["ort"], [1], ONE_ITERATION)
+    assert err.value.fix == "install what the runtimes need"
+
+
 def test_nothing_measured_because_a_batch_failed_is_an_input_error_even_after_an_environment_refusal(bench, tmp_path):
     (model,) = files(tmp_path, "m.onnx")
     bench.behaviour["refuse"][("openvino", "m.onnx")] = DependencyError("no openvino.", "pip install openvino")
@@ -288,7 +314,7 @@ def test_rounds_load_every_runtime_first_then_time_all_cells_in_turn_splitting_t
     progress = CountingProgress()
     settings = TimingSettings(warmup_s=0.3, duration_s=3.0, iterations=7, min_iterations=5, rounds=3)
     report = runner.run_bench([a, b], ["ort"], [1, 2], settings, progress=progress)
-    events = [e[:4] if e[0] == "time" else e for e in bench.log]
+    events = [e[:4] if e[0] == "time" else e for e in bench.log if e[0] != "args"]
     cells = [("time", "ort", "a.onnx", 1), ("time", "ort", "a.onnx", 2), ("time", "ort", "b.onnx", 1), ("time", "ort", "b.onnx", 2)]
     assert events == [("open", "ort", "a.onnx"), ("open", "ort", "b.onnx")] + cells * 3 + [("close", "ort", "a.onnx"), ("close", "ort", "b.onnx")]
     times = [e for e in bench.log if e[0] == "time"]
@@ -301,6 +327,23 @@ def test_rounds_load_every_runtime_first_then_time_all_cells_in_turn_splitting_t
     assert progress.total == progress.advanced == 2 * 2 * 3
     assert progress.description.endswith(" in 3 rounds")
     assert any(m.endswith("(round 3/3)") for m in progress.messages)
+
+
+def test_progress_names_each_cell_and_its_round_only_when_there_are_rounds(bench, tmp_path):
+    (model,) = files(tmp_path, "m.onnx")
+    one, two = CountingProgress(), CountingProgress()
+    runner.run_bench([model], ["ort"], [1, 4], ONE_ITERATION, progress=one)
+    runner.run_bench([model], ["ort"], [1], TimingSettings(warmup_s=0.0, iterations=2, rounds=2), progress=two)
+    assert [m for m in one.messages if m.startswith("ort ")] == ["ort m.onnx batch 1", "ort m.onnx batch 4"]
+    assert [m for m in two.messages if m.startswith("ort ")] == ["ort m.onnx batch 1 (round 1/2)", "ort m.onnx batch 1 (round 2/2)"]
+    assert one.messages[0] == "loading m.onnx in ort"
+
+
+def test_fewer_iterations_than_rounds_still_time_one_per_round(bench, tmp_path):
+    (model,) = files(tmp_path, "m.onnx")
+    report = runner.run_bench([model], ["ort"], [1], TimingSettings(warmup_s=0.0, iterations=2, min_iterations=1, rounds=3))
+    assert [e[5] for e in bench.log if e[0] == "time"] == [1, 1, 1]
+    assert report.results[0]["iterations"] == 3
 
 
 def test_rounds_with_a_duration_keep_iterations_unset_and_split_min_iterations(bench, tmp_path):
@@ -326,7 +369,7 @@ def test_one_round_closes_each_runtime_before_the_next_opens_even_when_a_cell_fa
     a, b = files(tmp_path, "a.onnx", "b.onnx")
     bench.behaviour["fail"][("ort", 1)] = RuntimeFailure("x.", "y")
     runner.run_bench([a, b], ["ort", "openvino"], [1], ONE_ITERATION)
-    events = [e[:3] for e in bench.log]
+    events = [e[:3] for e in bench.log if e[0] != "args"]
     assert events == [
         ("open", "ort", "a.onnx"), ("time", "ort", "a.onnx"), ("close", "ort", "a.onnx"),
         ("open", "ort", "b.onnx"), ("time", "ort", "b.onnx"), ("close", "ort", "b.onnx"),
@@ -347,7 +390,7 @@ def test_an_interrupted_run_closes_every_loaded_runtime(bench, tmp_path):
 def test_other_processes_cpu_share_is_the_time_weighted_mean_over_a_rows_rounds(bench, tmp_path, monkeypatch):
     (model,) = files(tmp_path, "m.onnx")
     shares = iter([0.1, 0.5, None])
-    clock = iter([0.0, 1.0, 10.0, 13.0, 20.0, 30.0])  # rounds of 1 s and 3 s (the third has no reading)
+    clock = iter([0.0, 0.1, 10.0, 10.3, 20.0, 30.0])  # rounds of 0.1 s and 0.3 s (the third has no reading)
 
     class Probe:
         def other_share(self):
@@ -357,7 +400,7 @@ def test_other_processes_cpu_share_is_the_time_weighted_mean_over_a_rows_rounds(
     monkeypatch.setattr(runner.time, "perf_counter", lambda: next(clock))
     report = runner.run_bench([model], ["ort"], [1], TimingSettings(warmup_s=0.0, iterations=3, rounds=3))
     (row,) = report.results
-    assert row["other_cpu_share"] == pytest.approx((0.1 * 1 + 0.5 * 3) / 4)
+    assert row["other_cpu_share"] == pytest.approx((0.1 * 0.1 + 0.5 * 0.3) / 0.4)
     assert row["flags"] == ["busy host: other processes used 40% of the CPU"]
 
 
@@ -449,7 +492,7 @@ def test_torch_runtimes_resolve_the_checkpoint_and_pick_device_precision_and_com
         input_size = 96
 
     def fake_resolve(path, options):
-        seen["options"] = options
+        seen["path"], seen["options"] = path, options
         return Resolved()
 
     def fake_runtime(module, size, label, device, half, compile):
@@ -462,7 +505,7 @@ def test_torch_runtimes_resolve_the_checkpoint_and_pick_device_precision_and_com
         path = tmp_path / "m.pth"
         options = ModelOptions()
         assert runner.open_runtime("torch", path, None, options) == {"module": "the module", "size": 96, "label": "m.pth", "device": "cpu", "half": False, "compile": False}
-        assert seen["options"] is options
+        assert seen["options"] is options and seen["path"] == path
         assert runner.open_runtime("torch-compile", path, None)["compile"] is True
         assert isinstance(seen["options"], ModelOptions)
         assert runner.open_runtime("torch-cuda", path, None) | {} == {"module": "the module", "size": 96, "label": "m.pth", "device": "cuda", "half": False, "compile": False}
@@ -471,6 +514,26 @@ def test_torch_runtimes_resolve_the_checkpoint_and_pick_device_precision_and_com
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", ["torch", "torch-cuda-fp16"])
+def test_a_torch_runtime_without_torch_names_the_runtime_and_the_extra(monkeypatch, tmp_path, name):
+    import builtins
+    import sys
+
+    real_import = builtins.__import__
+
+    def no_torch(module, *args, **kwargs):
+        if module == "torch" or module.startswith("torch."):
+            raise ImportError("No module named 'torch'")
+        return real_import(module, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_torch)
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    with pytest.raises(DependencyError) as err:
+        runner.open_runtime(name, tmp_path / "m.pth", None)
+    assert err.value.problem.startswith(f"The {name} runtime needs the 'torch' package, which is not installed")
+    assert err.value.fix == "pip install 'alexnet-deploy[torch]'"
 
 
 def test_onnx_runtimes_are_opened_by_the_runtime_registry_with_the_threads(monkeypatch, tmp_path):
@@ -496,7 +559,8 @@ def trt_fakes(monkeypatch):
 
     monkeypatch.setattr(engine_module, "build_engine", fake_build)
     monkeypatch.setattr(tensorrt_module, "TrtRuntime", lambda path: calls["opened"].append(path) or "engine runtime")
-    monkeypatch.setattr(runner, "_cached_engine_fits", lambda engine, onnx_path: fits["value"])
+    calls["checked"] = []
+    monkeypatch.setattr(runner, "_cached_engine_fits", lambda engine, onnx_path: calls["checked"].append((engine, onnx_path)) or fits["value"])
     calls["fits"] = fits
     return calls
 
@@ -521,6 +585,7 @@ def test_trt_reuses_a_cached_engine_that_fits_and_opens_an_engine_file_as_it_is(
     trt_fakes["fits"]["value"] = True
     runner.open_runtime("trt", onnx_file, None)
     assert trt_fakes["built"] == [] and trt_fakes["opened"] == [tmp_path / "m.engine"]
+    assert trt_fakes["checked"] == [(tmp_path / "m.engine", onnx_file)]
     trt_fakes["fits"]["value"] = False
     runner.open_runtime("trt", engine, None)
     assert trt_fakes["built"] == [] and trt_fakes["opened"][-1] == engine
@@ -533,6 +598,56 @@ def test_a_cached_engine_that_is_missing_or_unreadable_does_not_fit(tmp_path):
     engine = tmp_path / "m.engine"
     engine.write_bytes(b"not an engine")
     # Without TensorRT (this host) or with a sidecar that cannot be read, rebuild.
+    assert runner._cached_engine_fits(engine, onnx_file) is False
+
+
+def test_a_file_of_no_known_kind_is_refused_naming_what_bench_takes(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model")
+    with pytest.raises(InputError) as err:
+        runner.input_kind(notes)
+    assert err.value.problem == f"{notes} is not a checkpoint, an ONNX model or a TensorRT engine."
+    assert err.value.fix == "give .pth/.pt, .onnx or .engine files"
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError) as err:
+        runner.input_kind(empty)
+    assert err.value.problem == f"bench input {empty} is empty (0 bytes)."
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"x")
+    assert runner.input_kind(engine) == "engine"
+
+
+def test_a_cached_engine_fits_only_when_its_sidecar_names_this_onnx_file_and_this_tensorrt(tmp_path, monkeypatch):
+    import hashlib
+    import sys
+    from types import SimpleNamespace
+
+    import alexnet_deploy.runtimes.tensorrt as tensorrt_module
+    from alexnet_deploy.errors import InputError as SidecarError
+
+    onnx_file, engine = tmp_path / "m.onnx", tmp_path / "m.engine"
+    onnx_file.write_bytes(b"model")
+    digest = hashlib.sha256(b"model").hexdigest()
+    monkeypatch.setitem(sys.modules, "tensorrt", SimpleNamespace(__version__="10.9"))  # as if TensorRT were installed
+    sidecar = {"value": SimpleNamespace(source_onnx_sha256=digest, tensorrt_version="10.9")}
+    read = []
+
+    def read_sidecar(path):
+        read.append(path)
+        if isinstance(sidecar["value"], Exception):
+            raise sidecar["value"]
+        return sidecar["value"]
+
+    monkeypatch.setattr(tensorrt_module, "read_sidecar", read_sidecar)
+    assert runner._cached_engine_fits(engine, onnx_file) is False and read == []  # no engine yet: nothing read
+    engine.write_bytes(b"engine")
+    assert runner._cached_engine_fits(engine, onnx_file) is True and read == [engine]
+    sidecar["value"] = SimpleNamespace(source_onnx_sha256="0" * 64, tensorrt_version="10.9")  # built from another file
+    assert runner._cached_engine_fits(engine, onnx_file) is False
+    sidecar["value"] = SimpleNamespace(source_onnx_sha256=digest, tensorrt_version="10.8")  # built by another TensorRT
+    assert runner._cached_engine_fits(engine, onnx_file) is False
+    sidecar["value"] = SidecarError("unreadable sidecar.", "rebuild")
     assert runner._cached_engine_fits(engine, onnx_file) is False
 
 
@@ -551,13 +666,20 @@ def test_machine_info_reports_the_host_versions_threads_and_a_utc_date(monkeypat
     assert seen == [(2, False)]
     assert info["cpu"] == "Fake CPU 9000" and info["isa_line"] == "fake isa" and info["ceilings"] == {}
     assert info["cores"] == os.cpu_count() and info["threads"] == 2
-    assert info["versions"]["numpy"] == importlib.metadata.version("numpy") == np.__version__
-    assert info["versions"]["onnx"] == importlib.metadata.version("onnx")
-    assert "tensorrt" not in info["versions"] or info["versions"]["tensorrt"] == importlib.metadata.version("tensorrt")
+    assert info["versions"]["numpy"] == np.__version__
+    expected = {}
+    for package in ("numpy", "onnx", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt"):
+        try:
+            expected[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    assert info["versions"] == expected and {"numpy", "onnx", "onnxruntime"} <= set(expected)
     stamp = datetime.datetime.fromisoformat(info["date"])
     assert stamp.utcoffset() == datetime.timedelta(0) and before <= stamp <= after
     assert info["python"] == ".".join(map(str, os.sys.version_info[:3]))
     assert info["platform"] and isinstance(info["platform"], str)
-    assert info["gpu"] is None or isinstance(info["gpu"], str)
+    import torch
+
+    assert info["gpu"] == (torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
     runner.machine_info(None)
     assert seen[-1] == (None, True)

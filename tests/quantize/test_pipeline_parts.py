@@ -123,6 +123,9 @@ def test_synthetic_comparison_images_have_no_labels():
     result = pipeline._synthetic(4, RECORD, 1, "comparison")
     assert result.batch.shape == (4, 3, 16, 16) and result.batch.dtype == np.float32
     assert result.description == "4 synthetic comparison images" and result.targets is None and result.used is None
+    assert np.array_equal(result.batch, pipeline._synthetic(4, RECORD, 1, "comparison").batch)  # seeded
+    assert not np.array_equal(result.batch, pipeline._synthetic(4, RECORD, 2, "comparison").batch)
+    assert not np.array_equal(result.batch, pipeline._synthetic(4, RECORD, 0, "comparison").batch)
 
 
 # --- _truth, _accuracy, _changes ------------------------------------------------------------
@@ -185,6 +188,7 @@ def converters(monkeypatch):
 
     def static(source, calibration, target, method, input_name, batch, fixed, progress):
         calls.append(("static", source, calibration, target, method, input_name, batch, fixed))
+        progress("calibrating")  # the caller's progress, not a stand-in
         return "static graph", used["value"]
 
     monkeypatch.setattr(recipes, "quantize_static_int8", static)
@@ -215,8 +219,9 @@ def test_convert_dispatches_each_precision_to_its_recipe(converters, tmp_path):
 def test_static_int8_calibrates_in_batches_the_model_and_the_calibrator_accept(converters, tmp_path, batch_dim, method, batch, fixed):
     images = _folder(tmp_path / "f", 1)
     calibration = pipeline.CalibrationImages(SPEC, images)
-    graph, entry = pipeline._convert(tmp_path / "m.onnx", _proto(batch_dim), "int8", "tensorrt", method, calibration, Steps())
-    assert graph == "static graph"
+    steps = Steps()
+    graph, entry = pipeline._convert(tmp_path / "m.onnx", _proto(batch_dim), "int8", "tensorrt", method, calibration, steps)
+    assert graph == "static graph" and steps.messages == ["calibrating"]
     assert converters.calls == [("static", tmp_path / "m.onnx", calibration, "tensorrt", method, "pixels", batch, fixed)]
     assert entry == {"method": method, "images": 3, "skipped": 0, "source": "folder", "files_sha256": images.digest()}
 
@@ -278,6 +283,13 @@ def test_latency_is_compared_at_batch_1_and_32_on_the_sample_repeated(medians):
     assert all(np.array_equal(a, b) for a, b in zip(fp32.batches, other.batches))
 
 
+def test_sub_millisecond_times_and_odd_batches(medians):
+    medians.table["fp32"], medians.table["other"] = [0.0009], [0.0003]
+    result = pipeline.latency_comparison(_Model("fp32"), _Model("other"), np.zeros((1, 3, 4, 4), np.float32), batches=(3,))
+    assert result["batch_3"]["speedup"] == pytest.approx(3.0) and result["batch_3"]["ms"] == pytest.approx(0.3)
+    assert medians.calls == [(["fp32", "other"], 3, 3)]  # 8 // 3 + 1, a whole number of runs
+
+
 def test_a_fixed_batch_model_is_timed_at_its_batch_only_and_a_zero_time_has_no_speedup(medians):
     medians.table["other"] = [0.0, 0.0, 0.0]
     fp32, other = _Model("fp32", max_batch=4), _Model("other", max_batch=4)
@@ -312,3 +324,16 @@ def test_candidate_text_says_the_step_recipe_and_what_was_measured():
     unlabelled = SimpleNamespace(step=1, recipe={"graph": "original", "method": "percentile", "float_layers": [],
                                                  "measured": {"accuracy": None, "top1_agreement": 0.975}})
     assert pipeline._candidate_text(unlabelled) == "step 1: original, percentile; top-1 agreement with FP32 97.5%"
+
+
+def test_the_outcome_as_json_names_its_files_as_strings_and_the_interrupt_reads_as_what_was_left(tmp_path):
+    import json
+
+    outcome = pipeline.QuantizeOutcome(output=tmp_path / "m.int8.onnx", source=tmp_path / "m.onnx", precision="int8", target="cpu", recipe="minmax",
+                                       calibration={"images": 3}, comparison={"images": 2}, sizes={"bytes": 1}, latency={})
+    data = json.loads(json.dumps(outcome.to_dict()))  # JSON-native as the CLI writes it
+    assert data["output"] == str(tmp_path / "m.int8.onnx") and data["source"] == str(tmp_path / "m.onnx")
+    assert data["written"] is True and data["warnings"] == [] and data["search"] is None and data["calibration"] == {"images": 3}
+    stop = pipeline.QuantizeInterrupted("interrupted; nothing was written.")
+    assert str(stop) == "interrupted; nothing was written." and stop.args == ("interrupted; nothing was written.",)
+    assert (stop.written, stop.step, stop.steps) == (None, None, 0) and isinstance(stop, KeyboardInterrupt)

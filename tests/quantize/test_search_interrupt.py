@@ -120,6 +120,16 @@ def test_interrupt_inside_the_step_within_budget_writes_that_file(tiny, images, 
     assert isinstance(stop, pipeline.QuantizeInterrupted)
     assert stop.written == out and stop.step == 2 and stop.steps == 2
     assert f"was written to {out}" in stop.what_was_left and "step 2" in stop.what_was_left
+    # The file says what it is, and the trail describes its best point as the finished search's does.
+    assert read_record(written).precision == read_record(expected).precision == "int8"
+    finished = _trail(reference.output)
+    assert trail["budget"] == finished["budget"] == search.Budget().to_dict(True)  # labelled: an accuracy budget
+    step2 = trail["log"][1]
+    assert trail["best"] == {"step": 2, "graph": step2["graph"], "method": "entropy", "float_layers": [], "measured": trail["best"]["measured"]}
+    assert trail["best"]["measured"]["accuracy"] == pytest.approx(step2["accuracy"])
+    assert f"({search.Budget().describe(True)})" in stop.what_was_left and f"{out} is left as it was" not in stop.what_was_left
+    raw = out.with_name(out.name + ".search.json").read_text()
+    assert raw.startswith('{\n "budget": {') and raw == json.dumps(trail, indent=1)  # indented for a person to read
 
 
 def test_interrupt_before_any_candidate_within_budget_writes_nothing(tiny, images, tmp_path, monkeypatch):
@@ -139,6 +149,8 @@ def test_interrupt_before_any_candidate_within_budget_writes_nothing(tiny, image
     assert isinstance(stop, pipeline.QuantizeInterrupted) and stop.written is None and stop.steps == 2
     assert "nothing was written" in stop.what_was_left and "no candidate was within the budget yet" in stop.what_was_left
     assert "--allow-drop" in stop.what_was_left and f"{out} is left as it was" in stop.what_was_left
+    assert f"({search.Budget().describe(True)}; best so far step " in stop.what_was_left
+    assert trail["budget"] == search.Budget().to_dict(True)
 
 
 def test_interrupt_while_timing_keeps_the_file_the_search_chose(tiny, images, tmp_path, monkeypatch):
@@ -181,4 +193,69 @@ def test_cli_interrupted_search_with_nothing_within_budget_writes_nothing(cli, t
     out = tmp_path / "tiny.int8.onnx"
     result = cli.fails(130, "quantize", tiny, "-p", "int8", "--calib", calib, "--holdout", holdout, "-o", out, "--no-latency")
     assert not out.exists() and _trail(out).get("interrupted") is True
-    assert "nothing was written" in " ".join(result.stderr.split())
+    message = " ".join(result.stderr.split())
+    assert "nothing was written" in message and "is left as it was" not in message  # there was no file to leave
+    assert "--allow-drop" not in message  # the note is for a run that asked for it
+
+
+def test_interrupt_before_the_first_candidate_says_nothing_was_measured(tiny, images, tmp_path, monkeypatch):
+    def quantize_with_ranges(*args, **kwargs):
+        raise KeyboardInterrupt  # Ctrl-C while the first candidate is being quantized
+
+    monkeypatch.setattr(recipes, "quantize_with_ranges", quantize_with_ranges)
+    out = tmp_path / "tiny.int8.onnx"
+    with pytest.raises(KeyboardInterrupt) as caught:
+        _quantize(tiny, images, out)
+    stop = caught.value
+    assert isinstance(stop, pipeline.QuantizeInterrupted)
+    assert (stop.written, stop.step, stop.steps) == (None, None, 0)
+    trail_path = out.with_name(out.name + ".search.json")
+    assert stop.what_was_left == f"interrupted before the INT8 search measured any candidate, so nothing was written; {trail_path} says so."
+    trail = _trail(out)
+    assert trail["best"] is None and trail["log"] == [] and trail["written"] is None and trail["interrupted"] is True
+    assert not out.exists()
+
+
+def test_interrupt_while_timing_a_file_outside_the_budget_writes_nothing_even_with_allow_drop(tiny, images, tmp_path, monkeypatch):
+    _force_budget(monkeypatch, lambda how, excluded: False)  # the search finishes without a candidate within the budget
+
+    def timing(*args, **kwargs):
+        raise KeyboardInterrupt  # --allow-drop times the best file before writing it: Ctrl-C there
+
+    monkeypatch.setattr(pipeline, "latency_comparison", timing)
+    out = tmp_path / "tiny.int8.onnx"
+    with pytest.raises(KeyboardInterrupt) as caught:
+        _quantize(tiny, images, out, allow_drop=True, measure_latency=True)
+    assert not out.exists()
+    trail = _trail(out)
+    assert trail["interrupted"] is True and trail["search_finished"] is True and trail["written"] is None
+    stop = caught.value
+    steps = len(trail["log"])
+    assert isinstance(stop, pipeline.QuantizeInterrupted) and (stop.written, stop.step, stop.steps) == (None, None, steps)
+    best = trail["best"]["step"]
+    assert stop.what_was_left.startswith(
+        f"interrupted after {steps} step(s) of the INT8 search (it had finished); no candidate was within the budget "
+        f"({search.Budget().describe(True)}; best so far step {best}: ")
+    assert stop.what_was_left.endswith(
+        "), so nothing was written (--allow-drop writes a file outside the budget only when the run completes); "
+        f"{out.with_name(out.name + '.search.json')} lists every point tried.")
+
+
+def test_a_candidate_within_the_budget_that_fails_its_checks_is_not_written(tiny, tmp_path):
+    """The search judged a candidate within the budget, but its logits are not finite: nothing is written, and the
+    message says why (not "no candidate was within the budget"), with no --allow-drop note (it met the budget)."""
+    proto = onnx.load(str(tiny))
+    kept = search.SearchResult(proto=proto, met=True, recipe={"graph": "plain", "method": "minmax", "float_layers": [],
+                                                             "measured": {"accuracy": 0.5, "drop_points": 0.0}},
+                               calibration={}, log=[{"step": 1}], step=1, logits=np.array([[np.nan, 0.0]], dtype=np.float32))
+    out = tmp_path / "tiny.int8.onnx"
+    stop = pipeline._keep_interrupted(kept, kept.log, False, output=out, source=tiny, record=read_record(proto), precision="int8",
+                                      target="cpu", budget=search.Budget(), truth=np.array([0]), compared=None,
+                                      fp32_logits=np.array([[1.0, 0.0]], dtype=np.float32), allow_drop=True)
+    assert not out.exists() and (stop.written, stop.step, stop.steps) == (None, None, 1)
+    trail = out.with_name(out.name + ".search.json")
+    assert stop.what_was_left == (
+        f"interrupted after 1 step(s) of the INT8 search; the candidate within the budget failed its checks "
+        f"({search.Budget().describe(True)}; best so far step 1: plain, minmax; top-1 50.0% (+0.0 points)), so nothing was written; "
+        f"{trail} lists every point tried.")
+    assert json.loads(trail.read_text())["written"] is None
