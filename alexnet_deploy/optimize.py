@@ -152,13 +152,21 @@ def default_runtimes(target: str) -> tuple[list[str], list[str]]:
 EVAL_RUNTIMES = ("ort", "openvino", "openvino-bf16")
 
 
-# The fields an evaluation stage keeps; a cache written with fewer is redone.
-EVALUATION_FIELDS = 2
+# The version of what an evaluation stage keeps; a cache written by another is redone. 3: image paths
+# relative to --data (version 2 kept them absolute, so a moved --data folder resumed with its old paths).
+EVALUATION_FIELDS = 3
 
 
-def _evaluation(report) -> dict[str, Any]:
+def _evaluation(report, data: Path) -> dict[str, Any]:
+    """What an evaluation stage caches: the scores and, per image, its prediction, truth and path relative to
+    ``data``, as the stage's key holds the images by relative path, label and bytes (a moved folder resumes)."""
     return {"top1": report.top1, "top5": report.top5, "n": report.n, "predictions": report.predictions, "truths": report.truths,
-            "paths": report.paths, "labels": report.labels}
+            "paths": [os.path.relpath(path, data) for path in report.paths], "labels": report.labels}
+
+
+def _located(evaluation: dict[str, Any], data: Path) -> dict[str, Any]:
+    """``evaluation`` with its image paths under ``data`` as it is now."""
+    return {**evaluation, "paths": [str(Path(data) / path) for path in evaluation["paths"]]}
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -333,15 +341,16 @@ def _run(source, kind, external, source_sha, data, data_digest, calib, calib_dig
             progress(f"stage 3/5: evaluating {name} on {eval_runtime}")
 
             def run_eval(path=path, eval_runtime=eval_runtime) -> dict[str, Any]:
-                return _evaluation(evaluate(path, data, runtime=eval_runtime, batch=32, progress=progress, keep_predictions=True, follow_links=follow_links))
+                return _evaluation(evaluate(path, data, runtime=eval_runtime, batch=32, progress=progress, keep_predictions=True, follow_links=follow_links), data)
 
             suffix = "" if eval_runtime == "ort" else f"-{eval_runtime}"  # keeps the cache of runs made before OpenVINO was measured
-            evaluations[(name, eval_runtime)] = stages.run(f"eval-{name}{suffix}", key(file=_digest(path), data=data_digest, runtime=eval_runtime,
-                                                                                     fields=EVALUATION_FIELDS), run_eval, progress)
+            evaluations[(name, eval_runtime)] = _located(stages.run(f"eval-{name}{suffix}", key(file=_digest(path), data=data_digest, runtime=eval_runtime,
+                                                                                              fields=EVALUATION_FIELDS), run_eval, progress), data)
     if ("fp32", "ort") not in evaluations:  # the budget is measured against FP32 on onnxruntime, the reference runtime
-        evaluations[("fp32", "ort")] = stages.run("eval-fp32", key(file=_digest(variants["fp32"]), data=data_digest, runtime="ort", fields=EVALUATION_FIELDS),
-                                                  lambda: _evaluation(evaluate(variants["fp32"], data, runtime="ort", batch=32, progress=progress, keep_predictions=True,
-                                                                               follow_links=follow_links)), progress)
+        evaluations[("fp32", "ort")] = _located(stages.run(
+            "eval-fp32", key(file=_digest(variants["fp32"]), data=data_digest, runtime="ort", fields=EVALUATION_FIELDS),
+            lambda: _evaluation(evaluate(variants["fp32"], data, runtime="ort", batch=32, progress=progress, keep_predictions=True, follow_links=follow_links), data),
+            progress), data)
 
     # 4. Speed of every variant on every runtime of the target (the images play no part).
     from alexnet_deploy.bench.harness import TimingSettings

@@ -259,3 +259,49 @@ def test_a_planted_link_as_lock_file_is_refused_and_its_target_untouched(tmp_pat
         with FolderLock(out, LOCK):
             pass
     assert victim.read_text() == "keep me"
+
+
+
+def _near_tie_model(path: Path) -> Path:
+    """The tiny model with classes 0 and 1 almost tied (class 2 far behind): FP16, INT8 and BF16 flip some top-1s."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(tiny_model(path)))
+    for init in proto.graph.initializer:
+        array = numpy_helper.to_array(init).copy()
+        if init.name == "w2":
+            array[1] = array[0] + np.random.default_rng(1).normal(0, 2e-3, array[0].shape)
+            array[2] -= 5
+        if init.name == "b2":
+            array[1] = array[0]
+        init.CopyFrom(numpy_helper.from_array(array.astype(np.float32), init.name))
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.mark.slow  # three optimize runs of the tiny model
+def test_a_moved_data_folder_resumes_every_stage_and_reports_the_new_paths(cli, tmp_path):
+    """The same images under another folder name: nothing is redone (their digest is of names, labels and bytes),
+    and the images whose top-1 changed are named where they are now, as a run without a cache names them."""
+    model = _near_tie_model(tmp_path / "tiny.onnx")
+    data = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        folder = data / CLASSES[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8), "RGB").save(folder / f"{i:03d}.png")
+    (data / CLASSES[2]).mkdir()
+    out = tmp_path / "out"
+    first = _run(cli, model, data, out)
+    assert sum(r["changed_count"] for r in first["rows"]) > 0  # there are changed images to name
+    moved = data.rename(tmp_path / "moved-val")
+    again = _run(cli, model, moved, out)
+    assert again["stages"]["ran"] == [] and set(again["stages"]["resumed"]) == set(first["stages"]["ran"])
+    text = (out / "report.json").read_text()
+    assert str(data) + os.sep not in text, [line for line in text.splitlines() if str(data) + os.sep in line][:3]
+    changed = [c["image"] for r in again["rows"] for c in r["changed_images"]]
+    assert changed and all(Path(image).is_relative_to(moved) and Path(image).is_file() for image in changed), changed
+    fresh = _run(cli, model, moved, tmp_path / "fresh")  # no cache: what the rows must say, paths included
+    assert [r["changed_images"] for r in again["rows"]] == [r["changed_images"] for r in fresh["rows"]]
+    assert _top1(again) == _top1(fresh) == _top1(first)
