@@ -264,6 +264,24 @@ def _stage_folder(output: Path | str) -> Path:
         raise InputError(f"cannot write the output folder {folder} ({exc.strerror or exc}).", "choose a folder you can write to") from None
 
 
+def _check_remote_folder(uri: str) -> None:
+    """InputError when the --output URI (s3://, gs://, file://, ...) already holds files: Ray's workers write their parts
+    there directly, beside whatever is there, so a rerun into the same location would double every row.
+
+    A location pyarrow cannot list (a scheme it lacks, missing list permission) is left to Ray, which reports its own error.
+    """
+    try:
+        import pyarrow.fs as pafs
+
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        entries = filesystem.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    except Exception:  # noqa: BLE001 - not ours to judge: the write itself says what is wrong with the location
+        return
+    if entries:
+        raise InputError(f"output folder {uri} already holds {len(entries)} entr{'y' if len(entries) == 1 else 'ies'} (Ray would add its part files to them).",
+                         "give a new or empty location, or remove what is there first")
+
+
 def _part_files(folder: Path) -> int:
     try:
         return sum(1 for entry in os.scandir(folder) if entry.is_file())
@@ -379,6 +397,8 @@ def predict_ray(
     if kind == "dir" and not _uri(str(output)):
         folder = _target_folder(output)
         staging = _stage_folder(output)  # before Ray starts: an unusable --output fails in a second
+    elif kind == "dir":
+        _check_remote_folder(str(output))
     try:
         with ray_session(model, address, actors, threads, model_transfer, show_progress, log, "predict --ray") as session:
             log(f"labelling {count if count is not None else 'the'} files with {session.actors} actor(s) x batch {batch} ({session.cpus} CPUs)")
@@ -396,7 +416,7 @@ def predict_ray(
                 raise OutputInterrupted(f"interrupted; {left}.") from None
         elif kind == "dir" and isinstance(exc, KeyboardInterrupt):
             raise OutputInterrupted(f"interrupted; part files the workers finished before it may remain in {output} (written there directly); "
-                                    "remove them before a rerun, which would add its parts to theirs.") from None
+                                    "remove them before a rerun (which refuses a location that holds files).") from None
         raise
     if staging is not None:
         _move_into_place(staging, folder)

@@ -190,6 +190,30 @@ def test_output_folder_in_a_missing_folder_is_refused_before_ray_starts(cli, hal
     assert not (tmp_path / "missing").exists()
 
 
+def test_an_output_uri_that_holds_files_is_refused_before_ray_starts(cli, half_width_onnx, tmp_path, monkeypatch):
+    """Ray's workers write a URI --output's parts there directly: into a location that holds files, a run would add
+    its rows to theirs (a rerun doubles every row). file:// stands in for s3:// here: the same pyarrow listing."""
+    pytest.importorskip("ray")
+    pytest.importorskip("pyarrow")
+    from alexnet_deploy.deploy import ray_batch
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    earlier = tmp_path / "preds"
+    earlier.mkdir()
+    (earlier / "part-000.parquet").write_bytes(b"an earlier run's rows")
+    _no_ray(monkeypatch)
+    result = cli.fails(2, "predict", half_width_onnx, tmp_path / "a.png", "--ray", "--output", f"file://{earlier}")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"file://{earlier}" in errors[0] and "already holds 1 entry" in errors[0], result.stderr
+    assert "fix: give a new or empty location" in result.stderr and "internal error" not in result.stderr
+    assert [p.name for p in earlier.iterdir()] == ["part-000.parquet"] and (earlier / "part-000.parquet").read_bytes() == b"an earlier run's rows"
+    # A new or empty location passes, and one pyarrow cannot list is left to Ray (its write reports what is wrong).
+    (tmp_path / "empty").mkdir()
+    for fine in (f"file://{tmp_path / 'empty'}", f"file://{tmp_path / 'new'}", "nosuchscheme://bucket/preds"):
+        ray_batch._check_remote_folder(fine)
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write into read-only directories")
 def test_output_folder_in_a_read_only_folder_is_refused_before_ray_starts(cli, half_width_onnx, tmp_path, monkeypatch):
     pytest.importorskip("ray")
