@@ -40,6 +40,57 @@ from seed_models import SEED_CLASSES, alive  # noqa: E402
 torch.set_num_threads(_THREADS_PER_WORKER)
 
 
+# onnxruntime and OpenVINO size their thread pools by the cores, not by OMP_NUM_THREADS, and
+# onnxruntime's pool threads spin while they wait: with two workers on two cores each session's
+# second thread spent its time spinning on the core the other worker needed (fast tier 96.5 s
+# -> 82.5 s, user+sys CPU 172 s -> 146 s with one thread). So, in the test processes only,
+# sessions and compiled models the code under test leaves at the libraries' default get the
+# worker's share; a thread count the code sets is passed through untouched. Tests of the
+# default itself ask for `library_thread_defaults`.
+_library_threads = {"limit": _THREADS_PER_WORKER}
+
+
+def _share_cores_with_other_workers() -> None:
+    import onnxruntime as ort
+
+    session_init = ort.InferenceSession.__init__
+
+    def init(self, path_or_bytes, sess_options=None, *args, **kwargs):
+        if not _library_threads["limit"] or (sess_options is not None and sess_options.intra_op_num_threads != 0):
+            return session_init(self, path_or_bytes, sess_options, *args, **kwargs)
+        options = ort.SessionOptions() if sess_options is None else sess_options
+        options.intra_op_num_threads = _library_threads["limit"]
+        try:
+            session_init(self, path_or_bytes, options, *args, **kwargs)
+        finally:  # the session keeps its own copy; the caller's object stays as the code under test left it
+            options.intra_op_num_threads = 0
+
+    ort.InferenceSession.__init__ = init
+    try:
+        import openvino as ov
+    except ImportError:
+        return
+    compile_model = ov.Core.compile_model
+
+    def compile_with_threads(self, model, device_name=None, config=None, **kwargs):
+        if _library_threads["limit"] and device_name == "CPU" and "INFERENCE_NUM_THREADS" not in (config or {}):
+            config = {**(config or {}), "INFERENCE_NUM_THREADS": _library_threads["limit"]}
+        return compile_model(self, model, device_name, config, **kwargs)
+
+    ov.Core.compile_model = compile_with_threads
+
+
+_share_cores_with_other_workers()
+
+
+@pytest.fixture
+def library_thread_defaults():
+    """onnxruntime and OpenVINO left at their own thread defaults, for tests of those defaults."""
+    _library_threads["limit"] = 0
+    yield
+    _library_threads["limit"] = _THREADS_PER_WORKER
+
+
 class Cli:
     """Runs ``alexnet`` in-process; ``.ok(...)`` asserts exit 0, ``.fails(code, ...)`` the error exit."""
 
@@ -127,14 +178,32 @@ def half_width(seed_checkpoints):
 
 
 @pytest.fixture(scope="session")
-def half_width_onnx(store, half_width, cli):
+def half_width_onnx(store, half_width, cli, tmp_path_factory):
     """half_width exported once through the CLI, with labels."""
     path, model, _ = half_width
     labels = store / "class_indices.json"
     labels.write_text('{"0": "daisy", "1": "dandelion", "2": "roses", "3": "sunflowers", "4": "tulips"}')
-    out = store / "half.onnx"
-    cli.ok("export", path, "-o", out, "--labels", labels)
-    return out
+    return made_once_per_run(tmp_path_factory, "half.onnx", lambda out: cli.ok("export", path, "-o", out, "--labels", labels))
+
+
+def made_once_per_run(tmp_path_factory, name: str, make) -> Path:
+    """The file ``make(path)`` writes, made once per test run by whichever pytest-xdist worker asks first.
+
+    The other workers wait for it and reuse it: the same session and the same code under test
+    made it, so sharing only drops the duplicate work (a full-size export is seconds of CPU
+    per worker). ``make`` must leave either the whole file or none (the exporter renames it
+    into place); after a failure the next worker to ask tries again.
+    """
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    shared.mkdir(exist_ok=True)
+    path = shared / name
+    with FileLock(str(shared / f"{name}.lock")):
+        if not path.exists():
+            make(path)
+    return path
 
 
 def _trained_cache_root(config, tmp_path_factory=None) -> Path | None:
@@ -196,18 +265,17 @@ def trained(request, tmp_path_factory):
     The image folders and trained weights are cached in pytest's cache directory (keyed
     by the generator/training code and torch version) because training takes a minute or
     two on a 2-core machine; it starts in the background at collection. The ONNX export is
-    made fresh in every session by the code under test: a cached export would hide an
-    exporter regression.
+    made fresh in every session by the code under test (once, for all pytest-xdist workers):
+    a cached export would hide an exporter regression.
     """
     import trained_model as tm
 
     root = _trained_cache_root(request.config, tmp_path_factory)
     info = tm.ensure(root)
-    onnx_path = tmp_path_factory.mktemp("trained-export") / "model.onnx"
-    Cli().ok(
-        "export", root / "model.pth", "-o", onnx_path, "--arch", "torchvision", "--input-size", tm.CROP,
+    onnx_path = made_once_per_run(tmp_path_factory, "trained.onnx", lambda out: Cli().ok(
+        "export", root / "model.pth", "-o", out, "--arch", "torchvision", "--input-size", tm.CROP,
         "--resize", tm.RESIZE, "--crop", tm.CROP, "--mean", ",".join(map(str, tm.MEAN)), "--std", ",".join(map(str, tm.STD)),
-    )
+    ))
     return SimpleNamespace(
         root=root, checkpoint=root / "model.pth", onnx=onnx_path,
         train=root / "train", calib=root / "calib", val=root / "val", **info,

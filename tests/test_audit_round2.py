@@ -164,7 +164,7 @@ def test_fastest_baseline_ignores_other_onnxruntime_providers():
 # --threads is onnxruntime's intra-op thread count (read off the session itself)
 
 
-def test_threads_set_onnxruntimes_intra_op_threads(model):
+def test_threads_set_onnxruntimes_intra_op_threads(model, library_thread_defaults):
     from alexnet_deploy.classifier import Classifier
     from alexnet_deploy.runtimes import open_runtime
     from alexnet_deploy.runtimes.ort import OrtRuntime
