@@ -127,7 +127,8 @@ def _magnitudes(ranges) -> dict[str, float]:
     return {name: float(np.abs(np.asarray(data.range_value, dtype=np.float64)).max()) for name, data in ranges.items()}
 
 
-def calibrate_ranges(model: Path, images: Calibration, method: str, op_types, input_name: str, batch: int, fixed: bool, work: Path, progress):
+def calibrate_ranges(model: Path, images: Calibration, method: str, op_types, input_name: str, batch: int, fixed: bool, work: Path, progress,
+                     extremes: dict | None = None):
     """(onnxruntime TensorsData, indices of the images the ranges came from), every image used once.
 
     We call onnxruntime's calibrators ourselves, one ``collect_data`` per chunk of
@@ -146,13 +147,49 @@ def calibrate_ranges(model: Path, images: Calibration, method: str, op_types, in
     inside its bins: entropy then equals one call over all images. Percentile histograms
     |x| from the first chunk's smallest |x|; smaller values in later chunks are not
     counted, which moves its threshold by less than one of its 2048 bins (tested).
+
+    ``extremes``: a dict the caller keeps across calls on the same model and images (the INT8
+    search tries entropy, then percentile): the pre-pass's finding is stored there, and the
+    next histogram method reuses it instead of running the pre-pass again.
     """
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     calibrators = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
     histogram = method != "minmax"
-    passes = 2 if histogram else 1
-    progress.start(f"calibrating on {images.count} images" + (" (range pre-pass, then histograms)" if histogram else ""), passes * images.count)
+    key = (str(model), batch)
+    known = extremes.get(key) if histogram and extremes is not None else None
+    if known is None:
+        passes = 2 if histogram else 1
+        progress.start(f"calibrating on {images.count} images" + (" (range pre-pass, then histograms)" if histogram else ""), passes * images.count)
+        fed, found = _range_pass(model, images, op_types, input_name, batch, fixed, work, progress, histogram)
+        if not fed:
+            return None, []
+        if not histogram:
+            return found, fed  # minmax: the pass's own ranges
+        first = found
+        if extremes is not None:
+            extremes[key] = (fed, first)
+    else:
+        fed, first = known
+        progress.start(f"calibrating on {images.count} images (histograms; the range pre-pass of the method before)", images.count)
+
+    chosen = set(first)
+    order = first + [index for index in fed if index not in chosen]
+    calibrator = create_calibrator(model, op_types, augmented_model_path=str(work / "histogram.onnx"), calibrate_method=calibrators[method])
+    used: list[int] = []
+    batches = images.batches(batch, order)
+    first_group = [next(batches) for _ in range(-(-len(first) // batch))]  # the extremes: fixes the bin width
+    calibrator.collect_data(_reader(first_group, input_name, batch, fixed, used, progress.advance))
+    for group in _chunks(batches, CALIB_CHUNK):
+        calibrator.collect_data(_reader(group, input_name, batch, fixed, used, progress.advance))
+    assert sorted(used) == sorted(fed), "the histogram pass must see exactly the images of the range pass"
+    return calibrator.compute_data(), used
+
+
+def _range_pass(model: Path, images: Calibration, op_types, input_name: str, batch: int, fixed: bool, work: Path, progress, histogram: bool):
+    """One MinMax pass over every image: (indices of the images fed, then the ranges for MinMax, or for a
+    histogram method the sorted indices of the images that hold some tensor's largest magnitude)."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     minmax = create_calibrator(model, op_types, augmented_model_path=str(work / "minmax.onnx"), calibrate_method=CalibrationMethod.MinMax)
     fed: list[int] = []
@@ -165,24 +202,9 @@ def calibrate_ranges(model: Path, images: Calibration, method: str, op_types, in
             for name, value in _magnitudes(minmax.compute_data()).items():
                 if name not in best or value > best[name]:
                     best[name], holders[name] = value, [index for index, _ in group[0]]
-    if not fed:
-        return None, []
-    if not histogram:
-        return minmax.compute_data(), fed
-    del minmax
-
-    first = sorted({index for indices in holders.values() for index in indices})
-    chosen = set(first)
-    order = first + [index for index in fed if index not in chosen]
-    calibrator = create_calibrator(model, op_types, augmented_model_path=str(work / "histogram.onnx"), calibrate_method=calibrators[method])
-    used: list[int] = []
-    batches = images.batches(batch, order)
-    first_group = [next(batches) for _ in range(-(-len(first) // batch))]  # the extremes: fixes the bin width
-    calibrator.collect_data(_reader(first_group, input_name, batch, fixed, used, progress.advance))
-    for group in _chunks(batches, CALIB_CHUNK):
-        calibrator.collect_data(_reader(group, input_name, batch, fixed, used, progress.advance))
-    assert sorted(used) == sorted(fed), "the histogram pass must see exactly the images of the range pass"
-    return calibrator.compute_data(), used
+    if not fed or not histogram:
+        return fed, (minmax.compute_data() if fed else None)
+    return fed, sorted({index for indices in holders.values() for index in indices})
 
 
 def static_settings(target: str) -> dict:
@@ -242,10 +264,11 @@ def prepare_for_quantization(source: Path, work: Path):
     return prepared, proto
 
 
-def calibrate(prepared: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, work: Path, progress):
-    """(ranges, indices of the images used) for the pre-processed model at ``prepared``."""
+def calibrate(prepared: Path, images: Calibration, target: str, method: str, input_name: str, batch: int, fixed: bool, work: Path, progress,
+              extremes: dict | None = None):
+    """(ranges, indices of the images used) for the pre-processed model at ``prepared``; ``extremes`` as in calibrate_ranges."""
     with contextlib.redirect_stdout(io.StringIO()):  # onnxruntime prints progress notes; stdout may carry --json
-        return calibrate_ranges(prepared, images, method, calibration_op_types(target), input_name, batch, fixed, work, progress)
+        return calibrate_ranges(prepared, images, method, calibration_op_types(target), input_name, batch, fixed, work, progress, extremes)
 
 
 def quantize_with_ranges(prepared: Path, ranges, target: str, method: str, work: Path, exclude=()):

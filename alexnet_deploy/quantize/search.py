@@ -121,6 +121,7 @@ class _Graphs:
         self.input_name, self.batch, self.fixed, self.progress = input_name, batch, fixed, progress
         self.prepared: dict[str, tuple[Path, Any]] = {}
         self.ranges: dict[tuple[str, str], tuple[Any, list[int]]] = {}
+        self.extremes: dict = {}  # the histogram methods' range pre-pass, per graph: run once, not per method
 
     def add(self, tag: str, source: Path | None = None, proto=None) -> None:
         import onnx
@@ -139,7 +140,8 @@ class _Graphs:
             self.progress(f"calibrating ({tag}, {method})")
             # onnxruntime's histogram calibrators stack the batches of one call, so they must be equal: 1 image each.
             batch = self.batch if self.fixed else (MINMAX_BATCH if method == "minmax" else 1)
-            ranges, used = recipes.calibrate(path, self.images, self.target, method, self.input_name, batch, self.fixed, self.work / tag.replace("+", "-"), self.progress)
+            ranges, used = recipes.calibrate(path, self.images, self.target, method, self.input_name, batch, self.fixed, self.work / tag.replace("+", "-"), self.progress,
+                                             extremes=self.extremes)
             if ranges is None:
                 where = self.images.images.root if getattr(self.images, "images", None) is not None else "the calibration set"
                 raise InputError(f"none of the {self.images.count} image files under {where} could be decoded.", "point it at a folder of readable .jpg/.png images")

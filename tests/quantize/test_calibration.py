@@ -189,13 +189,16 @@ def test_synthetic_calibration_warns(cli, tiny, tmp_path):
     assert out.exists()
 
 
-@pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_histogram_methods_match_one_pass_over_every_image(tiny, tmp_path, method):
+@pytest.mark.parametrize("method, after", [("entropy", None), ("percentile", None), ("percentile", "entropy")])
+def test_histogram_methods_match_one_pass_over_every_image(tiny, tmp_path, method, after, monkeypatch):
     """Chunked histograms equal onnxruntime's calibrator fed every image in one call, with the extreme image last.
 
     The last image falls in a later chunk than the first, which without the pre-pass
-    would fix a narrower bin width (see the calibration notes in recipes.py).
+    would fix a narrower bin width (see the calibration notes in recipes.py). ``after``: the
+    method the INT8 search tried before on the same images; its range pre-pass is reused
+    (one pre-pass calibrator and one histogram calibrator per method, not a pre-pass each).
     """
+    import onnxruntime.quantization as quantization
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, create_calibrator
 
     from alexnet_deploy.datasets import open_image_set
@@ -207,8 +210,18 @@ def test_histogram_methods_match_one_pass_over_every_image(tiny, tmp_path, metho
     count = 2 * CALIB_CHUNK + 7
     calib = _write_folder(tmp_path / "calib", count, seed=4, extreme_at=(count - 1,))
     images = CalibrationImages(Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD), open_image_set(calib, "calibration folder"))
-    ranges, used = calibrate_ranges(tiny, images, method, None, "input", 1, False, tmp_path, as_progress(None))
+    made = []
+    monkeypatch.setattr(quantization, "create_calibrator", lambda *args, **kwargs: made.append(kwargs["calibrate_method"]) or create_calibrator(*args, **kwargs))
+    extremes: dict = {}
+    recorder = _Recorder()
+    if after:
+        calibrate_ranges(tiny, images, after, None, "input", 1, False, tmp_path, recorder, extremes)
+    ranges, used = calibrate_ranges(tiny, images, method, None, "input", 1, False, tmp_path, recorder, extremes)
     assert sorted(used) == list(range(count))
+    histograms = [m for m in made if m != CalibrationMethod.MinMax]
+    assert made.count(CalibrationMethod.MinMax) == 1 and len(histograms) == (2 if after else 1)
+    assert recorder.totals == ([2 * count, count] if after else [2 * count]) and recorder.advanced == sum(recorder.totals)
+    monkeypatch.undo()
 
     arrays = _torchvision_inputs(calib)
 
