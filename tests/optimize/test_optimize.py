@@ -20,7 +20,7 @@ from PIL import Image
 
 import trained_model as tm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.run_first]  # the quickstart fixture alone is 1.5-2 minutes
 
 
 @pytest.fixture(scope="module")
