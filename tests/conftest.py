@@ -196,8 +196,7 @@ def made_once_per_run(tmp_path_factory, name: str, make) -> Path:
     """
     from filelock import FileLock
 
-    base = tmp_path_factory.getbasetemp()
-    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "made-once"
+    shared = _run_root(tmp_path_factory) / "made-once"
     shared.mkdir(exist_ok=True)
     path = shared / name
     with FileLock(str(shared / f"{name}.lock")):
@@ -216,9 +215,14 @@ def _trained_cache_root(config, tmp_path_factory=None) -> Path | None:
         return Path(cache.mkdir(name))
     if tmp_path_factory is None:
         return None
+    return _run_root(tmp_path_factory) / name
+
+
+def _run_root(tmp_path_factory) -> Path:
+    """This run's temporary root, the same folder in every pytest-xdist worker."""
     base = tmp_path_factory.getbasetemp()
     # pytest-xdist workers each get a basetemp below the run's own; they share the run's.
-    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / name
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
 
 
 _background_builds = []

@@ -140,6 +140,7 @@ def test_recommendation_is_within_budget_and_copied(optimized):
 
 
 def test_rerun_resumes_and_a_changed_budget_redoes_only_int8(cli, optimized):
+    # Last in this file on purpose: the changed budget rewrites the folder the tests above read.
     _, args, first = optimized
     again = json.loads(cli.ok(*args, "--json").stdout)
     assert again["stages"]["ran"] == [] and set(again["stages"]["resumed"]) == set(first["stages"]["ran"])
