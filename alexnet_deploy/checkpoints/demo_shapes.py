@@ -103,7 +103,10 @@ def train(folder: Path, seed: int = 0, epochs: int = 5, lr: float = 0.006, progr
             torch.nn.init.xavier_uniform_(module.weight)
             torch.nn.init.zeros_(module.bias)
     torch.nn.init.normal_(model.classifier[-1].weight, std=0.01)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    # fused: one pass over the 61M parameters per step. The default per-tensor Nesterov update
+    # allocates a new 245 MB gradient copy every step; it took 0.105 s a step against fused 0.026 s
+    # on 2 cores, a third of the training time (same update, rounded differently by up to 4e-9).
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, fused=True)
     generator = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(images) // 32)
     progress.start(f"training AlexNet on {len(images)} images, {epochs} epochs", epochs * steps_per_epoch)
