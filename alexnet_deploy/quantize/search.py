@@ -12,7 +12,9 @@ The search, cheapest first, stops at the first candidate within the budget:
 
 Every candidate is quantized and measured on the held-out images: top-1 accuracy against
 the labels when there are labels, else top-1 agreement with FP32. Calibration ranges are
-computed once per (graph, method) and reused by every candidate of that pair.
+computed once per (graph, method) and reused by every candidate of that pair, and no file is
+quantized twice: the all-INT8 candidate measured earlier is the baseline the speed costs are
+timed against, and the first fallback is the file its layer's speed cost was timed on.
 
 Interrupted (KeyboardInterrupt), the search raises SearchInterrupted carrying the best candidate
 measured so far (its ModelProto, recipe, holdout logits and step), so the caller can keep it.
@@ -20,6 +22,7 @@ measured so far (its ModelProto, recipe, holdout logits and step), so the caller
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,13 +159,14 @@ class _Graphs:
         return [n.name for n in self.prepared[tag][1].graph.node]
 
 
-def float_cost_ms(quantized, with_float, sample: np.ndarray, rounds: int = 3) -> float:
-    """Milliseconds a batch of ``sample`` takes longer with ``with_float`` than with ``quantized`` (two
-    ModelProtos), on onnxruntime's CPU, measured round-robin so the machine's drift hits both alike."""
+def float_cost_ms(int8, with_float, sample: np.ndarray, rounds: int = 3) -> float:
+    """Milliseconds a batch of ``sample`` takes longer with ``with_float`` (a ModelProto) than on ``int8``
+    (an open OrtRuntime of the all-INT8 model, made once for every layer), on onnxruntime's CPU,
+    measured round-robin so the machine's drift hits both alike."""
     from alexnet_deploy.runtimes.ort import OrtRuntime
     from alexnet_deploy.timing import round_robin_medians
 
-    with OrtRuntime(quantized.SerializeToString()) as int8, OrtRuntime(with_float.SerializeToString()) as mixed:
+    with OrtRuntime(with_float.SerializeToString()) as mixed:
         medians = round_robin_medians({"int8": lambda: int8.run(sample), "mixed": lambda: mixed.run(sample)}, rounds=rounds, min_runs=3)
     return 1000.0 * (float(np.median(medians["mixed"])) - float(np.median(medians["int8"])))
 
@@ -185,12 +189,18 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
         graphs = _Graphs(Path(tmp), images, target, input_name, batch, fixed, progress)
         graphs.add("original", source=Path(source))
 
-        def attempt(tag: str, how: str, exclude=(), float_layers=(), technique="calibration method", record=True) -> Candidate:
+        def quantize(tag: str, how: str, exclude=()):
+            ranges, _ = graphs.calibrated(tag, how)
+            return recipes.quantize_with_ranges(graphs.prepared[tag][0], ranges, target, how, graphs.work, exclude)
+
+        def attempt(tag: str, how: str, exclude=(), float_layers=(), technique="calibration method", record=True, quantized=None) -> Candidate:
+            """Quantize (unless ``quantized``, that candidate's ModelProto made before, is given) and measure."""
             nonlocal best, chosen
             started = time.perf_counter()
-            ranges, _ = graphs.calibrated(tag, how)
+            graphs.calibrated(tag, how)  # its progress comes before the measuring line
             progress(f"measuring: {technique} ({tag}, {how}{', ' + str(len(float_layers)) + ' layer(s) in float' if float_layers else ''})")
-            quantized = recipes.quantize_with_ranges(graphs.prepared[tag][0], ranges, target, how, graphs.work, exclude)
+            if quantized is None:
+                quantized = quantize(tag, how, exclude)
             logits = eq.run_logits(quantized, compared)
             measured = measure(logits, reference, truth)
             candidate = Candidate(tag, how, list(float_layers), measured, quantized, logits if record else None)
@@ -256,32 +266,46 @@ def search_int8(source: Path, proto, images, compared: np.ndarray, reference: np
 
             # 3. Each layer's accuracy cost in INT8 and speed cost in float, then fallback to float,
             # cheapest accuracy first: the layers that regain the most accuracy per millisecond lost.
-            tag, how = best.graph, best.method
+            # Every candidate so far kept no layer in float, so the best one is this graph and method
+            # with every layer in INT8: the baseline the speed costs are measured against.
+            tag, how, all_int8 = best.graph, best.method, best.proto
             layers, nodes = graphs.layers(tag), graphs.nodes(tag)
             base = _score(measure(reference, reference, truth))[0]
-            all_int8 = attempt(tag, how, technique="sensitivity baseline", record=False)
             rows = batch if fixed else min(len(compared), 8)  # a fixed-batch model takes exactly its batch
             sample = np.resize(compared[:rows], (rows,) + compared.shape[1:])  # repeated when there are fewer images
             timed = target == "cpu"  # onnxruntime's CPU speed says nothing about a TensorRT engine's
             ranked = []
-            for layer in layers:
-                started = time.perf_counter()
-                only = attempt(tag, how, exclude=[n for n in nodes if n != layer], technique="sensitivity", record=False)
-                loss = base - _score(only.measured)[0]  # what quantizing this layer alone costs in accuracy
-                cost = None
+            first = None  # (rank, layer, ModelProto with that layer alone in float): the first fallback candidate, not quantized twice
+            with contextlib.ExitStack() as stack:
                 if timed:
-                    kept_float = attempt(tag, how, exclude=[layer], technique="speed cost", record=False)
-                    cost = max(float_cost_ms(all_int8.proto, kept_float.proto, sample), 0.0)
-                # accuracy regained per millisecond lost (a layer as good as free comes first among equals)
-                value = loss / max(cost, 0.01) if cost is not None else loss
-                ranked.append((value, loss, only.measured["mean_rel_err"], layer))
-                note({"technique": "sensitivity", "graph": tag, "method": how, "layer": layer, "loss_points": 100 * loss,
-                      "mean_rel_err": only.measured["mean_rel_err"], "float_cost_ms": cost, "points_per_ms": None if cost is None else 100 * value,
-                      "seconds": round(time.perf_counter() - started, 2)})
+                    from alexnet_deploy.runtimes.ort import OrtRuntime
+
+                    int8 = stack.enter_context(OrtRuntime(all_int8.SerializeToString()))
+                for layer in layers:
+                    started = time.perf_counter()
+                    only = attempt(tag, how, exclude=[n for n in nodes if n != layer], technique="sensitivity", record=False)
+                    loss = base - _score(only.measured)[0]  # what quantizing this layer alone costs in accuracy
+                    cost = kept_float = None
+                    if timed:
+                        progress(f"timing {layer} in float")
+                        kept_float = quantize(tag, how, exclude=[layer])
+                        cost = max(float_cost_ms(int8, kept_float, sample), 0.0)
+                    # accuracy regained per millisecond lost (a layer as good as free comes first among equals)
+                    value = loss / max(cost, 0.01) if cost is not None else loss
+                    rank = (value, loss, only.measured["mean_rel_err"])
+                    ranked.append((*rank, layer))
+                    if kept_float is not None and (first is None or rank > first[0]):  # strictly: the earlier layer wins a tie, as in the sort below
+                        first = (rank, layer, kept_float)
+                    del only, kept_float
+                    note({"technique": "sensitivity", "graph": tag, "method": how, "layer": layer, "loss_points": 100 * loss,
+                          "mean_rel_err": rank[2], "float_cost_ms": cost, "points_per_ms": None if cost is None else 100 * value,
+                          "seconds": round(time.perf_counter() - started, 2)})
             order = [layer for _, _, _, layer in sorted(ranked, key=lambda item: (-item[0], -item[1], -item[2]))]
             for count in range(1, len(order)):  # all of them in float would be an FP32 model called INT8
                 kept = order[:count]
-                candidate = attempt(tag, how, exclude=kept, float_layers=kept, technique="fallback to float")
+                made = first[2] if count == 1 and first is not None and first[1] == kept[0] else None
+                first = None  # held only until it is measured
+                candidate = attempt(tag, how, exclude=kept, float_layers=kept, technique="fallback to float", quantized=made)
                 if budget.holds(candidate.measured):
                     return finish(candidate, True)
             return finish(best, False)

@@ -241,9 +241,23 @@ def test_sensitive_layers_fall_back_to_float_when_equalization_cannot_help(cli, 
     from alexnet_deploy.quantize import recipes
 
     monkeypatch.setattr(recipes, "METHODS", ("minmax",))
+    quantized = []  # the float layers of every file quantized, in order
+    real_quantize = recipes.quantize_with_ranges
+
+    def counted(prepared, ranges, target, method, work, exclude=()):
+        quantized.append(tuple(sorted(exclude)))
+        return real_quantize(prepared, ranges, target, method, work, exclude)
+
+    monkeypatch.setattr(recipes, "quantize_with_ranges", counted)
     out = tmp_path / "fallback.int8.onnx"
     report = json.loads(cli.ok("quantize", outlier, "-p", "int8", "--calib", trained.calib, "--holdout", trained.val, "--no-latency", "-o", out, "--json").stdout)
     search = report["search"]
+    # Each file is quantized once: the all-INT8 one (step 1) is also the baseline the speed costs are
+    # timed against, and the first fallback (one layer in float) is the one its speed cost was timed on.
+    layer_count = sum(s["technique"] == "sensitivity" for s in search["log"])
+    fallbacks = [s["float_layers"] for s in search["log"] if s["technique"] == "fallback to float"]
+    assert len(quantized) == 1 + 2 * layer_count + len(fallbacks) - 1
+    assert len(set(quantized)) == len(quantized)
     assert [s["technique"] for s in search["log"][:2]] == ["calibration method", "cross-layer equalization (FP32 check)"]
     assert search["met"] and search["log"][-1]["technique"] == "fallback to float"
     sensitivity = {s["layer"]: s["loss_points"] for s in search["log"] if s["technique"] == "sensitivity"}
