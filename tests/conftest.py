@@ -230,20 +230,24 @@ _background_builds = []
 
 @pytest.hookimpl(trylast=True)  # after -m/-k deselection: a fast-tier run must not train
 def pytest_collection_modifyitems(config, items):
-    """Run the files marked ``run_first`` first and the tests that need the trained model last,
-    and start training it now, in the background.
+    """Run the files marked ``run_first`` first, then the tests that need the trained model, and
+    start training it now, in the background.
 
-    Training takes about a minute on 2 cores; meanwhile every other test runs. The order is
-    the same in every pytest-xdist worker (they must agree), so the trained-model files are
-    also the last to be handed out. A ``run_first`` file (the default quickstart: over two
-    minutes in one fixture) handed out late ran alone at the end while the other worker sat idle.
+    The order is the same in every pytest-xdist worker (they must agree), and with
+    ``--no-loadscope-reorder`` (pyproject.toml) it is the order files are handed out in: the
+    long files first, so that the many short ones fill the time beside them. Handed out last,
+    a long file ran alone at the end while the other worker sat idle: the quickstart's (over
+    two minutes in one fixture), then the trained model's (94 s of one worker alone). The
+    worker that takes a trained-model file first waits for training (about a minute on 2 cores),
+    which meanwhile has that worker's core.
     """
     first = [item for item in items if item.get_closest_marker("run_first")]
-    items[:] = first + [item for item in items if item not in first]
-    needs = [item for item in items if "trained" in getattr(item, "fixturenames", ())]
+    placed = {id(item) for item in first}
+    needs = [item for item in items if "trained" in getattr(item, "fixturenames", ()) and id(item) not in placed]
+    placed |= {id(item) for item in needs}
+    items[:] = first + needs + [item for item in items if id(item) not in placed]
     if not needs:
         return
-    items[:] = [item for item in items if item not in needs] + needs
     root = _trained_cache_root(config)
     if root is not None:
         import trained_model as tm
