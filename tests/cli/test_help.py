@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -63,11 +61,11 @@ def test_help_paragraphs_wrap_at_the_terminal_width_not_at_the_sources(cli):
             assert not short, f"{name} --help breaks a paragraph early: {short}"
 
 
-@pytest.mark.slow  # an export in a subprocess
-def test_quickstart_skip_training_makes_only_the_seeded_files(tmp_path):
+@pytest.mark.slow  # a full-size export
+def test_quickstart_skip_training_makes_only_the_seeded_files(cli, tmp_path):
+    # In-process: the default quickstart runs in a subprocess, as users run it (tests/optimize).
     target = tmp_path / "qs"
-    result = subprocess.run([sys.executable, "-m", "alexnet_deploy", "quickstart", str(target), "--skip-training", "--json", "-"], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = cli.ok("quickstart", target, "--skip-training", "--json", "-")
     import json
 
     data = json.loads(result.stdout)
