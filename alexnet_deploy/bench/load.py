@@ -56,10 +56,13 @@ class LoadProbe:
         return float(min(1.0, max(0.0, (busy - own) / total)))
 
 
-def quiet_reading(seconds: float = 0.5) -> dict[str, Any]:
-    """The host before a run: the 1-minute load average and other processes' CPU share over ``seconds``."""
+QUIET_SECONDS = 0.5  # the window before a run: 50 clock ticks per core, so a share is read to about 2%
+
+
+def quiet_reading(seconds: float | None = None) -> dict[str, Any]:
+    """The host before a run: the 1-minute load average and other processes' CPU share over ``seconds`` (QUIET_SECONDS)."""
     probe = LoadProbe()
-    time.sleep(seconds)
+    time.sleep(QUIET_SECONDS if seconds is None else seconds)
     try:
         loadavg = os.getloadavg()[0]
     except OSError:
